@@ -1,0 +1,278 @@
+//! Parsing and derivation of settings (pure, no pgrx): comma lists, algorithms, URLs,
+//! the accepted issuers and where the signing keys come from.
+
+use std::fmt;
+
+/// Signature algorithms pgaadauth can verify. HMAC and `none` are deliberately absent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alg {
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+}
+
+pub const ALL_ALGS: [Alg; 8] = [
+    Alg::RS256,
+    Alg::RS384,
+    Alg::RS512,
+    Alg::PS256,
+    Alg::PS384,
+    Alg::PS512,
+    Alg::ES256,
+    Alg::ES384,
+];
+
+impl Alg {
+    pub fn parse(s: &str) -> Option<Alg> {
+        ALL_ALGS.into_iter().find(|a| a.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::RS256 => "RS256",
+            Alg::RS384 => "RS384",
+            Alg::RS512 => "RS512",
+            Alg::PS256 => "PS256",
+            Alg::PS384 => "PS384",
+            Alg::PS512 => "PS512",
+            Alg::ES256 => "ES256",
+            Alg::ES384 => "ES384",
+        }
+    }
+}
+
+impl fmt::Display for Alg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Items of a comma-separated list, trimmed, empty items dropped.
+pub fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|x| !x.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// `pgaadauth.allowed_algorithms`: a non-empty list of supported asymmetric algorithms.
+pub fn parse_algorithms(s: &str) -> Result<Vec<Alg>, String> {
+    let items = split_list(s);
+    if items.is_empty() {
+        return Err("at least one algorithm is required".into());
+    }
+    items
+        .iter()
+        .map(|item| {
+            Alg::parse(&item.to_ascii_uppercase()).ok_or_else(|| {
+                format!(
+                    "\"{item}\" is not supported; use RS256, RS384, RS512, PS256, PS384, PS512, ES256 or ES384"
+                )
+            })
+        })
+        .collect()
+}
+
+/// An endpoint URL: https, or http when `allow_http` is on.
+pub fn check_url(s: &str, allow_http: bool) -> Result<(), String> {
+    let rest = if let Some(r) = s.strip_prefix("https://") {
+        r
+    } else if let Some(r) = s.strip_prefix("http://") {
+        if !allow_http {
+            return Err(format!(
+                "\"{s}\" uses plain http; set pgaadauth.allow_http to permit it"
+            ));
+        }
+        r
+    } else {
+        return Err(format!("\"{s}\" is not an https:// URL"));
+    };
+    if rest.is_empty() || rest.starts_with('/') || s.chars().any(char::is_whitespace) {
+        return Err(format!("\"{s}\" has no host"));
+    }
+    Ok(())
+}
+
+/// A URL with scheme and host but no trailing slash, e.g. `pgaadauth.authority_host`.
+pub fn check_base_url(s: &str) -> Result<(), String> {
+    check_url(s, true)
+}
+
+/// The issuers Entra uses for a tenant: v1 (`sts.windows.net`) and v2 (`{authority}/{tid}/v2.0`).
+pub fn derived_issuers(tenant: &str, authority_host: &str) -> Vec<String> {
+    vec![
+        format!("https://sts.windows.net/{tenant}/"),
+        format!("{}/{tenant}/v2.0", authority_host.trim_end_matches('/')),
+    ]
+}
+
+/// Where a set of signing keys is fetched from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySource {
+    /// A JWKS document at a fixed URL.
+    Jwks(String),
+    /// OpenID Connect discovery of an issuer, then its `jwks_uri`.
+    Discovery { issuer: String },
+}
+
+impl KeySource {
+    /// The URL fetched first for this source.
+    pub fn first_url(&self) -> String {
+        match self {
+            KeySource::Jwks(u) => u.clone(),
+            KeySource::Discovery { issuer } => discovery_url(issuer),
+        }
+    }
+}
+
+impl fmt::Display for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Jwks(u) => write!(f, "{u}"),
+            KeySource::Discovery { issuer } => write!(f, "discovery of {issuer}"),
+        }
+    }
+}
+
+pub fn discovery_url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+/// The settings that decide which issuers are accepted and where keys come from.
+#[derive(Clone, Debug, Default)]
+pub struct IssuerSettings {
+    pub tenant_id: String,
+    pub authority_host: String,
+    pub issuers: String,
+    pub jwks_uri: String,
+}
+
+impl IssuerSettings {
+    /// Accepted `iss` values: the explicit list, else derived from the tenant, else none.
+    pub fn accepted_issuers(&self) -> Vec<String> {
+        let explicit = split_list(&self.issuers);
+        if !explicit.is_empty() || self.tenant_id.is_empty() {
+            return explicit;
+        }
+        derived_issuers(&self.tenant_id, &self.authority_host)
+    }
+
+    /// Key sources: `jwks_uri` when set; else discovery of each explicitly set issuer; else the
+    /// tenant's Entra key URL (which serves both the v1 and v2 issuers).
+    pub fn key_sources(&self) -> Vec<KeySource> {
+        if !self.jwks_uri.trim().is_empty() {
+            return vec![KeySource::Jwks(self.jwks_uri.trim().to_string())];
+        }
+        let explicit = split_list(&self.issuers);
+        if !explicit.is_empty() {
+            return explicit
+                .into_iter()
+                .map(|issuer| KeySource::Discovery { issuer })
+                .collect();
+        }
+        if self.tenant_id.is_empty() {
+            return vec![];
+        }
+        vec![KeySource::Jwks(format!(
+            "{}/{}/discovery/v2.0/keys",
+            self.authority_host.trim_end_matches('/'),
+            self.tenant_id
+        ))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TID: &str = "11111111-2222-3333-4444-555555555555";
+
+    fn settings(tenant: &str, issuers: &str, jwks: &str) -> IssuerSettings {
+        IssuerSettings {
+            tenant_id: tenant.into(),
+            authority_host: "https://login.microsoftonline.com".into(),
+            issuers: issuers.into(),
+            jwks_uri: jwks.into(),
+        }
+    }
+
+    #[test]
+    fn lists_are_trimmed() {
+        assert_eq!(split_list(" a, ,b ,"), vec!["a", "b"]);
+        assert!(split_list("  ").is_empty());
+    }
+
+    #[test]
+    fn algorithms() {
+        assert_eq!(
+            parse_algorithms("rs256, ES256").unwrap(),
+            vec![Alg::RS256, Alg::ES256]
+        );
+        assert!(parse_algorithms("HS256").unwrap_err().contains("HS256"));
+        assert!(parse_algorithms("none").is_err());
+        assert!(parse_algorithms(" , ").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        assert!(check_url("https://login.example.com/keys", false).is_ok());
+        assert!(check_url("http://127.0.0.1:8080/keys", false)
+            .unwrap_err()
+            .contains("allow_http"));
+        assert!(check_url("http://127.0.0.1:8080/keys", true).is_ok());
+        assert!(check_url("ftp://x", true).is_err());
+        assert!(check_url("https://", true).is_err());
+    }
+
+    #[test]
+    fn tenant_derives_issuers_and_keys() {
+        let s = settings(TID, "", "");
+        assert_eq!(
+            s.accepted_issuers(),
+            vec![
+                format!("https://sts.windows.net/{TID}/"),
+                format!("https://login.microsoftonline.com/{TID}/v2.0"),
+            ]
+        );
+        assert_eq!(
+            s.key_sources(),
+            vec![KeySource::Jwks(format!(
+                "https://login.microsoftonline.com/{TID}/discovery/v2.0/keys"
+            ))]
+        );
+    }
+
+    #[test]
+    fn explicit_issuers_use_discovery_and_jwks_uri_wins() {
+        let s = settings(TID, "https://idp.example/realms/a, https://b.example/", "");
+        assert_eq!(
+            s.accepted_issuers(),
+            vec!["https://idp.example/realms/a", "https://b.example/"]
+        );
+        assert_eq!(
+            s.key_sources()[1].first_url(),
+            "https://b.example/.well-known/openid-configuration"
+        );
+        let s = settings("", "https://idp.example", "https://idp.example/keys");
+        assert_eq!(
+            s.key_sources(),
+            vec![KeySource::Jwks("https://idp.example/keys".into())]
+        );
+    }
+
+    #[test]
+    fn nothing_configured_means_nothing_accepted() {
+        let s = settings("", "", "");
+        assert!(s.accepted_issuers().is_empty());
+        assert!(s.key_sources().is_empty());
+    }
+}

@@ -1,0 +1,805 @@
+//! Access-token validation: a pure function of (token, keys, policy, label, now), no pgrx.
+//!
+//! Every way a token can be refused is a [`Reject`] variant with its own log text; nothing here
+//! ever formats the token or its signature.
+
+use crate::config::Alg;
+use crate::jwks::{KeyMaterial, PublicKey};
+use crate::label::{normalize_guid, same_id, Label, PrincipalType};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Longest token read from a client: PostgreSQL's own limit for authentication messages.
+pub const MAX_TOKEN_LEN: usize = 65535;
+
+/// What the settings say a token must satisfy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub issuers: Vec<String>,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Alg>,
+    pub principal_claim: String,
+    /// Seconds of leeway on `exp`, `nbf` and `iat`.
+    pub clock_skew: i64,
+    /// `pgaadauth.tenant_id`, when set.
+    pub tenant_id: Option<String>,
+}
+
+/// Where the validator finds the signing key named by a token's `kid`.
+pub trait KeyLookup {
+    fn key(&self, kid: &str) -> Option<PublicKey>;
+}
+
+impl KeyLookup for [PublicKey] {
+    fn key(&self, kid: &str) -> Option<PublicKey> {
+        self.iter().find(|k| k.kid == kid).cloned()
+    }
+}
+
+/// An accepted token: who it speaks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    pub principal: String,
+    pub kid: String,
+    pub tid: Option<String>,
+    pub upn: Option<String>,
+    pub appid: Option<String>,
+}
+
+/// Why a token was refused. Values quoted from the token are made log-safe when displayed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reject {
+    TooLong(usize),
+    NotCompactJws,
+    HeaderNotJson,
+    ClaimsNotJson,
+    TypeNotAccepted(String),
+    AlgNeverAccepted(String),
+    AlgNotAllowed(String),
+    MissingKid,
+    UnknownKid(String),
+    AlgKeyMismatch { alg: Alg, kid: String, kty: &'static str },
+    AlgNotKeyAlg { alg: Alg, kid: String, key_alg: Alg },
+    BadSignature(String),
+    MissingIssuer,
+    IssuerNotAccepted(String),
+    MissingAudience,
+    AudienceNotAccepted(String),
+    MissingExp,
+    Expired { exp: i64, now: i64 },
+    NotYetValid { nbf: i64, now: i64 },
+    IssuedInFuture { iat: i64, now: i64 },
+    TenantMissing,
+    TenantMismatch { tid: String, want: String },
+    PrincipalMissing(String),
+    PrincipalMismatch { claim: String, got: String, want: String },
+    MfaRequired,
+    GroupNotSupported,
+}
+
+impl Reject {
+    /// A short stable code for the reason (statistics, audit lines).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reject::TooLong(_) | Reject::NotCompactJws => "malformed",
+            Reject::HeaderNotJson | Reject::ClaimsNotJson => "bad_json",
+            Reject::TypeNotAccepted(_) => "bad_typ",
+            Reject::AlgNeverAccepted(_) | Reject::AlgNotAllowed(_) => "alg_not_allowed",
+            Reject::AlgKeyMismatch { .. } | Reject::AlgNotKeyAlg { .. } => "alg_key_mismatch",
+            Reject::MissingKid => "missing_kid",
+            Reject::UnknownKid(_) => "unknown_kid",
+            Reject::BadSignature(_) => "bad_signature",
+            Reject::MissingIssuer | Reject::IssuerNotAccepted(_) => "issuer",
+            Reject::MissingAudience | Reject::AudienceNotAccepted(_) => "audience",
+            Reject::MissingExp => "missing_exp",
+            Reject::Expired { .. } => "expired",
+            Reject::NotYetValid { .. } | Reject::IssuedInFuture { .. } => "not_yet_valid",
+            Reject::TenantMissing | Reject::TenantMismatch { .. } => "tenant",
+            Reject::PrincipalMissing(_) | Reject::PrincipalMismatch { .. } => "principal",
+            Reject::MfaRequired => "mfa_required",
+            Reject::GroupNotSupported => "group_not_supported",
+        }
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Reject::*;
+        let s = log_safe;
+        match self {
+            TooLong(n) => write!(f, "The token is {n} bytes long, more than {MAX_TOKEN_LEN}."),
+            NotCompactJws => write!(
+                f,
+                "The password is not a compact JWS token (three base64url parts separated by dots)."
+            ),
+            HeaderNotJson => write!(f, "The token header is not a JSON object."),
+            ClaimsNotJson => write!(f, "The token claims are not a JSON object."),
+            TypeNotAccepted(t) => write!(
+                f,
+                "The token type \"{}\" is not accepted; expected \"JWT\" or \"at+jwt\".",
+                s(t)
+            ),
+            AlgNeverAccepted(a) => write!(
+                f,
+                "The token algorithm \"{}\" is never accepted (only asymmetric signatures are).",
+                s(a)
+            ),
+            AlgNotAllowed(a) => write!(
+                f,
+                "The token algorithm \"{}\" is not in pgaadauth.allowed_algorithms.",
+                s(a)
+            ),
+            MissingKid => write!(f, "The token header has no \"kid\"."),
+            UnknownKid(k) => write!(f, "No cached signing key has kid \"{}\".", s(k)),
+            AlgKeyMismatch { alg, kid, kty } => write!(
+                f,
+                "The token algorithm {alg} does not match the {kty} key \"{}\".",
+                s(kid)
+            ),
+            AlgNotKeyAlg { alg, kid, key_alg } => write!(
+                f,
+                "The token algorithm {alg} differs from the algorithm {key_alg} of key \"{}\".",
+                s(kid)
+            ),
+            BadSignature(k) => write!(
+                f,
+                "The token signature does not verify with key \"{}\".",
+                s(k)
+            ),
+            MissingIssuer => write!(f, "The token has no \"iss\" claim."),
+            IssuerNotAccepted(i) => write!(
+                f,
+                "The token issuer \"{}\" is not an accepted issuer (pgaadauth.issuers).",
+                s(i)
+            ),
+            MissingAudience => write!(f, "The token has no \"aud\" claim."),
+            AudienceNotAccepted(a) => write!(
+                f,
+                "The token audience {} is not an accepted audience (pgaadauth.audiences).",
+                s(a)
+            ),
+            MissingExp => write!(f, "The token has no numeric \"exp\" claim."),
+            Expired { exp, now } => write!(
+                f,
+                "The token expired at {exp}, {} s ago (beyond pgaadauth.clock_skew).",
+                now - exp
+            ),
+            NotYetValid { nbf, now } => write!(
+                f,
+                "The token is not valid before {nbf}, {} s from now (beyond pgaadauth.clock_skew).",
+                nbf - now
+            ),
+            IssuedInFuture { iat, now } => write!(
+                f,
+                "The token was issued at {iat}, {} s in the future (beyond pgaadauth.clock_skew).",
+                iat - now
+            ),
+            TenantMissing => write!(f, "The token has no \"tid\" claim but a tenant is required."),
+            TenantMismatch { tid, want } => write!(
+                f,
+                "The token tenant \"{}\" is not the required tenant \"{want}\".",
+                s(tid)
+            ),
+            PrincipalMissing(c) => write!(f, "The token has no \"{}\" claim.", s(c)),
+            PrincipalMismatch { claim, got, want } => write!(
+                f,
+                "The token {} \"{}\" does not match the role's object id \"{want}\".",
+                s(claim),
+                s(got)
+            ),
+            MfaRequired => write!(
+                f,
+                "The role requires multi-factor authentication but the token's \"amr\" claim does not contain \"mfa\"."
+            ),
+            GroupNotSupported => write!(f, "Group principals are not yet supported."),
+        }
+    }
+}
+
+/// A claim value made safe for a log line: control characters replaced, quotes escaped,
+/// at most 128 characters.
+pub fn log_safe(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == 128 {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The three parts of a compact JWS, each checked to be non-empty base64url.
+struct Parts<'a> {
+    header: &'a str,
+    claims: &'a str,
+    signature: &'a str,
+    signed: &'a str,
+}
+
+fn split(token: &str) -> Result<Parts<'_>, Reject> {
+    let mut it = token.split('.');
+    let (Some(h), Some(c), Some(sig), None) = (it.next(), it.next(), it.next(), it.next()) else {
+        return Err(Reject::NotCompactJws);
+    };
+    let b64url = |p: &str| {
+        !p.is_empty()
+            && p
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !(b64url(h) && b64url(c) && b64url(sig)) {
+        return Err(Reject::NotCompactJws);
+    }
+    Ok(Parts {
+        header: h,
+        claims: c,
+        signature: sig,
+        signed: &token[..h.len() + 1 + c.len()],
+    })
+}
+
+fn json_object(part: &str, err: Reject) -> Result<Map<String, Value>, Reject> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| err.clone())?;
+    match serde_json::from_slice(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(err),
+    }
+}
+
+fn jwt_alg(alg: Alg) -> jsonwebtoken::Algorithm {
+    use jsonwebtoken::Algorithm as J;
+    match alg {
+        Alg::RS256 => J::RS256,
+        Alg::RS384 => J::RS384,
+        Alg::RS512 => J::RS512,
+        Alg::PS256 => J::PS256,
+        Alg::PS384 => J::PS384,
+        Alg::PS512 => J::PS512,
+        Alg::ES256 => J::ES256,
+        Alg::ES384 => J::ES384,
+    }
+}
+
+fn signature_ok(parts: &Parts<'_>, key: &PublicKey, alg: Alg) -> bool {
+    let decoding = match &key.material {
+        KeyMaterial::Rsa { n, e } => jsonwebtoken::DecodingKey::from_rsa_raw_components(n, e),
+        KeyMaterial::Ec { point, .. } => jsonwebtoken::DecodingKey::from_ec_der(point),
+    };
+    jsonwebtoken::crypto::verify(
+        parts.signature,
+        parts.signed.as_bytes(),
+        &decoding,
+        jwt_alg(alg),
+    )
+    .unwrap_or(false)
+}
+
+fn numeric(claims: &Map<String, Value>, name: &str) -> Option<i64> {
+    claims.get(name)?.as_f64().map(|v| v.floor() as i64)
+}
+
+fn string<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    claims.get(name)?.as_str()
+}
+
+/// Decide whether `token` lets its bearer log in as the principal of `label`.
+pub fn validate<K: KeyLookup + ?Sized>(
+    token: &str,
+    keys: &K,
+    policy: &Policy,
+    label: &Label,
+    now: i64,
+) -> Result<Verified, Reject> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(Reject::TooLong(token.len()));
+    }
+    let parts = split(token)?;
+    let header = json_object(parts.header, Reject::HeaderNotJson)?;
+    let claims = json_object(parts.claims, Reject::ClaimsNotJson)?;
+
+    // Header: type, algorithm, key.
+    if let Some(typ) = header.get("typ") {
+        let t = typ.as_str().unwrap_or("").to_ascii_lowercase();
+        let t = t.strip_prefix("application/").unwrap_or(&t);
+        if t != "jwt" && t != "at+jwt" {
+            return Err(Reject::TypeNotAccepted(typ.to_string()));
+        }
+    }
+    let alg_name = header.get("alg").and_then(Value::as_str).unwrap_or("");
+    let alg = match Alg::parse(alg_name) {
+        Some(a) if policy.algorithms.contains(&a) => a,
+        Some(_) => return Err(Reject::AlgNotAllowed(alg_name.into())),
+        None => return Err(Reject::AlgNeverAccepted(alg_name.into())),
+    };
+    let kid = header
+        .get("kid")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+        .ok_or(Reject::MissingKid)?;
+    let key = keys
+        .key(kid)
+        .ok_or_else(|| Reject::UnknownKid(kid.into()))?;
+    if !key.material.fits(alg) {
+        return Err(Reject::AlgKeyMismatch {
+            alg,
+            kid: kid.into(),
+            kty: key.material.kty(),
+        });
+    }
+    if let Some(key_alg) = key.alg.filter(|a| *a != alg) {
+        return Err(Reject::AlgNotKeyAlg {
+            alg,
+            kid: kid.into(),
+            key_alg,
+        });
+    }
+    if !signature_ok(&parts, &key, alg) {
+        return Err(Reject::BadSignature(kid.into()));
+    }
+
+    // Claims: issuer, audience, time.
+    let iss = string(&claims, "iss").ok_or(Reject::MissingIssuer)?;
+    if !policy.issuers.iter().any(|i| i == iss) {
+        return Err(Reject::IssuerNotAccepted(iss.into()));
+    }
+    let audiences: Vec<&str> = match claims.get("aud") {
+        Some(Value::String(a)) => vec![a.as_str()],
+        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    if audiences.is_empty() {
+        return Err(Reject::MissingAudience);
+    }
+    if !audiences
+        .iter()
+        .any(|a| policy.audiences.iter().any(|p| p == a))
+    {
+        return Err(Reject::AudienceNotAccepted(
+            claims.get("aud").map(Value::to_string).unwrap_or_default(),
+        ));
+    }
+    let exp = numeric(&claims, "exp").ok_or(Reject::MissingExp)?;
+    if now > exp.saturating_add(policy.clock_skew) {
+        return Err(Reject::Expired { exp, now });
+    }
+    if let Some(nbf) = numeric(&claims, "nbf") {
+        if nbf > now.saturating_add(policy.clock_skew) {
+            return Err(Reject::NotYetValid { nbf, now });
+        }
+    }
+    if let Some(iat) = numeric(&claims, "iat") {
+        if iat > now.saturating_add(policy.clock_skew) {
+            return Err(Reject::IssuedInFuture { iat, now });
+        }
+    }
+
+    // Tenant: the setting, and the label's own tid.
+    let tid = string(&claims, "tid");
+    for want in [policy.tenant_id.as_deref(), label.tid.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        let got = tid.ok_or(Reject::TenantMissing)?;
+        if !same_id(got, want) {
+            return Err(Reject::TenantMismatch {
+                tid: got.into(),
+                want: want.into(),
+            });
+        }
+    }
+
+    // Principal.
+    let principal = string(&claims, &policy.principal_claim)
+        .ok_or_else(|| Reject::PrincipalMissing(policy.principal_claim.clone()))?;
+    match label.principal_type {
+        PrincipalType::Group => return Err(Reject::GroupNotSupported),
+        PrincipalType::User | PrincipalType::Service => {
+            if !same_id(principal, &label.oid) {
+                return Err(Reject::PrincipalMismatch {
+                    claim: policy.principal_claim.clone(),
+                    got: principal.into(),
+                    want: label.oid.clone(),
+                });
+            }
+        }
+    }
+    if label.mfa {
+        let has_mfa = claims
+            .get("amr")
+            .and_then(Value::as_array)
+            .is_some_and(|amr| amr.iter().any(|m| m.as_str() == Some("mfa")));
+        if !has_mfa {
+            return Err(Reject::MfaRequired);
+        }
+    }
+
+    Ok(Verified {
+        principal: normalize_guid(principal).unwrap_or_else(|| principal.to_string()),
+        kid: kid.into(),
+        tid: tid.map(String::from),
+        upn: string(&claims, "upn")
+            .or_else(|| string(&claims, "preferred_username"))
+            .map(String::from),
+        appid: string(&claims, "appid")
+            .or_else(|| string(&claims, "azp"))
+            .map(String::from),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jwks::parse_jwks;
+    use crate::jwks::tests::{jwks_of, EC1_JWK, RSA1_JWK, RSA2_JWK};
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    const RSA1: &str = include_str!("../pgrx-tests/fixtures/rsa1.pem");
+    const RSA2: &str = include_str!("../pgrx-tests/fixtures/rsa2.pem");
+    const EC1: &str = include_str!("../pgrx-tests/fixtures/ec1.pem");
+    const OID: &str = "6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b";
+    const TID: &str = "11111111-2222-3333-4444-555555555555";
+    const ISS: &str = "https://sts.windows.net/11111111-2222-3333-4444-555555555555/";
+    const AUD: &str = "https://ossrdbms-aad.database.windows.net";
+    const NOW: i64 = 1_900_000_000;
+
+    fn keys() -> Vec<PublicKey> {
+        parse_jwks(jwks_of(&[RSA1_JWK, EC1_JWK]).as_bytes())
+            .unwrap()
+            .keys
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            issuers: vec![ISS.into()],
+            audiences: vec![AUD.into()],
+            algorithms: vec![Alg::RS256, Alg::ES256],
+            principal_claim: "oid".into(),
+            clock_skew: 300,
+            tenant_id: Some(TID.into()),
+        }
+    }
+
+    fn label() -> Label {
+        Label::parse(&format!("aadauth,oid={OID},type=user")).unwrap()
+    }
+
+    fn claims() -> Value {
+        json!({"iss": ISS, "aud": AUD, "exp": NOW + 3600, "nbf": NOW - 60, "iat": NOW - 60,
+               "tid": TID, "oid": OID, "upn": "alice@example.com", "amr": ["pwd"]})
+    }
+
+    fn sign_with(alg: jsonwebtoken::Algorithm, kid: &str, pem: &str, claims: &Value) -> String {
+        let mut h = Header::new(alg);
+        h.kid = Some(kid.into());
+        let key = match alg {
+            jsonwebtoken::Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+            _ => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        };
+        encode(&h, claims, &key).unwrap()
+    }
+
+    fn sign(claims: &Value) -> String {
+        sign_with(jsonwebtoken::Algorithm::RS256, "rsa1", RSA1, claims)
+    }
+
+    fn check(token: &str) -> Result<Verified, Reject> {
+        validate(token, keys().as_slice(), &policy(), &label(), NOW)
+    }
+
+    fn with(f: impl FnOnce(&mut Map<String, Value>)) -> String {
+        let mut c = claims();
+        f(c.as_object_mut().unwrap());
+        sign(&c)
+    }
+
+    /// A token with a hand-made header and claims, signed (or not) as given.
+    fn raw(header: &Value, claims_b64: &str, sig: &str) -> String {
+        let h = URL_SAFE_NO_PAD.encode(header.to_string());
+        format!("{h}.{claims_b64}.{sig}")
+    }
+
+    fn b64(v: &str) -> String {
+        URL_SAFE_NO_PAD.encode(v)
+    }
+
+    #[test]
+    fn valid_rs256_token_is_accepted() {
+        let v = check(&sign(&claims())).unwrap();
+        assert_eq!(v.principal, OID);
+        assert_eq!(v.upn.as_deref(), Some("alice@example.com"));
+        assert_eq!(v.kid, "rsa1");
+    }
+
+    #[test]
+    fn valid_es256_token_is_accepted() {
+        let t = sign_with(jsonwebtoken::Algorithm::ES256, "ec1", EC1, &claims());
+        assert!(check(&t).is_ok());
+    }
+
+    #[test]
+    fn at_jwt_type_and_upper_case_oid_are_accepted() {
+        let mut h = Header::new(jsonwebtoken::Algorithm::RS256);
+        h.kid = Some("rsa1".into());
+        h.typ = Some("at+jwt".into());
+        let mut c = claims();
+        c["oid"] = json!(OID.to_uppercase());
+        let t = encode(&h, &c, &EncodingKey::from_rsa_pem(RSA1.as_bytes()).unwrap()).unwrap();
+        assert!(check(&t).is_ok());
+    }
+
+    #[test]
+    fn not_three_base64url_parts() {
+        let good = sign(&claims());
+        let two = good.rsplit_once('.').unwrap().0.to_string();
+        for bad in [
+            "".to_string(),
+            "hunter2".into(),
+            two,
+            format!("{good}.x"),
+            good.replacen('.', ".+", 1),
+            format!("{good}=="),
+        ] {
+            assert_eq!(check(&bad), Err(Reject::NotCompactJws), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn too_long() {
+        let t = "a".repeat(MAX_TOKEN_LEN + 1);
+        assert_eq!(check(&t), Err(Reject::TooLong(MAX_TOKEN_LEN + 1)));
+    }
+
+    #[test]
+    fn bad_json() {
+        let t = raw(&json!({"alg":"RS256","kid":"rsa1"}), &b64("{not json"), "c2ln");
+        assert_eq!(check(&t), Err(Reject::ClaimsNotJson));
+        let t = format!("{}.{}.c2ln", b64("[1,2]"), b64("{}"));
+        assert_eq!(check(&t), Err(Reject::HeaderNotJson));
+    }
+
+    #[test]
+    fn alg_none_and_hmac_are_never_accepted() {
+        let body = b64(&claims().to_string());
+        let t = raw(&json!({"alg":"none","kid":"rsa1"}), &body, "c2ln");
+        assert_eq!(check(&t), Err(Reject::AlgNeverAccepted("none".into())));
+        // HS256 "signed" with the public key as the HMAC secret: the classic confusion attack.
+        let mut h = Header::new(jsonwebtoken::Algorithm::HS256);
+        h.kid = Some("rsa1".into());
+        let t = encode(&h, &claims(), &EncodingKey::from_secret(RSA1_JWK.as_bytes())).unwrap();
+        assert_eq!(check(&t), Err(Reject::AlgNeverAccepted("HS256".into())));
+    }
+
+    #[test]
+    fn alg_not_in_allowed_algorithms() {
+        let t = sign_with(jsonwebtoken::Algorithm::RS384, "rsa1", RSA1, &claims());
+        assert_eq!(check(&t), Err(Reject::AlgNotAllowed("RS384".into())));
+    }
+
+    #[test]
+    fn alg_must_match_key_type() {
+        // ES256 header naming the RSA key.
+        let t = sign_with(jsonwebtoken::Algorithm::ES256, "rsa1", EC1, &claims());
+        assert!(matches!(check(&t), Err(Reject::AlgKeyMismatch { kty: "RSA", .. })));
+        // PS256 is RSA, but the JWK pins RS256.
+        let mut p = policy();
+        p.algorithms.push(Alg::PS256);
+        let t = sign_with(jsonwebtoken::Algorithm::PS256, "rsa1", RSA1, &claims());
+        assert!(matches!(
+            validate(&t, keys().as_slice(), &p, &label(), NOW),
+            Err(Reject::AlgNotKeyAlg { key_alg: Alg::RS256, .. })
+        ));
+    }
+
+    #[test]
+    fn missing_and_unknown_kid() {
+        let t = encode(
+            &Header::new(jsonwebtoken::Algorithm::RS256),
+            &claims(),
+            &EncodingKey::from_rsa_pem(RSA1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(check(&t), Err(Reject::MissingKid));
+        let t = sign_with(jsonwebtoken::Algorithm::RS256, "rsa2", RSA2, &claims());
+        assert_eq!(check(&t), Err(Reject::UnknownKid("rsa2".into())));
+    }
+
+    #[test]
+    fn bad_signature() {
+        // Signed by rsa2's private key but claiming to be rsa1.
+        let t = sign_with(jsonwebtoken::Algorithm::RS256, "rsa1", RSA2, &claims());
+        assert_eq!(check(&t), Err(Reject::BadSignature("rsa1".into())));
+        // A claims part swapped after signing.
+        let good = sign(&claims());
+        let mut forged: Vec<&str> = good.split('.').collect();
+        let other = b64(&json!({"oid": "someone-else"}).to_string());
+        forged[1] = &other;
+        assert_eq!(check(&forged.join(".")), Err(Reject::BadSignature("rsa1".into())));
+        // The rsa2 key set cannot verify rsa1's signatures either.
+        let set = parse_jwks(jwks_of(&[&RSA2_JWK.replace("rsa2", "rsa1")]).as_bytes()).unwrap();
+        assert_eq!(
+            validate(&good, set.keys.as_slice(), &policy(), &label(), NOW),
+            Err(Reject::BadSignature("rsa1".into()))
+        );
+    }
+
+    #[test]
+    fn issuer() {
+        let t = with(|c| {
+            c.insert("iss".into(), json!("https://evil.example/"));
+        });
+        assert_eq!(
+            check(&t),
+            Err(Reject::IssuerNotAccepted("https://evil.example/".into()))
+        );
+        let t = with(|c| {
+            c.remove("iss");
+        });
+        assert_eq!(check(&t), Err(Reject::MissingIssuer));
+    }
+
+    #[test]
+    fn audience_string_or_array() {
+        let t = with(|c| {
+            c.insert("aud".into(), json!("api://other"));
+        });
+        assert!(matches!(check(&t), Err(Reject::AudienceNotAccepted(_))));
+        let t = with(|c| {
+            c.insert("aud".into(), json!(["api://other", "api://more"]));
+        });
+        assert!(matches!(check(&t), Err(Reject::AudienceNotAccepted(_))));
+        let t = with(|c| {
+            c.insert("aud".into(), json!(["api://other", AUD]));
+        });
+        assert!(check(&t).is_ok());
+        let t = with(|c| {
+            c.remove("aud");
+        });
+        assert_eq!(check(&t), Err(Reject::MissingAudience));
+    }
+
+    #[test]
+    fn expiry_and_skew() {
+        let t = with(|c| {
+            c.remove("exp");
+        });
+        assert_eq!(check(&t), Err(Reject::MissingExp));
+        let t = with(|c| {
+            c.insert("exp".into(), json!("tomorrow"));
+        });
+        assert_eq!(check(&t), Err(Reject::MissingExp));
+        let t = with(|c| {
+            c.insert("exp".into(), json!(NOW - 301));
+        });
+        assert_eq!(check(&t), Err(Reject::Expired { exp: NOW - 301, now: NOW }));
+        let t = with(|c| {
+            c.insert("exp".into(), json!(NOW - 299));
+        });
+        assert!(check(&t).is_ok(), "expired within clock_skew");
+    }
+
+    #[test]
+    fn nbf_and_iat_in_the_future() {
+        let t = with(|c| {
+            c.insert("nbf".into(), json!(NOW + 301));
+        });
+        assert_eq!(check(&t), Err(Reject::NotYetValid { nbf: NOW + 301, now: NOW }));
+        let t = with(|c| {
+            c.insert("iat".into(), json!(NOW + 301));
+        });
+        assert_eq!(check(&t), Err(Reject::IssuedInFuture { iat: NOW + 301, now: NOW }));
+        let t = with(|c| {
+            c.insert("nbf".into(), json!(NOW + 299));
+            c.insert("iat".into(), json!(NOW + 299));
+        });
+        assert!(check(&t).is_ok(), "in the future within clock_skew");
+    }
+
+    #[test]
+    fn tenant() {
+        let other = "99999999-2222-3333-4444-555555555555";
+        let t = with(|c| {
+            c.insert("tid".into(), json!(other));
+        });
+        assert!(matches!(check(&t), Err(Reject::TenantMismatch { .. })));
+        let t = with(|c| {
+            c.remove("tid");
+        });
+        assert_eq!(check(&t), Err(Reject::TenantMissing));
+        // Without pgaadauth.tenant_id any tenant is accepted, unless the label pins one.
+        let mut p = policy();
+        p.tenant_id = None;
+        let t = with(|c| {
+            c.insert("tid".into(), json!(other));
+        });
+        assert!(validate(&t, keys().as_slice(), &p, &label(), NOW).is_ok());
+        let pinned = Label::parse(&format!("aadauth,oid={OID},type=user,tid={TID}")).unwrap();
+        assert!(matches!(
+            validate(&t, keys().as_slice(), &p, &pinned, NOW),
+            Err(Reject::TenantMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn principal_claim() {
+        let t = with(|c| {
+            c.remove("oid");
+        });
+        assert_eq!(check(&t), Err(Reject::PrincipalMissing("oid".into())));
+        let t = with(|c| {
+            c.insert("oid".into(), json!("00000000-0000-0000-0000-000000000000"));
+        });
+        assert!(matches!(check(&t), Err(Reject::PrincipalMismatch { .. })));
+        // Another principal claim: `sub`, as an OIDC provider would use.
+        let mut p = policy();
+        p.principal_claim = "sub".into();
+        let t = with(|c| {
+            c.insert("sub".into(), json!(OID));
+            c.remove("oid");
+        });
+        assert!(validate(&t, keys().as_slice(), &p, &label(), NOW).is_ok());
+    }
+
+    #[test]
+    fn service_principal_matches_like_a_user() {
+        let sp = Label::parse(&format!("aadauth,oid={OID},type=service")).unwrap();
+        assert!(validate(&sign(&claims()), keys().as_slice(), &policy(), &sp, NOW).is_ok());
+    }
+
+    #[test]
+    fn mfa() {
+        let mfa = Label::parse(&format!("aadauth,oid={OID},type=user,mfa")).unwrap();
+        let t = sign(&claims());
+        assert_eq!(
+            validate(&t, keys().as_slice(), &policy(), &mfa, NOW),
+            Err(Reject::MfaRequired)
+        );
+        let t = with(|c| {
+            c.insert("amr".into(), json!(["pwd", "mfa"]));
+        });
+        assert!(validate(&t, keys().as_slice(), &policy(), &mfa, NOW).is_ok());
+    }
+
+    #[test]
+    fn group_labels_are_not_yet_supported() {
+        let g = Label::parse(&format!("aadauth,oid={OID},type=group")).unwrap();
+        assert_eq!(
+            validate(&sign(&claims()), keys().as_slice(), &policy(), &g, NOW),
+            Err(Reject::GroupNotSupported)
+        );
+    }
+
+    #[test]
+    fn bad_typ() {
+        let mut h = Header::new(jsonwebtoken::Algorithm::RS256);
+        h.kid = Some("rsa1".into());
+        h.typ = Some("id+jwt".into());
+        let t = encode(&h, &claims(), &EncodingKey::from_rsa_pem(RSA1.as_bytes()).unwrap()).unwrap();
+        assert!(matches!(check(&t), Err(Reject::TypeNotAccepted(_))));
+    }
+
+    #[test]
+    fn log_safe_escapes_and_truncates() {
+        assert_eq!(log_safe("a\nb\"c"), "a?b\\\"c");
+        assert_eq!(log_safe(&"x".repeat(500)).len(), 131);
+    }
+
+    #[test]
+    fn reasons_never_contain_the_token() {
+        let t = sign_with(jsonwebtoken::Algorithm::RS256, "rsa1", RSA2, &claims());
+        let sig = t.rsplit('.').next().unwrap();
+        let text = check(&t).unwrap_err().to_string();
+        assert!(!text.contains(sig) && !text.contains(&t));
+    }
+}
