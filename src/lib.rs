@@ -1,8 +1,61 @@
 //! pgaadauth: Microsoft Entra ID (and OpenID Connect) access-token login for PostgreSQL.
+//!
+//! Pure modules (no pgrx): `config`, `jwks`, `label`, `token`.
+//! Glue: `auth` (the login hook), `seclabel`, `keytable` (shared memory), `worker`, `http`,
+//! `settings`, `sql_api`, `shim` (the C bridge).
 
 pub mod config;
 pub mod jwks;
 pub mod label;
 pub mod token;
 
-::pgrx::pg_module_magic!();
+mod auth;
+mod http;
+mod keytable;
+mod seclabel;
+mod settings;
+mod shim;
+mod sql_api;
+mod worker;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pg_tests;
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+::pgrx::pg_module_magic!(name, version);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    if !unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pgaadauth must be loaded via shared_preload_libraries",
+            "pgaadauth",
+        )
+        .set_hint(
+            "Add pgaadauth to shared_preload_libraries in postgresql.conf and restart the server.",
+        )
+        .report(PgLogLevel::ERROR);
+    }
+    settings::define();
+    seclabel::register();
+    auth::install();
+    keytable::install_hooks();
+    worker::register();
+}
+
+/// Settings for the `#[pg_test]` harness, which connects over TCP without a password: its
+/// pg_hba.conf admits it through PAM (pam_permit), a method pgaadauth leaves alone.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'pgaadauth'",
+            concat!("hba_file = '", env!("CARGO_MANIFEST_DIR"), "/pgrx-tests/pg_test_hba.conf'"),
+        ]
+    }
+}

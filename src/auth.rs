@@ -1,0 +1,194 @@
+//! The ClientAuthentication hook: token or password login on every `trust` line of pg_hba.conf.
+//!
+//! Reads only shared memory and the catalogs; never touches the network.
+
+use crate::keytable::{self, SharedKeys};
+use crate::seclabel::{label_of_role_name, RoleLabel};
+use crate::settings;
+use crate::shim::{self, Port};
+use crate::token::{self, Reject};
+use pgrx::pg_sys;
+use std::ffi::{c_char, c_int, CStr, CString};
+
+const EOF: c_int = -1;
+
+pub fn install() {
+    unsafe { shim::pgaadauth_install_auth_hook(client_auth_hook) };
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn client_auth_hook(port: *mut Port, status: c_int) {
+    unsafe {
+        shim::pgaadauth_call_prev_auth_hook(port, status);
+        if status != pg_sys::STATUS_OK as c_int || !shim::pgaadauth_port_is_trust(port) {
+            return;
+        }
+        let user = CStr::from_ptr(shim::pgaadauth_port_user(port)).to_owned();
+        let login = Login { port, user };
+        match label_of_role_name(&login.user) {
+            RoleLabel::Label(label) => login.with_token(&label),
+            RoleLabel::Malformed(e) => {
+                login.read_password();
+                login.fail(&format!("The role's pgaadauth label is malformed: {e}."))
+            }
+            RoleLabel::None => login.with_password(),
+        }
+    }
+}
+
+struct Login {
+    port: *mut Port,
+    user: CString,
+}
+
+impl Login {
+    fn user(&self) -> std::borrow::Cow<'_, str> {
+        self.user.to_string_lossy()
+    }
+
+    /// Refuse the connection: 28P01 to the client, `detail` to the server log only.
+    fn fail(&self, detail: &str) -> ! {
+        let line = unsafe { shim::pgaadauth_port_hba_line(self.port) };
+        let detail = format!("{detail}\nConnection matched pg_hba.conf line {line}.");
+        let detail = CString::new(detail.replace('\0', "")).unwrap_or_default();
+        unsafe { shim::pgaadauth_auth_failed(self.port, detail.as_ptr()) }
+    }
+
+    /// End quietly, as PostgreSQL does when a client hangs up at the password request
+    /// (psql does so before prompting for a password).
+    fn hung_up(&self) -> ! {
+        unsafe { pg_sys::proc_exit(0) }
+    }
+
+    /// Read one password message; `None` when the client hung up.
+    fn read_password_message(&self) -> Option<Vec<u8>> {
+        unsafe {
+            shim::pgaadauth_pq_startmsgread();
+            let mtype = shim::pgaadauth_pq_getbyte();
+            if mtype == EOF {
+                return None;
+            }
+            if mtype != b'p' as c_int {
+                self.fail(&format!(
+                    "Expected a password response, got message type {mtype}."
+                ));
+            }
+            let mut buf: pg_sys::StringInfoData = std::mem::zeroed();
+            pg_sys::initStringInfo(&mut buf);
+            if shim::pgaadauth_pq_getmessage(&mut buf, token::MAX_TOKEN_LEN as c_int) == EOF {
+                return None;
+            }
+            let bytes = std::slice::from_raw_parts(buf.data as *const u8, buf.len as usize);
+            // The message is the password and its terminating NUL.
+            match bytes.iter().position(|b| *b == 0) {
+                Some(end) if end + 1 == bytes.len() => Some(bytes[..end].to_vec()),
+                _ => self.fail("The password message is malformed."),
+            }
+        }
+    }
+
+    /// Ask for a cleartext password (a token) and read it; exits quietly on hang-up.
+    fn read_password(&self) -> Vec<u8> {
+        unsafe {
+            shim::pgaadauth_send_auth_request(
+                self.port,
+                shim::AUTH_REQ_PASSWORD,
+                std::ptr::null(),
+                0,
+            )
+        };
+        match self.read_password_message() {
+            Some(p) => p,
+            None => self.hung_up(),
+        }
+    }
+
+    fn with_token(&self, label: &crate::label::Label) {
+        let raw = self.read_password();
+        if raw.is_empty() {
+            self.fail("The client sent an empty password.");
+        }
+        let token = String::from_utf8_lossy(&raw);
+        let now = crate::worker::unix_now();
+        match token::validate(&token, &SharedKeys, &settings::policy(), label, now) {
+            Ok(_) => {}
+            Err(reject) => {
+                let mut detail = format!(
+                    "Token login to role \"{}\" refused: {reject}",
+                    token::log_safe(&self.user())
+                );
+                if matches!(reject, Reject::UnknownKid(_)) && keytable::key_count() == 0 {
+                    detail.push_str(
+                        " No signing keys are cached yet; see the pgaadauth key worker's messages in this log.",
+                    );
+                }
+                self.fail(&detail)
+            }
+        }
+    }
+
+    fn with_password(&self) {
+        if !settings::PASSWORD_AUTH.get() {
+            self.read_password();
+            self.fail(&format!(
+                "Role \"{}\" has no pgaadauth label and pgaadauth.password_auth is off.",
+                token::log_safe(&self.user())
+            ));
+        }
+        unsafe {
+            let mut logdetail: *const c_char = std::ptr::null();
+            let shadow = pg_sys::get_role_password(self.user.as_ptr(), &mut logdetail);
+            let is_md5 = !shadow.is_null()
+                && pg_sys::get_password_type(shadow) == pg_sys::PasswordType::PASSWORD_TYPE_MD5;
+            let status = if is_md5 {
+                self.md5_exchange(shadow, &mut logdetail)
+            } else {
+                // SCRAM, or PostgreSQL's mock SCRAM exchange when the role has no usable secret.
+                shim::pgaadauth_check_scram(self.port, shadow, &mut logdetail)
+            };
+            if status == pg_sys::STATUS_OK as c_int {
+                return;
+            }
+            if status == pg_sys::STATUS_EOF {
+                self.hung_up();
+            }
+            let detail = if logdetail.is_null() {
+                format!(
+                    "Password authentication of role \"{}\" failed.",
+                    token::log_safe(&self.user())
+                )
+            } else {
+                CStr::from_ptr(logdetail).to_string_lossy().into_owned()
+            };
+            self.fail(&detail)
+        }
+    }
+
+    /// The MD5 challenge PostgreSQL uses for roles whose secret is MD5.
+    unsafe fn md5_exchange(&self, shadow: *mut c_char, logdetail: *mut *const c_char) -> c_int {
+        unsafe {
+            let mut salt = [0u8; 4];
+            if !pg_sys::pg_strong_random(salt.as_mut_ptr().cast(), salt.len()) {
+                self.fail("Could not generate a random MD5 salt.");
+            }
+            shim::pgaadauth_send_auth_request(
+                self.port,
+                shim::AUTH_REQ_MD5,
+                salt.as_ptr().cast(),
+                salt.len() as c_int,
+            );
+            let Some(password) = self.read_password_message() else {
+                return pg_sys::STATUS_EOF;
+            };
+            let password = CString::new(password).unwrap_or_default();
+            pg_sys::md5_crypt_verify(
+                self.user.as_ptr(),
+                shadow,
+                password.as_ptr(),
+                salt.as_ptr().cast(),
+                salt.len() as c_int,
+                logdetail,
+            )
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The thin HTTPS transport used by the key worker (never by a login).
+
+use std::sync::Arc;
+use std::time::Duration;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
+
+/// Largest document accepted from the identity provider.
+pub const MAX_BODY: u64 = 1 << 20;
+
+pub struct Fetcher {
+    agent: ureq::Agent,
+    allow_http: bool,
+}
+
+/// Trusted roots: the system's store plus the PEM certificates of `ca_file`.
+fn root_certs(ca_file: &str) -> Result<Vec<Certificate<'static>>, String> {
+    let mut roots: Vec<Certificate<'static>> = rustls_native_certs::load_native_certs()
+        .certs
+        .iter()
+        .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+        .collect();
+    if !ca_file.is_empty() {
+        let pem = std::fs::read(ca_file)
+            .map_err(|e| format!("could not read pgaadauth.ca_file \"{ca_file}\": {e}"))?;
+        let before = roots.len();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(PemItem::Certificate(c)) => roots.push(c.to_owned()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("pgaadauth.ca_file \"{ca_file}\": {e}")),
+            }
+        }
+        if roots.len() == before {
+            return Err(format!(
+                "pgaadauth.ca_file \"{ca_file}\" holds no PEM certificate"
+            ));
+        }
+    }
+    Ok(roots)
+}
+
+impl Fetcher {
+    pub fn new(timeout: Duration, ca_file: &str, allow_http: bool) -> Result<Fetcher, String> {
+        let tls = TlsConfig::builder()
+            .provider(TlsProvider::Rustls)
+            .root_certs(RootCerts::Specific(Arc::new(root_certs(ca_file)?)))
+            .unversioned_rustls_crypto_provider(Arc::new(
+                rustls::crypto::aws_lc_rs::default_provider(),
+            ))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(timeout))
+            .max_redirects(0)
+            .max_redirects_will_error(true)
+            .http_status_as_error(false)
+            .https_only(!allow_http)
+            .tls_config(tls)
+            .user_agent(concat!("pgaadauth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Ok(Fetcher { agent, allow_http })
+    }
+
+    /// GET `url`: the body of a 200 answer, at most [`MAX_BODY`] bytes, or why not.
+    pub fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+        crate::config::check_url(url, self.allow_http)?;
+        let mut resp = self
+            .agent
+            .get(url)
+            .header("Accept", "application/json")
+            .call()
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status();
+        if status != 200 {
+            return Err(format!("GET {url}: HTTP status {}", status.as_u16()));
+        }
+        resp.body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| format!("GET {url}: {e}"))
+    }
+}

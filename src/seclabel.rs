@@ -1,0 +1,120 @@
+//! The `pgaadauth` security label provider, and reading a role's label.
+
+use crate::label::{Label, LabelError};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use std::ffi::{c_char, CStr, CString};
+
+pub const PROVIDER: &CStr = c"pgaadauth";
+
+/// What a role's `pgaadauth` label says.
+pub enum RoleLabel {
+    None,
+    Label(Label),
+    Malformed(LabelError),
+}
+
+pub fn label_of_role(roleid: pg_sys::Oid) -> RoleLabel {
+    let object = pg_sys::ObjectAddress {
+        classId: pg_sys::AuthIdRelationId,
+        objectId: roleid,
+        objectSubId: 0,
+    };
+    // SAFETY: reads pg_shseclabel, a shared catalog available from authentication on.
+    let text = unsafe { pg_sys::GetSecurityLabel(&object, PROVIDER.as_ptr()) };
+    if text.is_null() {
+        return RoleLabel::None;
+    }
+    let text = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    match Label::parse(&text) {
+        Ok(label) => RoleLabel::Label(label),
+        Err(e) => RoleLabel::Malformed(e),
+    }
+}
+
+/// The label of the role named `name`; `None` also when no such role exists.
+pub fn label_of_role_name(name: &CStr) -> RoleLabel {
+    let roleid = unsafe { pg_sys::get_role_oid(name.as_ptr(), true) };
+    if roleid == pg_sys::InvalidOid {
+        return RoleLabel::None;
+    }
+    label_of_role(roleid)
+}
+
+/// Superusers and Entra administrators (a label with `admin`) manage Entra principals.
+pub fn may_manage_principals(roleid: pg_sys::Oid) -> bool {
+    let superuser = unsafe { pg_sys::superuser_arg(roleid) };
+    superuser || matches!(label_of_role(roleid), RoleLabel::Label(l) if l.admin)
+}
+
+/// Refuse, with a hint, when the current user may not manage Entra principals.
+pub fn require_principal_manager(what: &str) {
+    if !may_manage_principals(unsafe { pg_sys::GetUserId() }) {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to {what}"),
+            "pgaadauth",
+        )
+        .set_hint(
+            "Only superusers and Entra administrators (roles whose pgaadauth label has \"admin\") may manage Entra principals.",
+        )
+        .report(PgLogLevel::ERROR);
+    }
+}
+
+pub fn role_name(roleid: pg_sys::Oid) -> String {
+    let name = unsafe { pg_sys::GetUserNameFromId(roleid, true) };
+    if name.is_null() {
+        format!("{}", roleid.to_u32())
+    } else {
+        unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_relabel(
+    object: *const pg_sys::ObjectAddress,
+    seclabel: *const c_char,
+) {
+    let object = unsafe { &*object };
+    if object.classId != pg_sys::AuthIdRelationId {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+            "pgaadauth labels can only be set on roles",
+            "pgaadauth",
+        )
+        .report(PgLogLevel::ERROR);
+    }
+    let role = role_name(object.objectId);
+    require_principal_manager(&format!("set the pgaadauth label of role \"{role}\""));
+    if seclabel.is_null() {
+        return;
+    }
+    let text = unsafe { CStr::from_ptr(seclabel) }.to_string_lossy();
+    if let Err(e) = Label::parse(&text) {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_NAME,
+            format!("invalid pgaadauth label for role \"{role}\""),
+            "pgaadauth",
+        )
+        .set_detail(format!("{}.", capitalized(&e.to_string())))
+        .set_hint("The form is 'aadauth,oid=<guid>,type=<user|group|service>[,tid=<guid>][,admin][,mfa]'.")
+        .report(PgLogLevel::ERROR);
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+pub fn register() {
+    unsafe { pg_sys::register_label_provider(PROVIDER.as_ptr(), Some(check_relabel)) };
+}
+
+/// `name` as a C string; role names never hold NUL, but never panic on one.
+pub fn c_string(name: &str) -> CString {
+    CString::new(name.replace('\0', "")).unwrap_or_default()
+}

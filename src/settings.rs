@@ -1,0 +1,290 @@
+//! The `pgaadauth.*` settings: definitions, checks with clear messages, typed readers.
+
+use crate::config::{check_url, parse_algorithms, split_list, IssuerSettings};
+use crate::label::normalize_guid;
+use crate::token::Policy;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{pg_guard, pg_sys};
+use std::ffi::{c_char, c_void, CStr, CString};
+
+pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static AUTHORITY_HOST: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"https://login.microsoftonline.com"));
+pub static ISSUERS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static JWKS_URI: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static AUDIENCES: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"https://ossrdbms-aad.database.windows.net"));
+pub static PRINCIPAL_CLAIM: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"oid"));
+pub static ALLOWED_ALGORITHMS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"RS256"));
+pub static CLOCK_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static PASSWORD_AUTH: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static REFRESH_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static HTTP_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static ALLOW_HTTP: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static MAX_KEYS: GucSetting<i32> = GucSetting::<i32>::new(64);
+pub static ADMIN_ROLE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"azure_pg_admin"));
+
+/// A string setting's value, empty when unset.
+pub fn text(setting: &GucSetting<Option<CString>>) -> String {
+    setting
+        .get()
+        .map(|c| c.to_string_lossy().trim().to_string())
+        .unwrap_or_default()
+}
+
+pub fn issuer_settings() -> IssuerSettings {
+    IssuerSettings {
+        tenant_id: normalize_guid(&text(&TENANT_ID)).unwrap_or_default(),
+        authority_host: text(&AUTHORITY_HOST),
+        issuers: text(&ISSUERS),
+        jwks_uri: text(&JWKS_URI),
+    }
+}
+
+/// What a token must satisfy, from the current settings.
+pub fn policy() -> Policy {
+    let tenant = normalize_guid(&text(&TENANT_ID));
+    Policy {
+        issuers: issuer_settings().accepted_issuers(),
+        audiences: split_list(&text(&AUDIENCES)),
+        // The check hook refuses invalid lists, so this cannot fail for a value in force.
+        algorithms: parse_algorithms(&text(&ALLOWED_ALGORITHMS)).unwrap_or_default(),
+        principal_claim: text(&PRINCIPAL_CLAIM),
+        clock_skew: i64::from(CLOCK_SKEW.get()),
+        tenant_id: tenant,
+    }
+}
+
+pub fn admin_role() -> String {
+    text(&ADMIN_ROLE)
+}
+
+/// Run a string check; on failure set the GUC error detail and refuse the value.
+unsafe fn check_string(newval: *mut *mut c_char, check: fn(&str) -> Result<(), String>) -> bool {
+    let value = if newval.is_null() || (*newval).is_null() {
+        String::new()
+    } else {
+        CStr::from_ptr(*newval).to_string_lossy().trim().to_string()
+    };
+    match check(&value) {
+        Ok(()) => true,
+        Err(why) => {
+            let c = CString::new(why).unwrap_or_default();
+            pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(c.as_ptr());
+            false
+        }
+    }
+}
+
+macro_rules! string_check_hook {
+    ($name:ident, $check:expr) => {
+        #[pg_guard]
+        unsafe extern "C-unwind" fn $name(
+            newval: *mut *mut c_char,
+            _extra: *mut *mut c_void,
+            _source: pg_sys::GucSource::Type,
+        ) -> bool {
+            unsafe { check_string(newval, $check) }
+        }
+    };
+}
+
+fn check_optional_guid(v: &str) -> Result<(), String> {
+    if v.is_empty() || normalize_guid(v).is_some() {
+        Ok(())
+    } else {
+        Err(format!("\"{v}\" is not a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47."))
+    }
+}
+
+fn check_optional_url(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Ok(());
+    }
+    check_url(v, true).map_err(|e| format!("{e}."))
+}
+
+fn check_required_url(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err("A URL is required.".into());
+    }
+    check_optional_url(v)
+}
+
+fn check_url_list(v: &str) -> Result<(), String> {
+    split_list(v).iter().try_for_each(|u| check_optional_url(u))
+}
+
+fn check_non_empty_list(v: &str) -> Result<(), String> {
+    if split_list(v).is_empty() {
+        Err("At least one value is required.".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_non_empty(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        Err("A value is required.".into())
+    } else {
+        Ok(())
+    }
+}
+
+fn check_algorithms(v: &str) -> Result<(), String> {
+    parse_algorithms(v).map(|_| ()).map_err(|e| {
+        let mut e = e;
+        if let Some(first) = e.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        format!("{e}.")
+    })
+}
+
+string_check_hook!(check_tenant_id, check_optional_guid);
+string_check_hook!(check_authority_host, check_required_url);
+string_check_hook!(check_issuers, check_url_list);
+string_check_hook!(check_jwks_uri, check_optional_url);
+string_check_hook!(check_audiences, check_non_empty_list);
+string_check_hook!(check_principal_claim, check_non_empty);
+string_check_hook!(check_allowed_algorithms, check_algorithms);
+string_check_hook!(check_admin_role, check_non_empty);
+
+fn define_string(
+    name: &'static CStr,
+    short: &'static CStr,
+    setting: &'static GucSetting<Option<CString>>,
+    check: pg_sys::GucStringCheckHook,
+) {
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            name,
+            short,
+            c"",
+            setting,
+            GucContext::Sighup,
+            GucFlags::default(),
+            check,
+            None,
+            None,
+        );
+    }
+}
+
+pub fn define() {
+    define_string(
+        c"pgaadauth.tenant_id",
+        c"Microsoft Entra tenant id; derives the accepted issuers and the key location when those are unset.",
+        &TENANT_ID,
+        Some(check_tenant_id),
+    );
+    define_string(
+        c"pgaadauth.authority_host",
+        c"Base URL of the Entra authority (sovereign clouds, test issuers).",
+        &AUTHORITY_HOST,
+        Some(check_authority_host),
+    );
+    define_string(
+        c"pgaadauth.issuers",
+        c"Accepted token issuers (iss), comma-separated; derived from tenant_id when empty.",
+        &ISSUERS,
+        Some(check_issuers),
+    );
+    define_string(
+        c"pgaadauth.jwks_uri",
+        c"URL of the signing key set; OpenID discovery of each issuer when empty.",
+        &JWKS_URI,
+        Some(check_jwks_uri),
+    );
+    define_string(
+        c"pgaadauth.audiences",
+        c"Accepted token audiences (aud), comma-separated.",
+        &AUDIENCES,
+        Some(check_audiences),
+    );
+    define_string(
+        c"pgaadauth.principal_claim",
+        c"Token claim compared with the object id in a role's label.",
+        &PRINCIPAL_CLAIM,
+        Some(check_principal_claim),
+    );
+    define_string(
+        c"pgaadauth.allowed_algorithms",
+        c"Accepted token signature algorithms, comma-separated.",
+        &ALLOWED_ALGORITHMS,
+        Some(check_allowed_algorithms),
+    );
+    define_string(
+        c"pgaadauth.ca_file",
+        c"PEM file of extra trusted root certificates for the identity provider.",
+        &CA_FILE,
+        None,
+    );
+    define_string(
+        c"pgaadauth.admin_role",
+        c"Role that Entra administrators are members of.",
+        &ADMIN_ROLE,
+        Some(check_admin_role),
+    );
+    GucRegistry::define_int_guc(
+        c"pgaadauth.clock_skew",
+        c"Leeway on the exp, nbf and iat claims of tokens.",
+        c"",
+        &CLOCK_SKEW,
+        0,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"pgaadauth.password_auth",
+        c"Whether roles without a pgaadauth label may log in with their PostgreSQL password on pgaadauth lines.",
+        c"",
+        &PASSWORD_AUTH,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgaadauth.refresh_interval",
+        c"How often the signing keys are fetched again.",
+        c"",
+        &REFRESH_INTERVAL,
+        1,
+        7 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgaadauth.http_timeout",
+        c"Time limit of one request to the identity provider.",
+        c"",
+        &HTTP_TIMEOUT,
+        100,
+        300_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_bool_guc(
+        c"pgaadauth.allow_http",
+        c"Permit plain-http identity provider endpoints (for tests only).",
+        c"",
+        &ALLOW_HTTP,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgaadauth.max_keys",
+        c"Number of signing keys the shared key table holds.",
+        c"",
+        &MAX_KEYS,
+        1,
+        4096,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"pgaadauth".as_ptr()) };
+}

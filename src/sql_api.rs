@@ -1,0 +1,135 @@
+//! SQL functions with Azure Database for PostgreSQL's names and shapes.
+
+use crate::label::{normalize_guid, Label, PrincipalType};
+use crate::seclabel::{c_string, require_principal_manager};
+use crate::settings;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use std::ffi::CStr;
+
+fn quote_ident(name: &str) -> String {
+    let c = c_string(name);
+    unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn quote_literal(text: &str) -> String {
+    let c = c_string(text);
+    unsafe { CStr::from_ptr(pg_sys::quote_literal_cstr(c.as_ptr())) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn invalid_argument(message: String, hint: &str) -> ! {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+        message,
+        "pgaadauth",
+    )
+    .set_hint(hint)
+    .report(PgLogLevel::ERROR);
+    unreachable!()
+}
+
+fn role_exists(name: &str) -> bool {
+    Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
+        &[name.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// Create the role Entra administrators are members of, when it does not exist yet.
+fn ensure_admin_role(admin_role: &str) {
+    if !role_exists(admin_role) {
+        Spi::run(&format!("CREATE ROLE {} NOLOGIN", quote_ident(admin_role)))
+            .unwrap_or_else(|e| error!("could not create role \"{admin_role}\": {e}"));
+    }
+}
+
+/// Create a role mapped to the Entra principal `objectid` (Azure's signature and result).
+#[pg_extern(volatile, parallel_unsafe)]
+fn pgaadauth_create_principal_with_oid(
+    rolename: &str,
+    objectid: &str,
+    objecttype: &str,
+    isadmin: bool,
+    ismfa: bool,
+) -> String {
+    require_principal_manager("create Entra principals");
+    if rolename.is_empty() {
+        invalid_argument("roleName must not be empty".into(), "Name the role to create.");
+    }
+    let oid = normalize_guid(objectid.trim()).unwrap_or_else(|| {
+        invalid_argument(
+            format!("objectId \"{objectid}\" is not a GUID"),
+            "Pass the directory object id, e.g. 6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b.",
+        )
+    });
+    let principal_type = PrincipalType::parse(objecttype.trim()).unwrap_or_else(|| {
+        invalid_argument(
+            format!("objectType \"{objecttype}\" is not valid"),
+            "Use \"user\", \"group\" or \"service\".",
+        )
+    });
+    let tid = normalize_guid(&settings::text(&settings::TENANT_ID));
+    let label = Label {
+        oid,
+        principal_type,
+        tid,
+        admin: isadmin,
+        mfa: ismfa,
+    };
+    let role = quote_ident(rolename);
+    let extra = if isadmin { " CREATEROLE CREATEDB" } else { "" };
+    Spi::run(&format!("CREATE ROLE {role} LOGIN{extra}"))
+        .unwrap_or_else(|e| error!("could not create role \"{rolename}\": {e}"));
+    if isadmin {
+        let admin_role = settings::admin_role();
+        ensure_admin_role(&admin_role);
+        Spi::run(&format!("GRANT {} TO {role}", quote_ident(&admin_role)))
+            .unwrap_or_else(|e| error!("could not grant \"{admin_role}\" to \"{rolename}\": {e}"));
+    }
+    Spi::run(&format!(
+        "SECURITY LABEL FOR \"pgaadauth\" ON ROLE {role} IS {}",
+        quote_literal(&label.to_string())
+    ))
+    .unwrap_or_else(|e| error!("could not label role \"{rolename}\": {e}"));
+    format!("Created role for {rolename}")
+}
+
+/// The fields of a pgaadauth label, for `pgaadauth_list_principals`; NULLs when malformed.
+#[pg_extern(immutable, parallel_safe)]
+fn pgaadauth_label_fields(
+    label: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(principal_type, Option<String>),
+        name!(object_id, Option<String>),
+        name!(tenant_id, Option<String>),
+        name!(is_mfa, Option<i32>),
+        name!(is_admin, Option<i32>),
+    ),
+> {
+    let row = match Label::parse(label) {
+        Ok(l) => (
+            Some(l.principal_type.as_str().to_string()),
+            Some(l.oid),
+            l.tid,
+            Some(l.mfa as i32),
+            Some(l.admin as i32),
+        ),
+        Err(_) => (None, None, None, None, None),
+    };
+    TableIterator::once(row)
+}
+
+extension_sql_file!(
+    "../sql/pgaadauth.sql",
+    name = "pgaadauth_sql",
+    requires = [pgaadauth_label_fields]
+);
