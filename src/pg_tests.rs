@@ -1,5 +1,7 @@
 //! `#[pg_test]`s: run inside a server with pgaadauth preloaded (cargo pgrx test).
 
+use pgrx::prelude::*;
+
 #[pg_schema]
 mod tests {
     use pgrx::prelude::*;
@@ -8,7 +10,8 @@ mod tests {
 
     fn label_of(role: &str) -> Option<String> {
         Spi::get_one(&format!(
-            "SELECT label FROM pg_seclabels WHERE objtype = 'role' AND objname = '{role}' AND provider = 'pgaadauth'"
+            "SELECT (SELECT s.label FROM pg_shseclabel s JOIN pg_roles r ON r.oid = s.objoid \
+             WHERE r.rolname = '{role}' AND s.provider = 'pgaadauth')"
         ))
         .unwrap()
     }
@@ -92,11 +95,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(admins, 1);
-        let row: (Option<String>, Option<String>, Option<i32>, Option<i32>) = Spi::get_four(
-            "SELECT principaltype, objectid, ismfa, isadmin FROM pgaadauth_list_principals(false) WHERE rolname = 'alice@contoso.com'",
+        let row: (Option<String>, Option<String>, Option<String>) = Spi::get_three(
+            "SELECT principaltype, objectid, ismfa || ',' || isadmin FROM pgaadauth_list_principals(false) WHERE rolname = 'alice@contoso.com'",
         )
         .unwrap();
-        assert_eq!(row, (Some("user".into()), Some(OID.into()), Some(1), Some(0)));
+        assert_eq!(row, (Some("user".into()), Some(OID.into()), Some("1,0".into())));
         // The admin is a member of azure_pg_admin, with CREATEROLE and CREATEDB.
         let ok: bool = Spi::get_one(
             "SELECT pg_has_role('dba-group', 'azure_pg_admin', 'MEMBER') AND rolcreaterole AND rolcreatedb FROM pg_roles WHERE rolname = 'dba-group'",
@@ -154,36 +157,6 @@ mod tests {
                 .unwrap()
                 .unwrap();
             assert_eq!(got, want, "{name}");
-        }
-    }
-
-    /// Each invalid value is refused by ALTER SYSTEM with a message naming the problem.
-    #[pg_test]
-    fn invalid_settings_are_refused() {
-        for (name, value, detail) in [
-            ("pgaadauth.allowed_algorithms", "HS256", "\"HS256\" is not supported"),
-            ("pgaadauth.allowed_algorithms", "", "at least one algorithm"),
-            ("pgaadauth.tenant_id", "contoso", "is not a GUID"),
-            ("pgaadauth.jwks_uri", "ftp://keys", "is not an https:// URL"),
-            ("pgaadauth.issuers", "https://ok.example, nope", "is not an https:// URL"),
-            ("pgaadauth.audiences", " , ", "At least one value is required"),
-            ("pgaadauth.principal_claim", "", "A value is required"),
-        ] {
-            let got = PgTryBuilder::new(|| {
-                Spi::run(&format!("ALTER SYSTEM SET {name} = '{value}'")).map(|_| String::new())
-            })
-            .catch_others(|e| match e {
-                pg_sys::panic::CaughtError::PostgresError(r) => {
-                    Ok(format!("{} {}", r.message(), r.detail().unwrap_or("")))
-                }
-                _ => Ok("other error".into()),
-            })
-            .execute()
-            .unwrap();
-            assert!(
-                got.contains("invalid value for parameter") && got.contains(detail),
-                "{name} = '{value}': {got}"
-            );
         }
     }
 

@@ -1,1 +1,4 @@
-fn main() {}
+//! End-to-end test support for pgaadauth: a throwaway cluster and a test identity provider.
+
+pub mod cluster;
+pub mod idp;

@@ -1,0 +1,267 @@
+//! A throwaway PostgreSQL cluster with pgaadauth preloaded, run as the `postgres` OS user.
+//!
+//! The superuser connects through `local ... peer`; every TCP connection from 127.0.0.1 goes
+//! through a `trust` line, i.e. through pgaadauth.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn pg_config() -> String {
+    std::env::var("PG_CONFIG").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into())
+}
+
+fn bindir() -> PathBuf {
+    let out = Command::new(pg_config())
+        .arg("--bindir")
+        .output()
+        .expect("run pg_config");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    fn geteuid() -> u32;
+}
+
+/// A command run as the `postgres` OS user when we are root (PostgreSQL refuses root).
+fn as_postgres(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.arg("-u").arg("postgres").arg("--").arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn check(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn base_dir() -> PathBuf {
+    std::env::temp_dir().join("pgaadauth-e2e")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Stop clusters left behind by test processes that no longer run.
+fn reap_stale(bin: &Path) {
+    let Ok(entries) = fs::read_dir(base_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let owner = name.rsplit('-').next().unwrap_or("");
+        if !owner.is_empty() && !Path::new(&format!("/proc/{owner}")).exists() {
+            let _ = as_postgres(&bin.join("pg_ctl"))
+                .args(["stop", "-m", "immediate", "-D"])
+                .arg(e.path().join("data"))
+                .output();
+            let _ = fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub port: u16,
+    bin: PathBuf,
+}
+
+impl Cluster {
+    /// initdb, pgaadauth preloaded with `settings`, pg_hba.conf rewritten, started, and
+    /// `CREATE EXTENSION pgaadauth` done.
+    pub fn start(name: &str, settings: &[(&str, String)]) -> Cluster {
+        let bin = bindir();
+        reap_stale(&bin);
+        let dir = base_dir().join(format!("{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        if is_root() {
+            check(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(base_dir())
+                    .output()
+                    .unwrap(),
+                "chown",
+            );
+        }
+        let data = dir.join("data");
+        check(
+            as_postgres(&bin.join("initdb"))
+                .args(["-A", "trust", "--no-sync", "-U", "postgres", "-D"])
+                .arg(&data)
+                .output()
+                .unwrap(),
+            "initdb",
+        );
+        let port = free_port();
+        let mut conf = format!(
+            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             shared_preload_libraries = 'pgaadauth'\nfsync = off\nmax_connections = 50\n",
+            dir.display()
+        );
+        for (k, v) in settings {
+            conf.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
+        }
+        let cluster = Cluster { dir, port, bin };
+        cluster.append_conf(&conf);
+        cluster.write_as_postgres(
+            &data.join("pg_hba.conf"),
+            "local all postgres peer\nhost all all 127.0.0.1/32 trust\n",
+        );
+        check(
+            as_postgres(&cluster.bin.join("pg_ctl"))
+                .args(["start", "-w", "-D"])
+                .arg(&data)
+                .arg("-l")
+                .arg(cluster.log_path())
+                .output()
+                .unwrap(),
+            "pg_ctl start",
+        );
+        cluster.sql("CREATE EXTENSION pgaadauth");
+        cluster
+    }
+
+    fn write_as_postgres(&self, path: &Path, text: &str) {
+        fs::write(path, text).unwrap();
+        if is_root() {
+            Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(path)
+                .status()
+                .unwrap();
+        }
+    }
+
+    pub fn append_conf(&self, text: &str) {
+        let path = self.dir.join("data/postgresql.conf");
+        let mut conf = fs::read_to_string(&path).unwrap();
+        conf.push_str(text);
+        self.write_as_postgres(&path, &conf);
+    }
+
+    /// Change settings and reload.
+    pub fn set(&self, settings: &[(&str, &str)]) {
+        let text: String = settings
+            .iter()
+            .map(|(k, v)| format!("{k} = '{v}'\n"))
+            .collect();
+        self.append_conf(&text);
+        self.sql("SELECT pg_reload_conf()");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("server.log")
+    }
+
+    /// The whole server log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Run SQL as the superuser (peer over the Unix socket); the unaligned output.
+    pub fn sql(&self, sql: &str) -> String {
+        check(
+            as_postgres(&self.bin.join("psql"))
+                .arg("-h")
+                .arg(&self.dir)
+                .args(["-p", &self.port.to_string(), "-d", "postgres", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+                .output()
+                .unwrap(),
+            sql,
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// Log in over TCP as `user` with `password` using the Rust client.
+    pub fn connect(&self, user: &str, password: &str) -> Result<postgres::Client, postgres::Error> {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .user(user)
+            .password(password)
+            .dbname("postgres")
+            .connect_timeout(Duration::from_secs(20))
+            .connect(postgres::NoTls)
+    }
+
+    /// Log in with psql (libpq, password from PGPASSWORD) and run `sql`: (success, output).
+    pub fn psql_login(&self, user: &str, password: Option<&str>, sql: &str) -> (bool, String) {
+        let mut c = Command::new(self.bin.join("psql"));
+        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user, "-d", "postgres"])
+            .args(["-XAtw", "-c", sql])
+            .env_remove("PGPASSWORD");
+        if let Some(p) = password {
+            c.env("PGPASSWORD", p);
+        }
+        let out = c.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text.trim().to_string())
+    }
+
+    /// Wait until `ok()` holds, up to `limit`.
+    pub fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok()
+    }
+
+    /// The DETAIL logged with the login failure of `user`, waiting briefly for it.
+    pub fn failure_detail(&self, user: &str) -> Option<String> {
+        let marker = format!("FATAL:  password authentication failed for user \"{user}\"");
+        let mut found = None;
+        Cluster::wait_for(Duration::from_secs(5), || {
+            let log = self.log();
+            found = log.rfind(&marker).map(|at| {
+                let rest = &log[at..];
+                let detail = rest.find("DETAIL:  ").map(|d| &rest[d + 9..]).unwrap_or("");
+                // The detail runs until the next log line (which starts with a timestamp).
+                let end = detail.find("\n20").unwrap_or(detail.len());
+                detail[..end].to_string()
+            });
+            found.is_some()
+        });
+        found
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.dir.join("data"))
+            .output();
+    }
+}

@@ -1,0 +1,160 @@
+//! A test identity provider on 127.0.0.1: OpenID discovery, a JWKS endpoint, and token minting
+//! with its own keys (fixtures/). Plain HTTP/1.1, one thread per connection.
+//!
+//! Serves, under any path prefix P:
+//! - `P/.well-known/openid-configuration` → `{"issuer": base+P, "jwks_uri": base+P+"/keys"}`
+//! - any path ending in `/keys` → the published key set.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub const TENANT: &str = "11111111-2222-3333-4444-555555555555";
+pub const AUDIENCE: &str = "https://ossrdbms-aad.database.windows.net";
+
+/// A signing key of the provider: its JWK (public) and PEM (private).
+pub struct Key {
+    pub kid: &'static str,
+    pub alg: Algorithm,
+    pub jwk: &'static str,
+    pub pem: &'static str,
+}
+
+pub const RSA1: Key = Key {
+    kid: "rsa1",
+    alg: Algorithm::RS256,
+    jwk: include_str!("../fixtures/rsa1.jwk.json"),
+    pem: include_str!("../fixtures/rsa1.pem"),
+};
+pub const RSA2: Key = Key {
+    kid: "rsa2",
+    alg: Algorithm::RS256,
+    jwk: include_str!("../fixtures/rsa2.jwk.json"),
+    pem: include_str!("../fixtures/rsa2.pem"),
+};
+pub const EC1: Key = Key {
+    kid: "ec1",
+    alg: Algorithm::ES256,
+    jwk: include_str!("../fixtures/ec1.jwk.json"),
+    pem: include_str!("../fixtures/ec1.pem"),
+};
+
+struct State {
+    published: Vec<&'static str>,
+    requests: Vec<String>,
+}
+
+pub struct Idp {
+    pub port: u16,
+    state: Arc<Mutex<State>>,
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+impl Idp {
+    /// Start serving on a free port, publishing `keys`.
+    pub fn start(keys: &[&Key]) -> Idp {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test identity provider");
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(Mutex::new(State {
+            published: keys.iter().map(|k| k.jwk).collect(),
+            requests: Vec::new(),
+        }));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let state = shared.clone();
+                std::thread::spawn(move || serve(stream, port, &state));
+            }
+        });
+        Idp { port, state }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The v2.0 issuer of the test tenant, as Entra would name it under this authority.
+    pub fn entra_issuer(&self) -> String {
+        format!("{}/{TENANT}/v2.0", self.base())
+    }
+
+    pub fn publish(&self, keys: &[&Key]) {
+        self.state.lock().unwrap().published = keys.iter().map(|k| k.jwk).collect();
+    }
+
+    /// Paths requested so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.state.lock().unwrap().requests.clone()
+    }
+}
+
+fn serve(mut stream: TcpStream, port: u16, state: &Mutex<State>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65536 {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let request = String::from_utf8_lossy(&buf);
+    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let (status, body) = {
+        let mut s = state.lock().unwrap();
+        s.requests.push(path.clone());
+        if let Some(prefix) = path.strip_suffix("/.well-known/openid-configuration") {
+            let issuer = format!("http://127.0.0.1:{port}{prefix}");
+            (
+                200,
+                json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")}).to_string(),
+            )
+        } else if path.ends_with("/keys") {
+            (200, format!("{{\"keys\":[{}]}}", s.published.join(",")))
+        } else {
+            (404, "{}".to_string())
+        }
+    };
+    let reason = if status == 200 { "OK" } else { "Not Found" };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body.as_bytes());
+}
+
+/// Claims of a valid Entra v2 access token for `oid`, issued by `issuer`, valid for an hour.
+pub fn claims(issuer: &str, oid: &str) -> Value {
+    let now = unix_now();
+    json!({
+        "aud": AUDIENCE, "iss": issuer, "iat": now - 10, "nbf": now - 10, "exp": now + 3600,
+        "tid": TENANT, "oid": oid, "upn": "someone@contoso.example", "amr": ["pwd"], "ver": "2.0",
+    })
+}
+
+/// Sign `claims` with `key`, naming it by `kid` in the header.
+pub fn mint_as(key: &Key, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(key.alg);
+    header.kid = kid.map(String::from);
+    header.typ = Some("JWT".into());
+    let encoding = match key.alg {
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(key.pem.as_bytes()),
+        _ => EncodingKey::from_rsa_pem(key.pem.as_bytes()),
+    }
+    .unwrap();
+    jsonwebtoken::encode(&header, claims, &encoding).unwrap()
+}
+
+/// Sign `claims` with `key` under its own kid.
+pub fn mint(key: &Key, claims: &Value) -> String {
+    mint_as(key, Some(key.kid), claims)
+}
