@@ -13,7 +13,10 @@ fn main() {
         .arg("--includedir-server")
         .output()
         .unwrap_or_else(|e| panic!("could not run {pg_config}: {e}"));
-    assert!(out.status.success(), "{pg_config} --includedir-server failed");
+    assert!(
+        out.status.success(),
+        "{pg_config} --includedir-server failed"
+    );
     let include = String::from_utf8(out.stdout).unwrap();
     cc::Build::new()
         .file("csrc/shim.c")

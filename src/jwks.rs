@@ -42,8 +42,12 @@ impl KeyMaterial {
     pub fn kty(&self) -> &'static str {
         match self {
             KeyMaterial::Rsa { .. } => "RSA",
-            KeyMaterial::Ec { curve: Curve::P256, .. } => "EC P-256",
-            KeyMaterial::Ec { curve: Curve::P384, .. } => "EC P-384",
+            KeyMaterial::Ec {
+                curve: Curve::P256, ..
+            } => "EC P-256",
+            KeyMaterial::Ec {
+                curve: Curve::P384, ..
+            } => "EC P-384",
         }
     }
 
@@ -55,7 +59,10 @@ impl KeyMaterial {
                 Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512
             ),
             KeyMaterial::Ec { curve, .. } => {
-                matches!((curve, alg), (Curve::P256, Alg::ES256) | (Curve::P384, Alg::ES384))
+                matches!(
+                    (curve, alg),
+                    (Curve::P256, Alg::ES256) | (Curve::P384, Alg::ES384)
+                )
             }
         }
     }
@@ -114,14 +121,18 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
     }
     if let Some(u) = field("use") {
         if u != "sig" {
-            return Err(format!("use is \"{}\", not \"sig\"", crate::token::log_safe(u)));
+            return Err(format!(
+                "use is \"{}\", not \"sig\"",
+                crate::token::log_safe(u)
+            ));
         }
     }
     let alg = match field("alg") {
         None => None,
-        Some(a) => Some(Alg::parse(a).ok_or_else(|| {
-            format!("alg \"{}\" is not supported", crate::token::log_safe(a))
-        })?),
+        Some(a) => Some(
+            Alg::parse(a)
+                .ok_or_else(|| format!("alg \"{}\" is not supported", crate::token::log_safe(a)))?,
+        ),
     };
     let material = match field("kty") {
         Some("RSA") => {
@@ -231,8 +242,12 @@ pub(crate) mod tests {
     fn parses_rsa_and_ec_keys() {
         let set = parse_jwks(jwks_of(&[RSA1_JWK, EC1_JWK]).as_bytes()).unwrap();
         assert_eq!(set.keys.len(), 2, "skipped: {:?}", set.skipped);
-        assert!(matches!(&set.keys[0].material, KeyMaterial::Rsa { n, e } if n.len() == 256 && e == &[1, 0, 1]));
-        assert!(matches!(&set.keys[1].material, KeyMaterial::Ec { curve: Curve::P256, point } if point.len() == 65));
+        assert!(
+            matches!(&set.keys[0].material, KeyMaterial::Rsa { n, e } if n.len() == 256 && e == &[1, 0, 1])
+        );
+        assert!(
+            matches!(&set.keys[1].material, KeyMaterial::Ec { curve: Curve::P256, point } if point.len() == 65)
+        );
     }
 
     #[test]
@@ -250,7 +265,9 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_documents_are_errors() {
-        assert!(parse_jwks(b"<html>").unwrap_err().contains("not valid JSON"));
+        assert!(parse_jwks(b"<html>")
+            .unwrap_err()
+            .contains("not valid JSON"));
         assert!(parse_jwks(b"{}").unwrap_err().contains("no \"keys\""));
         assert!(parse_jwks(br#"{"keys":[]}"#)
             .unwrap_err()
@@ -267,6 +284,10 @@ pub(crate) mod tests {
         assert!(parse_discovery(doc, "https://evil.example/t")
             .unwrap_err()
             .contains("names issuer"));
-        assert!(parse_discovery(br#"{"issuer":"https://idp.example/t"}"#, "https://idp.example/t").is_err());
+        assert!(parse_discovery(
+            br#"{"issuer":"https://idp.example/t"}"#,
+            "https://idp.example/t"
+        )
+        .is_err());
     }
 }

@@ -111,7 +111,10 @@ fn encode(key: &PublicKey) -> Entry {
     e.kid_len = key.kid.len() as u16;
     e.kid[..key.kid.len()].copy_from_slice(key.kid.as_bytes());
     e.alg = key.alg.map_or(0, |a| {
-        1 + crate::config::ALL_ALGS.iter().position(|x| *x == a).unwrap() as u8
+        1 + crate::config::ALL_ALGS
+            .iter()
+            .position(|x| *x == a)
+            .unwrap() as u8
     });
     match &key.material {
         KeyMaterial::Rsa { n, e: exp } => {
@@ -182,7 +185,9 @@ pub fn record_failure(error: &str) {
 
 /// Number of keys in the table now.
 pub fn key_count() -> usize {
-    table().map_or(0, |h| Locked::new(h, pg_sys::LWLockMode::LW_SHARED).0.nkeys as usize)
+    table().map_or(0, |h| {
+        Locked::new(h, pg_sys::LWLockMode::LW_SHARED).0.nkeys as usize
+    })
 }
 
 /// The backend's view of the table, for the validator.

@@ -55,7 +55,11 @@ pub mod pg_test {
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         vec![
             "shared_preload_libraries = 'pgaadauth'",
-            concat!("hba_file = '", env!("CARGO_MANIFEST_DIR"), "/pgrx-tests/pg_test_hba.conf'"),
+            concat!(
+                "hba_file = '",
+                env!("CARGO_MANIFEST_DIR"),
+                "/pgrx-tests/pg_test_hba.conf'"
+            ),
         ]
     }
 }

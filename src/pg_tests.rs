@@ -23,7 +23,10 @@ mod tests {
             "SECURITY LABEL FOR \"pgaadauth\" ON ROLE t_azure IS 'aadauth,oid={OID},type=user,admin'"
         ))
         .unwrap();
-        assert_eq!(label_of("t_azure"), Some(format!("aadauth,oid={OID},type=user,admin")));
+        assert_eq!(
+            label_of("t_azure"),
+            Some(format!("aadauth,oid={OID},type=user,admin"))
+        );
         Spi::run("SECURITY LABEL FOR \"pgaadauth\" ON ROLE t_azure IS NULL").unwrap();
         assert_eq!(label_of("t_azure"), None);
     }
@@ -99,7 +102,10 @@ mod tests {
             "SELECT principaltype, objectid, ismfa || ',' || isadmin FROM pgaadauth_list_principals(false) WHERE rolname = 'alice@contoso.com'",
         )
         .unwrap();
-        assert_eq!(row, (Some("user".into()), Some(OID.into()), Some("1,0".into())));
+        assert_eq!(
+            row,
+            (Some("user".into()), Some(OID.into()), Some("1,0".into()))
+        );
         // The admin is a member of azure_pg_admin, with CREATEROLE and CREATEDB.
         let ok: bool = Spi::get_one(
             "SELECT pg_has_role('dba-group', 'azure_pg_admin', 'MEMBER') AND rolcreaterole AND rolcreatedb FROM pg_roles WHERE rolname = 'dba-group'",
@@ -116,8 +122,10 @@ mod tests {
 
     #[pg_test(error = "objectId \"not-a-guid\" is not a GUID")]
     fn create_principal_refuses_bad_oid() {
-        Spi::run("SELECT pgaadauth_create_principal_with_oid('x', 'not-a-guid', 'user', false, false)")
-            .unwrap();
+        Spi::run(
+            "SELECT pgaadauth_create_principal_with_oid('x', 'not-a-guid', 'user', false, false)",
+        )
+        .unwrap();
     }
 
     #[pg_test(error = "objectType \"robot\" is not valid")]
@@ -141,7 +149,10 @@ mod tests {
     #[pg_test]
     fn settings_have_documented_defaults() {
         for (name, want) in [
-            ("pgaadauth.audiences", "https://ossrdbms-aad.database.windows.net"),
+            (
+                "pgaadauth.audiences",
+                "https://ossrdbms-aad.database.windows.net",
+            ),
             ("pgaadauth.principal_claim", "oid"),
             ("pgaadauth.allowed_algorithms", "RS256"),
             ("pgaadauth.clock_skew", "5min"),
@@ -151,7 +162,10 @@ mod tests {
             ("pgaadauth.allow_http", "off"),
             ("pgaadauth.max_keys", "64"),
             ("pgaadauth.admin_role", "azure_pg_admin"),
-            ("pgaadauth.authority_host", "https://login.microsoftonline.com"),
+            (
+                "pgaadauth.authority_host",
+                "https://login.microsoftonline.com",
+            ),
         ] {
             let got: String = Spi::get_one(&format!("SELECT current_setting('{name}')"))
                 .unwrap()

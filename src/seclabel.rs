@@ -67,7 +67,9 @@ pub fn role_name(roleid: pg_sys::Oid) -> String {
     if name.is_null() {
         format!("{}", roleid.to_u32())
     } else {
-        unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned()
     }
 }
 

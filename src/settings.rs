@@ -97,7 +97,9 @@ fn check_optional_guid(v: &str) -> Result<(), String> {
     if v.is_empty() || normalize_guid(v).is_some() {
         Ok(())
     } else {
-        Err(format!("\"{v}\" is not a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47."))
+        Err(format!(
+            "\"{v}\" is not a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47."
+        ))
     }
 }
 

@@ -61,7 +61,10 @@ fn pgaadauth_create_principal_with_oid(
 ) -> String {
     require_principal_manager("create Entra principals");
     if rolename.is_empty() {
-        invalid_argument("roleName must not be empty".into(), "Name the role to create.");
+        invalid_argument(
+            "roleName must not be empty".into(),
+            "Name the role to create.",
+        );
     }
     let oid = normalize_guid(objectid.trim()).unwrap_or_else(|| {
         invalid_argument(
@@ -102,6 +105,8 @@ fn pgaadauth_create_principal_with_oid(
 }
 
 /// The fields of a pgaadauth label, for `pgaadauth_list_principals`; NULLs when malformed.
+// pgrx reads the column names from `name!` in the signature, so no type alias here.
+#[allow(clippy::type_complexity)]
 #[pg_extern(immutable, parallel_safe)]
 fn pgaadauth_label_fields(
     label: &str,

@@ -60,21 +60,45 @@ pub enum Reject {
     AlgNotAllowed(String),
     MissingKid,
     UnknownKid(String),
-    AlgKeyMismatch { alg: Alg, kid: String, kty: &'static str },
-    AlgNotKeyAlg { alg: Alg, kid: String, key_alg: Alg },
+    AlgKeyMismatch {
+        alg: Alg,
+        kid: String,
+        kty: &'static str,
+    },
+    AlgNotKeyAlg {
+        alg: Alg,
+        kid: String,
+        key_alg: Alg,
+    },
     BadSignature(String),
     MissingIssuer,
     IssuerNotAccepted(String),
     MissingAudience,
     AudienceNotAccepted(Vec<String>),
     MissingExp,
-    Expired { exp: i64, now: i64 },
-    NotYetValid { nbf: i64, now: i64 },
-    IssuedInFuture { iat: i64, now: i64 },
+    Expired {
+        exp: i64,
+        now: i64,
+    },
+    NotYetValid {
+        nbf: i64,
+        now: i64,
+    },
+    IssuedInFuture {
+        iat: i64,
+        now: i64,
+    },
     TenantMissing,
-    TenantMismatch { tid: String, want: String },
+    TenantMismatch {
+        tid: String,
+        want: String,
+    },
     PrincipalMissing(String),
-    PrincipalMismatch { claim: String, got: String, want: String },
+    PrincipalMismatch {
+        claim: String,
+        got: String,
+        want: String,
+    },
     MfaRequired,
     GroupNotSupported,
 }
@@ -565,7 +589,11 @@ mod tests {
 
     #[test]
     fn bad_json() {
-        let t = raw(&json!({"alg":"RS256","kid":"rsa1"}), &b64("{not json"), "c2ln");
+        let t = raw(
+            &json!({"alg":"RS256","kid":"rsa1"}),
+            &b64("{not json"),
+            "c2ln",
+        );
         assert_eq!(check(&t), Err(Reject::ClaimsNotJson));
         let t = format!("{}.{}.c2ln", b64("[1,2]"), b64("{}"));
         assert_eq!(check(&t), Err(Reject::HeaderNotJson));
@@ -585,7 +613,12 @@ mod tests {
         // HS256 "signed" with the public key as the HMAC secret: the classic confusion attack.
         let mut h = Header::new(jsonwebtoken::Algorithm::HS256);
         h.kid = Some("rsa1".into());
-        let t = encode(&h, &claims(), &EncodingKey::from_secret(RSA1_JWK.as_bytes())).unwrap();
+        let t = encode(
+            &h,
+            &claims(),
+            &EncodingKey::from_secret(RSA1_JWK.as_bytes()),
+        )
+        .unwrap();
         assert_eq!(check(&t), Err(Reject::AlgNeverAccepted("HS256".into())));
     }
 
@@ -599,14 +632,20 @@ mod tests {
     fn alg_must_match_key_type() {
         // ES256 header naming the RSA key.
         let t = sign_with(jsonwebtoken::Algorithm::ES256, "rsa1", EC1, &claims());
-        assert!(matches!(check(&t), Err(Reject::AlgKeyMismatch { kty: "RSA", .. })));
+        assert!(matches!(
+            check(&t),
+            Err(Reject::AlgKeyMismatch { kty: "RSA", .. })
+        ));
         // PS256 is RSA, but the JWK pins RS256.
         let mut p = policy();
         p.algorithms.push(Alg::PS256);
         let t = sign_with(jsonwebtoken::Algorithm::PS256, "rsa1", RSA1, &claims());
         assert!(matches!(
             validate(&t, keys().as_slice(), &p, &label(), NOW),
-            Err(Reject::AlgNotKeyAlg { key_alg: Alg::RS256, .. })
+            Err(Reject::AlgNotKeyAlg {
+                key_alg: Alg::RS256,
+                ..
+            })
         ));
     }
 
@@ -633,7 +672,10 @@ mod tests {
         let mut forged: Vec<&str> = good.split('.').collect();
         let other = b64(&json!({"oid": "someone-else"}).to_string());
         forged[1] = &other;
-        assert_eq!(check(&forged.join(".")), Err(Reject::BadSignature("rsa1".into())));
+        assert_eq!(
+            check(&forged.join(".")),
+            Err(Reject::BadSignature("rsa1".into()))
+        );
         // The rsa2 key set cannot verify rsa1's signatures either.
         let set = parse_jwks(jwks_of(&[&RSA2_JWK.replace("rsa2", "rsa1")]).as_bytes()).unwrap();
         assert_eq!(
@@ -690,7 +732,13 @@ mod tests {
         let t = with(|c| {
             c.insert("exp".into(), json!(NOW - 301));
         });
-        assert_eq!(check(&t), Err(Reject::Expired { exp: NOW - 301, now: NOW }));
+        assert_eq!(
+            check(&t),
+            Err(Reject::Expired {
+                exp: NOW - 301,
+                now: NOW
+            })
+        );
         let t = with(|c| {
             c.insert("exp".into(), json!(NOW - 299));
         });
@@ -702,11 +750,23 @@ mod tests {
         let t = with(|c| {
             c.insert("nbf".into(), json!(NOW + 301));
         });
-        assert_eq!(check(&t), Err(Reject::NotYetValid { nbf: NOW + 301, now: NOW }));
+        assert_eq!(
+            check(&t),
+            Err(Reject::NotYetValid {
+                nbf: NOW + 301,
+                now: NOW
+            })
+        );
         let t = with(|c| {
             c.insert("iat".into(), json!(NOW + 301));
         });
-        assert_eq!(check(&t), Err(Reject::IssuedInFuture { iat: NOW + 301, now: NOW }));
+        assert_eq!(
+            check(&t),
+            Err(Reject::IssuedInFuture {
+                iat: NOW + 301,
+                now: NOW
+            })
+        );
         let t = with(|c| {
             c.insert("nbf".into(), json!(NOW + 299));
             c.insert("iat".into(), json!(NOW + 299));
@@ -793,7 +853,12 @@ mod tests {
         let mut h = Header::new(jsonwebtoken::Algorithm::RS256);
         h.kid = Some("rsa1".into());
         h.typ = Some("id+jwt".into());
-        let t = encode(&h, &claims(), &EncodingKey::from_rsa_pem(RSA1.as_bytes()).unwrap()).unwrap();
+        let t = encode(
+            &h,
+            &claims(),
+            &EncodingKey::from_rsa_pem(RSA1.as_bytes()).unwrap(),
+        )
+        .unwrap();
         assert!(matches!(check(&t), Err(Reject::TypeNotAccepted(_))));
     }
 

@@ -7,7 +7,9 @@ use crate::config::KeySource;
 use crate::http::Fetcher;
 use crate::jwks::{parse_discovery, parse_jwks, PublicKey};
 use crate::{keytable, settings};
-use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
 use pgrx::{pg_guard, pg_sys};
 use std::time::Duration;
 

@@ -187,7 +187,17 @@ impl Cluster {
             as_postgres(&self.bin.join("psql"))
                 .arg("-h")
                 .arg(&self.dir)
-                .args(["-p", &self.port.to_string(), "-d", "postgres", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-d",
+                    "postgres",
+                    "-XAtq",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-c",
+                    sql,
+                ])
                 .output()
                 .unwrap(),
             sql,
@@ -211,9 +221,18 @@ impl Cluster {
     /// Log in with psql (libpq, password from PGPASSWORD) and run `sql`: (success, output).
     pub fn psql_login(&self, user: &str, password: Option<&str>, sql: &str) -> (bool, String) {
         let mut c = Command::new(self.bin.join("psql"));
-        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", user, "-d", "postgres"])
-            .args(["-XAtw", "-c", sql])
-            .env_remove("PGPASSWORD");
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "postgres",
+        ])
+        .args(["-XAtw", "-c", sql])
+        .env_remove("PGPASSWORD");
         if let Some(p) = password {
             c.env("PGPASSWORD", p);
         }
