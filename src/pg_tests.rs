@@ -75,6 +75,23 @@ mod tests {
         assert!(label_of("t_member").is_some());
     }
 
+    /// An Entra admin is not a superuser: mapping a superuser role to its own object id would
+    /// hand it the superuser. PostgreSQL's ownership check refuses before pgaadauth's.
+    #[pg_test(error = "must be superuser")]
+    fn entra_admin_cannot_label_a_superuser() {
+        Spi::run("CREATE ROLE t_admin2 CREATEROLE").unwrap();
+        Spi::run(&format!(
+            "SECURITY LABEL FOR \"pgaadauth\" ON ROLE t_admin2 IS 'aadauth,oid={OID},type=user,admin'"
+        ))
+        .unwrap();
+        Spi::run("CREATE ROLE t_super SUPERUSER").unwrap();
+        Spi::run("SET ROLE t_admin2").unwrap();
+        Spi::run(&format!(
+            "SECURITY LABEL FOR \"pgaadauth\" ON ROLE t_super IS 'aadauth,oid={OID},type=user'"
+        ))
+        .unwrap();
+    }
+
     #[pg_test]
     fn create_principal_with_oid_and_list() {
         let r: String = Spi::get_one(&format!(

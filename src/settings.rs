@@ -288,5 +288,12 @@ pub fn define() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
-    unsafe { pg_sys::MarkGUCPrefixReserved(c"pgaadauth".as_ptr()) };
+    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    unsafe {
+        pg_sys::MarkGUCPrefixReserved(c"pgaadauth".as_ptr())
+    };
+    #[cfg(any(feature = "pg13", feature = "pg14"))]
+    unsafe {
+        pg_sys::EmitWarningsOnPlaceholders(c"pgaadauth".as_ptr())
+    };
 }
