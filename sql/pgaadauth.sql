@@ -26,3 +26,17 @@ AS $$
       AND (NOT $1 OR f.is_admin = 1)
     ORDER BY r.rolname
 $$;
+
+-- One row per cached signing key (and one per key source that has none yet): where it came
+-- from, which issuer it serves, and how refreshing goes. Superusers and Entra admins.
+CREATE FUNCTION pg_catalog.pgaadauth_jwks_status()
+RETURNS TABLE(source text, issuer text, kid text, kty text, alg text,
+              fetched_at timestamptz, next_refresh timestamptz, last_error text,
+              refreshes bigint, failures bigint)
+LANGUAGE sql VOLATILE
+AS $$
+    SELECT source, issuer, kid, kty, alg,
+           pg_catalog.to_timestamp(fetched_at), pg_catalog.to_timestamp(next_refresh),
+           last_error, refreshes, failures
+    FROM pg_catalog.pgaadauth_jwks_rows()
+$$;

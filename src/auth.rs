@@ -2,7 +2,7 @@
 //!
 //! Reads only shared memory and the catalogs; never touches the network.
 
-use crate::keytable::{self, SharedKeys};
+use crate::keytable::{self, Refresh, SharedKeys};
 use crate::seclabel::{label_of_role_name, RoleLabel};
 use crate::settings;
 use crate::shim::{self, Port};
@@ -109,21 +109,47 @@ impl Login {
             self.fail("The client sent an empty password.");
         }
         let token = String::from_utf8_lossy(&raw);
-        let now = crate::worker::unix_now();
-        match token::validate(&token, &SharedKeys, &settings::policy(), label, now) {
-            Ok(_) => {}
-            Err(reject) => {
-                let mut detail = format!(
-                    "Token login to role \"{}\" refused: {reject}",
-                    token::log_safe(&self.user())
-                );
-                if matches!(reject, Reject::UnknownKid(_)) && keytable::key_count() == 0 {
+        let policy = settings::policy();
+        let timing = settings::timing();
+        let check = || {
+            let now = crate::worker::unix_now();
+            token::validate(&token, &SharedKeys { now, timing }, &policy, label, now)
+        };
+        let mut result = check();
+        let mut note = "";
+        if matches!(result, Err(Reject::UnknownKid(_))) {
+            // Perhaps a new signing key: have the worker refresh (once for every login
+            // waiting now, at most once per min_refresh_interval), then decide.
+            let now = crate::worker::unix_now();
+            note = match keytable::refresh_and_wait(now, &timing, settings::kid_miss_wait(), true) {
+                Refresh::Changed => {
+                    result = check();
+                    " The key set was refreshed and still lacks it."
+                }
+                Refresh::Unchanged => " A refresh of the key set did not bring it.",
+                Refresh::RateLimited => {
+                    " The key set was refreshed less than pgaadauth.min_refresh_interval ago."
+                }
+                Refresh::TimedOut => {
+                    " A refresh of the key set did not finish within pgaadauth.kid_miss_wait."
+                }
+                Refresh::NoWorker => " The pgaadauth key worker is not running.",
+            };
+        }
+        if let Err(reject) = result {
+            let mut detail = format!(
+                "Token login to role \"{}\" refused: {reject}",
+                token::log_safe(&self.user())
+            );
+            if matches!(reject, Reject::UnknownKid(_)) {
+                detail.push_str(note);
+                if keytable::key_count() == 0 {
                     detail.push_str(
                         " No signing keys are cached yet; see the pgaadauth key worker's messages in this log.",
                     );
                 }
-                self.fail(&detail)
             }
+            self.fail(&detail)
         }
     }
 

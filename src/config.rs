@@ -122,6 +122,14 @@ pub enum KeySource {
 }
 
 impl KeySource {
+    /// The issuer whose tokens this source's keys may verify; `None`: every accepted issuer.
+    pub fn issuer(&self) -> Option<&str> {
+        match self {
+            KeySource::Jwks(_) => None,
+            KeySource::Discovery { issuer } => Some(issuer),
+        }
+    }
+
     /// The URL fetched first for this source.
     pub fn first_url(&self) -> String {
         match self {

@@ -7,6 +7,11 @@ use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 /// Largest document accepted from the identity provider.
 pub const MAX_BODY: u64 = 1 << 20;
 
+pub struct Fetched {
+    pub body: Vec<u8>,
+    pub max_age: Option<i64>,
+}
+
 pub struct Fetcher {
     agent: ureq::Agent,
     allow_http: bool,
@@ -61,8 +66,9 @@ impl Fetcher {
         Ok(Fetcher { agent, allow_http })
     }
 
-    /// GET `url`: the body of a 200 answer, at most [`MAX_BODY`] bytes, or why not.
-    pub fn get(&self, url: &str) -> Result<Vec<u8>, String> {
+    /// GET `url`: the body of a 200 answer (at most [`MAX_BODY`] bytes) and its Cache-Control
+    /// max-age, or why not.
+    pub fn get(&self, url: &str) -> Result<Fetched, String> {
         crate::config::check_url(url, self.allow_http)?;
         let mut resp = self
             .agent
@@ -74,10 +80,17 @@ impl Fetcher {
         if status != 200 {
             return Err(format!("GET {url}: HTTP status {}", status.as_u16()));
         }
-        resp.body_mut()
+        let max_age = resp
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::schedule::parse_max_age);
+        let body = resp
+            .body_mut()
             .with_config()
             .limit(MAX_BODY)
             .read_to_vec()
-            .map_err(|e| format!("GET {url}: {e}"))
+            .map_err(|e| format!("GET {url}: {e}"))?;
+        Ok(Fetched { body, max_age })
     }
 }

@@ -1,27 +1,56 @@
-//! The shared key table: a fixed-size array of signing keys in shared memory.
+//! The shared key table: signing keys and the state of each key source, in shared memory.
 //!
-//! Written only by the key worker, which builds the new set off-lock and holds the exclusive
-//! lock just long enough to copy it in. Backends take the shared lock to copy one key out.
+//! Only the key worker writes keys: it fetches off-lock and holds the exclusive lock just long
+//! enough to copy a source's keys in. Backends take the shared lock to copy one key out, and the
+//! exclusive lock briefly to ask for a refresh (an unknown `kid`), which the worker serves with
+//! one fetch for every login waiting at that moment.
 
+use crate::config::KeySource;
 use crate::jwks::{Curve, KeyMaterial, PublicKey, MAX_KID, MAX_RSA_EXPONENT, MAX_RSA_MODULUS};
-use crate::token::KeyLookup;
+use crate::schedule::{self, Timing};
+use crate::token::{CachedKey, KeyLookup, Reject};
 use pgrx::pg_sys;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const MAX_POINT: usize = 1 + 2 * 48;
-const MAX_ERROR: usize = 256;
+/// Key sources held at once: explicit issuers beyond this are refused by the worker.
+pub const MAX_SOURCES: usize = 8;
 const TRANCHE: &std::ffi::CStr = c"pgaadauth";
 const SEGMENT: &std::ffi::CStr = c"pgaadauth key table";
+
+/// Fixed-capacity text in shared memory, cut at a character boundary.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Text<const N: usize> {
+    len: u16,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Text<N> {
+    fn set(&mut self, s: &str) {
+        let mut n = s.len().min(N);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        self.bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len = n as u16;
+    }
+
+    fn get(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Entry {
-    kid_len: u16,
-    kid: [u8; MAX_KID],
+    /// Index into `Header::sources`.
+    source: u8,
     /// 1 = RSA, 2 = EC P-256, 3 = EC P-384.
     kind: u8,
     /// 0 = none, else 1 + index into ALL_ALGS.
     alg: u8,
+    kid: Text<MAX_KID>,
     n_len: u16,
     n: [u8; MAX_RSA_MODULUS],
     e_len: u8,
@@ -31,18 +60,40 @@ struct Entry {
 }
 
 #[repr(C)]
-struct Header {
-    lock: *mut pg_sys::LWLock,
-    /// Bumped after every successful store; readers may watch it without the lock.
-    generation: AtomicU64,
-    capacity: u32,
-    nkeys: u32,
-    /// Unix seconds of the last successful fetch, 0 before the first.
+#[derive(Clone, Copy)]
+struct Source {
+    /// The configured location: a JWKS URL, or an issuer's discovery URL.
+    url: Text<512>,
+    /// The issuer whose tokens its keys verify; empty: every accepted issuer.
+    issuer: Text<512>,
+    /// Unix seconds of the last successful fetch; 0: never.
     fetched_at: i64,
+    /// Unix seconds of the next periodic fetch; 0: now.
+    next_refresh: i64,
     refreshes: u64,
     failures: u64,
-    error_len: u16,
-    last_error: [u8; MAX_ERROR],
+    consecutive_failures: u32,
+    /// Unix seconds of the first failure since the last success; 0: not failing.
+    failing_since: i64,
+    /// Why the last fetch failed; empty after a success.
+    last_error: Text<512>,
+}
+
+#[repr(C)]
+struct Header {
+    lock: *mut pg_sys::LWLock,
+    /// Bumped whenever keys change; watched without the lock.
+    generation: AtomicU64,
+    /// Refresh requests made, and the last one a finished fetch round served.
+    requests: AtomicU64,
+    served: AtomicU64,
+    /// Unix seconds of the last refresh asked for by an unknown kid (under the lock).
+    last_forced: i64,
+    worker_latch: *mut pg_sys::Latch,
+    capacity: u32,
+    nkeys: u32,
+    nsources: u32,
+    sources: [Source; MAX_SOURCES],
     // followed by `capacity` entries
 }
 
@@ -58,58 +109,77 @@ pub fn shmem_size() -> usize {
 }
 
 /// In the postmaster's shmem_request phase.
-pub unsafe fn request() {
-    pg_sys::RequestAddinShmemSpace(shmem_size());
-    pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
+unsafe fn request() {
+    unsafe {
+        pg_sys::RequestAddinShmemSpace(shmem_size());
+        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
+    }
 }
 
 /// In the postmaster's shmem_startup phase: create (or attach to) the table.
-pub unsafe fn startup() {
-    // AddinShmemInitLock is MainLWLockArray[21] (storage/lwlocklist.h).
-    let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    let mut found = false;
-    let size = shmem_size();
-    let ptr = pg_sys::ShmemInitStruct(SEGMENT.as_ptr(), size, &mut found) as *mut Header;
-    if !found {
-        std::ptr::write_bytes(ptr as *mut u8, 0, size);
-        (*ptr).lock = &mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
-        (*ptr).capacity = crate::settings::MAX_KEYS.get() as u32;
+unsafe fn startup() {
+    unsafe {
+        // AddinShmemInitLock is MainLWLockArray[21] (storage/lwlocklist.h).
+        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
+        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut found = false;
+        let size = shmem_size();
+        let ptr = pg_sys::ShmemInitStruct(SEGMENT.as_ptr(), size, &mut found) as *mut Header;
+        if !found {
+            std::ptr::write_bytes(ptr as *mut u8, 0, size);
+            (*ptr).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
+            (*ptr).capacity = crate::settings::MAX_KEYS.get() as u32;
+        }
+        TABLE = ptr;
+        pg_sys::LWLockRelease(init_lock);
     }
-    TABLE = ptr;
-    pg_sys::LWLockRelease(init_lock);
 }
 
-fn table() -> Option<&'static mut Header> {
-    // SAFETY: set once in the postmaster before any backend or worker is forked.
-    unsafe { TABLE.as_mut() }
-}
+/// The table, locked in `mode` until dropped.
+struct Locked(&'static mut Header);
 
-unsafe fn entries(h: &mut Header) -> &mut [Entry] {
-    let first = (h as *mut Header).add(1) as *mut Entry;
-    std::slice::from_raw_parts_mut(first, h.capacity as usize)
-}
-
-struct Locked<'a>(&'a mut Header);
-
-impl<'a> Locked<'a> {
-    fn new(h: &'a mut Header, mode: pg_sys::LWLockMode::Type) -> Self {
+impl Locked {
+    fn new(mode: pg_sys::LWLockMode::Type) -> Option<Locked> {
+        // SAFETY: TABLE is set once in the postmaster, before any child is forked.
+        let h = unsafe { (*std::ptr::addr_of!(TABLE)).as_mut()? };
         unsafe { pg_sys::LWLockAcquire(h.lock, mode) };
-        Locked(h)
+        Some(Locked(h))
+    }
+
+    fn entries(&mut self) -> &mut [Entry] {
+        let first = unsafe { (self.0 as *mut Header).add(1) as *mut Entry };
+        unsafe { std::slice::from_raw_parts_mut(first, self.0.capacity as usize) }
+    }
+
+    fn sources(&mut self) -> &mut [Source] {
+        let n = self.0.nsources as usize;
+        &mut self.0.sources[..n]
     }
 }
 
-impl Drop for Locked<'_> {
+impl Drop for Locked {
     fn drop(&mut self) {
         unsafe { pg_sys::LWLockRelease(self.0.lock) };
     }
 }
 
-fn encode(key: &PublicKey) -> Entry {
+fn header() -> Option<&'static Header> {
+    unsafe { (*std::ptr::addr_of!(TABLE)).as_ref() }
+}
+
+fn shared() -> Option<Locked> {
+    Locked::new(pg_sys::LWLockMode::LW_SHARED)
+}
+
+fn exclusive() -> Option<Locked> {
+    Locked::new(pg_sys::LWLockMode::LW_EXCLUSIVE)
+}
+
+fn encode(key: &PublicKey, source: usize) -> Entry {
     // SAFETY: Entry is plain bytes; all-zero is a valid empty entry.
     let mut e: Entry = unsafe { std::mem::zeroed() };
-    e.kid_len = key.kid.len() as u16;
-    e.kid[..key.kid.len()].copy_from_slice(key.kid.as_bytes());
+    e.source = source as u8;
+    e.kid.set(&key.kid);
     e.alg = key.alg.map_or(0, |a| {
         1 + crate::config::ALL_ALGS
             .iter()
@@ -145,69 +215,303 @@ fn decode(e: &Entry) -> PublicKey {
         },
     };
     PublicKey {
-        kid: String::from_utf8_lossy(&e.kid[..e.kid_len as usize]).into_owned(),
+        kid: e.kid.get().to_string(),
         alg: (e.alg > 0).then(|| crate::config::ALL_ALGS[e.alg as usize - 1]),
         material,
     }
 }
 
-/// The number of keys that fit.
-pub fn capacity() -> usize {
-    table().map_or(0, |h| h.capacity as usize)
-}
+// ---- the worker's side ------------------------------------------------------------------
 
-/// Replace the whole key set (at most `capacity()` keys are stored).
-pub fn store(keys: &[PublicKey], now: i64) {
-    let Some(h) = table() else { return };
-    let encoded: Vec<Entry> = keys.iter().take(h.capacity as usize).map(encode).collect();
-    let locked = Locked::new(h, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    let slots = unsafe { entries(locked.0) };
-    slots[..encoded.len()].copy_from_slice(&encoded);
-    locked.0.nkeys = encoded.len() as u32;
-    locked.0.fetched_at = now;
-    locked.0.refreshes += 1;
-    locked.0.error_len = 0;
-    locked.0.generation.fetch_add(1, Ordering::Release);
-}
-
-/// Record a failed refresh; the keys already in the table stay.
-pub fn record_failure(error: &str) {
-    let Some(h) = table() else { return };
-    let locked = Locked::new(h, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    let mut n = error.len().min(MAX_ERROR);
-    while !error.is_char_boundary(n) {
-        n -= 1;
+/// The worker registers its latch so that backends can wake it.
+pub fn set_worker_latch() {
+    if let Some(t) = exclusive() {
+        t.0.worker_latch = unsafe { pg_sys::MyLatch };
     }
-    locked.0.last_error[..n].copy_from_slice(&error.as_bytes()[..n]);
-    locked.0.error_len = n as u16;
-    locked.0.failures += 1;
+}
+
+/// Make the table's sources those configured now. State and keys of sources that stay are
+/// kept; new sources are due at once; keys of sources no longer configured are dropped.
+pub fn sync_sources(configured: &[KeySource]) {
+    let Some(mut t) = exclusive() else { return };
+    let old: Vec<Source> = t.sources().to_vec();
+    let mut fresh: Vec<Source> = Vec::new();
+    let mut remap = [u8::MAX; MAX_SOURCES];
+    for ks in configured.iter().take(MAX_SOURCES) {
+        let (url, issuer) = (ks.first_url(), ks.issuer().unwrap_or(""));
+        let found = old
+            .iter()
+            .position(|s| s.url.get() == url && s.issuer.get() == issuer);
+        let slot = match found {
+            Some(i) => {
+                remap[i] = fresh.len() as u8;
+                old[i]
+            }
+            None => {
+                let mut s: Source = unsafe { std::mem::zeroed() };
+                s.url.set(&url);
+                s.issuer.set(issuer);
+                s
+            }
+        };
+        fresh.push(slot);
+    }
+    t.0.sources[..fresh.len()].copy_from_slice(&fresh);
+    t.0.nsources = fresh.len() as u32;
+    let n = t.0.nkeys as usize;
+    let kept: Vec<Entry> = t.entries()[..n]
+        .iter()
+        .filter_map(|e| {
+            let to = remap[e.source as usize];
+            (to != u8::MAX).then(|| Entry { source: to, ..*e })
+        })
+        .collect();
+    t.entries()[..kept.len()].copy_from_slice(&kept);
+    if kept.len() != n {
+        t.0.nkeys = kept.len() as u32;
+        t.0.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// What the worker needs to know of a source.
+pub struct SourceState {
+    pub fetched_at: i64,
+    pub next_refresh: i64,
+    pub consecutive_failures: u32,
+}
+
+pub fn source_state(source: usize) -> Option<SourceState> {
+    let mut t = shared()?;
+    let s = t.sources().get(source)?;
+    Some(SourceState {
+        fetched_at: s.fetched_at,
+        next_refresh: s.next_refresh,
+        consecutive_failures: s.consecutive_failures,
+    })
+}
+
+/// The earliest next periodic fetch over all sources.
+pub fn next_due() -> Option<i64> {
+    let mut t = shared()?;
+    t.sources().iter().map(|s| s.next_refresh).min()
+}
+
+/// Replace the keys of `source`, unless the table cannot hold them with the others' keys.
+pub fn store_keys(
+    source: usize,
+    keys: &[PublicKey],
+    now: i64,
+    next_refresh: i64,
+) -> Result<(), String> {
+    let encoded: Vec<Entry> = keys.iter().map(|k| encode(k, source)).collect();
+    let Some(mut t) = exclusive() else {
+        return Err("the key table is not in shared memory".into());
+    };
+    let n = t.0.nkeys as usize;
+    let others: Vec<Entry> = t.entries()[..n]
+        .iter()
+        .filter(|e| e.source as usize != source)
+        .copied()
+        .collect();
+    let capacity = t.0.capacity as usize;
+    if others.len() + encoded.len() > capacity {
+        return Err(format!(
+            "{} signing keys were published but only {} fit beside the other sources' keys; raise pgaadauth.max_keys",
+            encoded.len(),
+            capacity - others.len()
+        ));
+    }
+    let total = others.len() + encoded.len();
+    t.entries()[..others.len()].copy_from_slice(&others);
+    t.entries()[others.len()..total].copy_from_slice(&encoded);
+    t.0.nkeys = total as u32;
+    let s = &mut t.sources()[source];
+    s.fetched_at = now;
+    s.next_refresh = next_refresh;
+    s.refreshes += 1;
+    s.consecutive_failures = 0;
+    s.failing_since = 0;
+    s.last_error.set("");
+    t.0.generation.fetch_add(1, Ordering::Release);
+    Ok(())
+}
+
+/// Record a failed fetch of `source`; its keys stay. Returns the failures in a row.
+pub fn record_failure(source: usize, error: &str, now: i64, next_refresh: i64) -> u32 {
+    let Some(mut t) = exclusive() else { return 0 };
+    let Some(s) = t.sources().get_mut(source) else {
+        return 0;
+    };
+    s.last_error.set(error);
+    s.failures += 1;
+    s.consecutive_failures += 1;
+    if s.failing_since == 0 {
+        s.failing_since = now;
+    }
+    s.next_refresh = next_refresh;
+    s.consecutive_failures
+}
+
+/// The request number a fetch round starting now serves, when refreshes were asked for.
+pub fn take_requests() -> Option<u64> {
+    let h = header()?;
+    let requests = h.requests.load(Ordering::Acquire);
+    (requests > h.served.load(Ordering::Acquire)).then_some(requests)
+}
+
+/// A fetch round that served requests up to `serving` is over (whether or not it succeeded).
+pub fn finish_requests(serving: u64) {
+    if let Some(h) = header() {
+        h.served.fetch_max(serving, Ordering::AcqRel);
+    }
+}
+
+// ---- the backends' side -----------------------------------------------------------------
+
+/// A backend's view of the table for the validator, at time `now`.
+pub struct SharedKeys {
+    pub now: i64,
+    pub timing: Timing,
+}
+
+impl KeyLookup for SharedKeys {
+    fn key(&self, kid: &str) -> Result<CachedKey, Reject> {
+        let unknown = || Reject::UnknownKid(kid.into());
+        let mut t = shared().ok_or_else(unknown)?;
+        let n = t.0.nkeys as usize;
+        let e = *t.entries()[..n]
+            .iter()
+            .find(|e| e.kid.get() == kid)
+            .ok_or_else(unknown)?;
+        let s = t.sources().get(e.source as usize).ok_or_else(unknown)?;
+        if schedule::is_expired(s.failing_since, self.now, &self.timing) {
+            return Err(Reject::KeysExpired {
+                kid: kid.into(),
+                failing_for: self.now - s.failing_since,
+            });
+        }
+        let issuer = Some(s.issuer.get().to_string()).filter(|i| !i.is_empty());
+        Ok(CachedKey {
+            key: decode(&e),
+            issuer,
+        })
+    }
+}
+
+/// How a refresh asked for by a login (or by `pgaadauth_refresh_jwks`) went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refresh {
+    /// The keys changed.
+    Changed,
+    /// A fetch round finished without changing the keys.
+    Unchanged,
+    /// Another refresh ran less than `pgaadauth.min_refresh_interval` ago.
+    RateLimited,
+    /// The wait ended first.
+    TimedOut,
+    /// No key worker is running.
+    NoWorker,
+}
+
+/// Ask the worker for a refresh (joining one already asked for), and wait up to `wait` for it.
+/// `rate_limit` applies `pgaadauth.min_refresh_interval` (an unknown kid); the SQL function
+/// does not.
+pub fn refresh_and_wait(
+    now: i64,
+    timing: &Timing,
+    wait: std::time::Duration,
+    rate_limit: bool,
+) -> Refresh {
+    let Some(h) = header() else {
+        return Refresh::NoWorker;
+    };
+    let before = h.generation.load(Ordering::Acquire);
+    let ticket = {
+        let Some(t) = exclusive() else {
+            return Refresh::NoWorker;
+        };
+        if t.0.worker_latch.is_null() {
+            return Refresh::NoWorker;
+        }
+        let requests = t.0.requests.load(Ordering::Acquire);
+        if requests > t.0.served.load(Ordering::Acquire) {
+            requests // a refresh is already on its way: wait for the same one
+        } else if rate_limit && !schedule::forced_refresh_allowed(t.0.last_forced, now, timing) {
+            return Refresh::RateLimited;
+        } else {
+            if rate_limit {
+                t.0.last_forced = now;
+            }
+            t.0.requests.fetch_add(1, Ordering::AcqRel);
+            unsafe { pg_sys::SetLatch(t.0.worker_latch) };
+            requests + 1
+        }
+    };
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        if h.generation.load(Ordering::Acquire) != before {
+            return Refresh::Changed;
+        }
+        if h.served.load(Ordering::Acquire) >= ticket {
+            return Refresh::Unchanged;
+        }
+        if std::time::Instant::now() >= deadline {
+            return Refresh::TimedOut;
+        }
+        unsafe { pg_sys::pg_usleep(5_000) };
+    }
+}
+
+/// One row of `pgaadauth_jwks_status()`: a cached key, or a source that has none.
+pub struct StatusRow {
+    pub source: String,
+    pub issuer: Option<String>,
+    pub kid: Option<String>,
+    pub kty: Option<&'static str>,
+    pub alg: Option<String>,
+    pub fetched_at: Option<i64>,
+    pub next_refresh: Option<i64>,
+    pub last_error: Option<String>,
+    pub refreshes: i64,
+    pub failures: i64,
+}
+
+pub fn status() -> Vec<StatusRow> {
+    let Some(mut t) = shared() else { return vec![] };
+    let n = t.0.nkeys as usize;
+    let entries: Vec<Entry> = t.entries()[..n].to_vec();
+    let mut rows = Vec::new();
+    for (i, s) in t.sources().iter().enumerate() {
+        let row = |kid: Option<&Entry>| StatusRow {
+            source: s.url.get().to_string(),
+            issuer: Some(s.issuer.get().to_string()).filter(|x| !x.is_empty()),
+            kid: kid.map(|e| e.kid.get().to_string()),
+            kty: kid.map(|e| decode(e).material.kty()),
+            alg: kid.and_then(|e| decode(e).alg.map(|a| a.to_string())),
+            fetched_at: (s.fetched_at > 0).then_some(s.fetched_at),
+            next_refresh: (s.next_refresh > 0).then_some(s.next_refresh),
+            last_error: Some(s.last_error.get().to_string()).filter(|x| !x.is_empty()),
+            refreshes: s.refreshes as i64,
+            failures: s.failures as i64,
+        };
+        let mine: Vec<&Entry> = entries.iter().filter(|e| e.source as usize == i).collect();
+        if mine.is_empty() {
+            rows.push(row(None));
+        }
+        rows.extend(mine.into_iter().map(|e| row(Some(e))));
+    }
+    rows
 }
 
 /// Number of keys in the table now.
 pub fn key_count() -> usize {
-    table().map_or(0, |h| {
-        Locked::new(h, pg_sys::LWLockMode::LW_SHARED).0.nkeys as usize
-    })
+    shared().map_or(0, |t| t.0.nkeys as usize)
 }
 
-/// The backend's view of the table, for the validator.
-pub struct SharedKeys;
+// `Entry::alg` indexes ALL_ALGS from a u8, `Entry::source` the sources.
+const _: () = assert!(crate::config::ALL_ALGS.len() < 255 && MAX_SOURCES < 255);
 
-impl KeyLookup for SharedKeys {
-    fn key(&self, kid: &str) -> Option<PublicKey> {
-        let h = table()?;
-        let locked = Locked::new(h, pg_sys::LWLockMode::LW_SHARED);
-        let n = locked.0.nkeys as usize;
-        let slots = unsafe { entries(locked.0) };
-        slots[..n]
-            .iter()
-            .find(|e| &e.kid[..e.kid_len as usize] == kid.as_bytes())
-            .map(decode)
-    }
-}
-
-// `Entry::alg` indexes ALL_ALGS from a u8.
-const _: () = assert!(crate::config::ALL_ALGS.len() < 255);
+// ---- shared memory hooks ----------------------------------------------------------------
 
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 #[cfg(not(any(feature = "pg13", feature = "pg14")))]

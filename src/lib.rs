@@ -1,12 +1,13 @@
 //! pgaadauth: Microsoft Entra ID (and OpenID Connect) access-token login for PostgreSQL.
 //!
-//! Pure modules (no pgrx): `config`, `jwks`, `label`, `token`.
+//! Pure modules (no pgrx): `config`, `jwks`, `label`, `schedule`, `token`.
 //! Glue: `auth` (the login hook), `seclabel`, `keytable` (shared memory), `worker`, `http`,
 //! `settings`, `sql_api`, `shim` (the C bridge).
 
 pub mod config;
 pub mod jwks;
 pub mod label;
+pub mod schedule;
 pub mod token;
 
 mod auth;

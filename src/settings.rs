@@ -22,6 +22,9 @@ pub static CLOCK_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static PASSWORD_AUTH: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static REFRESH_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static HTTP_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static MIN_REFRESH_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static KID_MISS_WAIT: GucSetting<i32> = GucSetting::<i32>::new(2_000);
+pub static MAX_STALE: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOW_HTTP: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static MAX_KEYS: GucSetting<i32> = GucSetting::<i32>::new(64);
@@ -57,6 +60,23 @@ pub fn policy() -> Policy {
         clock_skew: i64::from(CLOCK_SKEW.get()),
         tenant_id: tenant,
     }
+}
+
+/// The refresh schedule, from the current settings.
+pub fn timing() -> crate::schedule::Timing {
+    crate::schedule::Timing {
+        refresh_interval: i64::from(REFRESH_INTERVAL.get()),
+        min_refresh_interval: i64::from(MIN_REFRESH_INTERVAL.get()),
+        max_stale: i64::from(MAX_STALE.get()),
+    }
+}
+
+pub fn kid_miss_wait() -> std::time::Duration {
+    std::time::Duration::from_millis(KID_MISS_WAIT.get() as u64)
+}
+
+pub fn http_timeout() -> std::time::Duration {
+    std::time::Duration::from_millis(HTTP_TIMEOUT.get() as u64)
 }
 
 pub fn admin_role() -> String {
@@ -269,6 +289,36 @@ pub fn define() {
         300_000,
         GucContext::Sighup,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pgaadauth.min_refresh_interval",
+        c"Shortest time between key refreshes asked for by tokens with an unknown kid.",
+        c"",
+        &MIN_REFRESH_INTERVAL,
+        1,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pgaadauth.kid_miss_wait",
+        c"How long a login with an unknown kid waits for the keys to be refreshed.",
+        c"",
+        &KID_MISS_WAIT,
+        0,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pgaadauth.max_stale",
+        c"How long cached keys are still used after their refreshes started failing.",
+        c"",
+        &MAX_STALE,
+        1,
+        30 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_bool_guc(
         c"pgaadauth.allow_http",

@@ -27,14 +27,28 @@ pub struct Policy {
     pub tenant_id: Option<String>,
 }
 
-/// Where the validator finds the signing key named by a token's `kid`.
+/// A cached signing key and the issuer its source serves (`None`: every accepted issuer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedKey {
+    pub key: PublicKey,
+    pub issuer: Option<String>,
+}
+
+/// Where the validator finds the signing key named by a token's `kid`: the key, or
+/// [`Reject::UnknownKid`] / [`Reject::KeysExpired`].
 pub trait KeyLookup {
-    fn key(&self, kid: &str) -> Option<PublicKey>;
+    fn key(&self, kid: &str) -> Result<CachedKey, Reject>;
 }
 
 impl KeyLookup for [PublicKey] {
-    fn key(&self, kid: &str) -> Option<PublicKey> {
-        self.iter().find(|k| k.kid == kid).cloned()
+    fn key(&self, kid: &str) -> Result<CachedKey, Reject> {
+        self.iter()
+            .find(|k| k.kid == kid)
+            .map(|k| CachedKey {
+                key: k.clone(),
+                issuer: None,
+            })
+            .ok_or_else(|| Reject::UnknownKid(kid.into()))
     }
 }
 
@@ -60,6 +74,15 @@ pub enum Reject {
     AlgNotAllowed(String),
     MissingKid,
     UnknownKid(String),
+    KeysExpired {
+        kid: String,
+        failing_for: i64,
+    },
+    IssuerNotServedByKey {
+        iss: String,
+        kid: String,
+        served: String,
+    },
     AlgKeyMismatch {
         alg: Alg,
         kid: String,
@@ -114,6 +137,8 @@ impl Reject {
             Reject::AlgKeyMismatch { .. } | Reject::AlgNotKeyAlg { .. } => "alg_key_mismatch",
             Reject::MissingKid => "missing_kid",
             Reject::UnknownKid(_) => "unknown_kid",
+            Reject::KeysExpired { .. } => "keys_expired",
+            Reject::IssuerNotServedByKey { .. } => "issuer",
             Reject::BadSignature(_) => "bad_signature",
             Reject::MissingIssuer | Reject::IssuerNotAccepted(_) => "issuer",
             Reject::MissingAudience | Reject::AudienceNotAccepted(_) => "audience",
@@ -157,6 +182,17 @@ impl fmt::Display for Reject {
             ),
             MissingKid => write!(f, "The token header has no \"kid\"."),
             UnknownKid(k) => write!(f, "No cached signing key has kid \"{}\".", s(k)),
+            KeysExpired { kid, failing_for } => write!(
+                f,
+                "The signing key \"{}\" is no longer used: refreshes of its key set have failed for {failing_for} s, beyond pgaadauth.max_stale.",
+                s(kid)
+            ),
+            IssuerNotServedByKey { iss, kid, served } => write!(
+                f,
+                "The token issuer \"{}\" differs from the issuer \"{served}\" whose key set holds key \"{}\".",
+                s(iss),
+                s(kid)
+            ),
             AlgKeyMismatch { alg, kid, kty } => write!(
                 f,
                 "The token algorithm {alg} does not match the {kty} key \"{}\".",
@@ -353,9 +389,10 @@ pub fn validate<K: KeyLookup + ?Sized>(
         .and_then(Value::as_str)
         .filter(|k| !k.is_empty())
         .ok_or(Reject::MissingKid)?;
-    let key = keys
-        .key(kid)
-        .ok_or_else(|| Reject::UnknownKid(kid.into()))?;
+    let CachedKey {
+        key,
+        issuer: served,
+    } = keys.key(kid)?;
     if !key.material.fits(alg) {
         return Err(Reject::AlgKeyMismatch {
             alg,
@@ -378,6 +415,13 @@ pub fn validate<K: KeyLookup + ?Sized>(
     let iss = string(&claims, "iss").ok_or(Reject::MissingIssuer)?;
     if !policy.issuers.iter().any(|i| i == iss) {
         return Err(Reject::IssuerNotAccepted(iss.into()));
+    }
+    if let Some(served) = served.filter(|s| s != iss) {
+        return Err(Reject::IssuerNotServedByKey {
+            iss: iss.into(),
+            kid: kid.into(),
+            served,
+        });
     }
     let audiences: Vec<&str> = match claims.get("aud") {
         Some(Value::String(a)) => vec![a.as_str()],
@@ -697,6 +741,30 @@ mod tests {
             c.remove("iss");
         });
         assert_eq!(check(&t), Err(Reject::MissingIssuer));
+    }
+
+    /// Keys from an issuer's own discovery document verify only that issuer's tokens.
+    #[test]
+    fn key_only_serves_its_sources_issuer() {
+        struct FromOtherIssuer(Vec<PublicKey>);
+        impl KeyLookup for FromOtherIssuer {
+            fn key(&self, kid: &str) -> Result<CachedKey, Reject> {
+                let mut k = self.0.as_slice().key(kid)?;
+                k.issuer = Some("https://other.example/".into());
+                Ok(k)
+            }
+        }
+        let mut p = policy();
+        p.issuers.push("https://other.example/".into());
+        let t = sign(&claims());
+        assert!(matches!(
+            validate(&t, &FromOtherIssuer(keys()), &p, &label(), NOW),
+            Err(Reject::IssuerNotServedByKey { .. })
+        ));
+        let t = with(|c| {
+            c.insert("iss".into(), json!("https://other.example/"));
+        });
+        assert!(validate(&t, &FromOtherIssuer(keys()), &p, &label(), NOW).is_ok());
     }
 
     #[test]
