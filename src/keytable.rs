@@ -263,7 +263,7 @@ pub fn sync_sources(configured: &[KeySource]) {
         .iter()
         .filter_map(|e| {
             let to = remap[e.source as usize];
-            (to != u8::MAX).then(|| Entry { source: to, ..*e })
+            (to != u8::MAX).then_some(Entry { source: to, ..*e })
         })
         .collect();
     t.entries()[..kept.len()].copy_from_slice(&kept);
