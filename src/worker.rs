@@ -157,4 +157,7 @@ pub extern "C-unwind" fn pgaadauth_key_worker_main(_arg: pg_sys::Datum) {
             }
         }
     }
+    // Exit code 1: the postmaster restarts the worker (pg_terminate_backend, for instance);
+    // at shutdown it is not restarted anyway. Code 0 would unregister it for good.
+    unsafe { pg_sys::proc_exit(1) }
 }

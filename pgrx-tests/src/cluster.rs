@@ -80,6 +80,24 @@ fn reap_stale(bin: &Path) {
     }
 }
 
+/// A fresh directory for a cluster, owned by `postgres`.
+fn new_dir(name: &str) -> PathBuf {
+    let dir = base_dir().join(format!("{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    if is_root() {
+        check(
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(base_dir())
+                .output()
+                .unwrap(),
+            "chown",
+        );
+    }
+    dir
+}
+
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
@@ -92,19 +110,7 @@ impl Cluster {
     pub fn start(name: &str, settings: &[(&str, String)]) -> Cluster {
         let bin = bindir();
         reap_stale(&bin);
-        let dir = base_dir().join(format!("{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        if is_root() {
-            check(
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(base_dir())
-                    .output()
-                    .unwrap(),
-                "chown",
-            );
-        }
+        let dir = new_dir(name);
         let data = dir.join("data");
         check(
             as_postgres(&bin.join("initdb"))
@@ -127,20 +133,60 @@ impl Cluster {
         cluster.append_conf(&conf);
         cluster.write_as_postgres(
             &data.join("pg_hba.conf"),
-            "local all postgres peer\nhost all all 127.0.0.1/32 trust\n",
+            "local all postgres peer\nlocal replication postgres peer\nhost all all 127.0.0.1/32 trust\n",
         );
+        cluster.launch();
+        cluster.sql("CREATE EXTENSION pgaadauth");
+        cluster
+    }
+
+    /// A streaming replica of `primary` (pg_basebackup), with the same settings, started.
+    pub fn standby_of(primary: &Cluster, name: &str) -> Cluster {
+        let dir = new_dir(name);
         check(
-            as_postgres(&cluster.bin.join("pg_ctl"))
+            as_postgres(&primary.bin.join("pg_basebackup"))
+                .arg("-h")
+                .arg(&primary.dir)
+                .args([
+                    "-p",
+                    &primary.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-D",
+                ])
+                .arg(dir.join("data"))
+                .output()
+                .unwrap(),
+            "pg_basebackup",
+        );
+        let port = free_port();
+        let cluster = Cluster {
+            dir,
+            port,
+            bin: primary.bin.clone(),
+        };
+        cluster.append_conf(&format!(
+            "port = {port}\nunix_socket_directories = '{}'\n",
+            cluster.dir.display()
+        ));
+        cluster.launch();
+        cluster
+    }
+
+    fn launch(&self) {
+        check(
+            as_postgres(&self.bin.join("pg_ctl"))
                 .args(["start", "-w", "-D"])
-                .arg(&data)
+                .arg(self.dir.join("data"))
                 .arg("-l")
-                .arg(cluster.log_path())
+                .arg(self.log_path())
                 .output()
                 .unwrap(),
             "pg_ctl start",
         );
-        cluster.sql("CREATE EXTENSION pgaadauth");
-        cluster
     }
 
     fn write_as_postgres(&self, path: &Path, text: &str) {
@@ -170,6 +216,18 @@ impl Cluster {
         self.append_conf(&text);
         self.sql("SELECT pg_reload_conf()");
         std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// The pid of the postmaster's child whose process title contains `title`.
+    pub fn child_pid(&self, title: &str) -> Option<String> {
+        let pidfile = fs::read_to_string(self.dir.join("data/postmaster.pid")).ok()?;
+        let postmaster = pidfile.lines().next()?.trim().to_string();
+        let out = Command::new("pgrep")
+            .args(["-P", &postmaster, "-f", title])
+            .output()
+            .ok()?;
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (!pid.is_empty()).then_some(pid)
     }
 
     pub fn log_path(&self) -> PathBuf {

@@ -42,9 +42,29 @@ pub const EC1: Key = Key {
     pem: include_str!("../fixtures/ec1.pem"),
 };
 
+/// How the provider answers key set requests (discovery always answers, unless `Down`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// The port is closed: connections are refused.
+    Down,
+    /// `200` with a body that is not JSON.
+    Garbage,
+    /// `200` with `{"keys": []}`.
+    EmptySet,
+    /// `200` with a 5 MiB body.
+    Huge,
+    /// Answers after 30 s.
+    Stall,
+    /// `500 Internal Server Error`.
+    ServerError,
+}
+
 struct State {
     published: Vec<&'static str>,
     requests: Vec<String>,
+    mode: Mode,
+    max_age: Option<u32>,
 }
 
 pub struct Idp {
@@ -62,20 +82,65 @@ pub fn unix_now() -> i64 {
 impl Idp {
     /// Start serving on a free port, publishing `keys`.
     pub fn start(keys: &[&Key]) -> Idp {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test identity provider");
-        let port = listener.local_addr().unwrap().port();
+        Idp::start_in(keys, Mode::Normal)
+    }
+
+    /// Start in `mode` (e.g. `Down`: the port is known but refuses connections).
+    pub fn start_in(keys: &[&Key], mode: Mode) -> Idp {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind test identity provider")
+            .local_addr()
+            .unwrap()
+            .port();
         let state = Arc::new(Mutex::new(State {
             published: keys.iter().map(|k| k.jwk).collect(),
             requests: Vec::new(),
+            mode,
+            max_age: None,
         }));
         let shared = state.clone();
+        // The acceptor holds the listening socket only while the provider is not `Down`.
         std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let state = shared.clone();
-                std::thread::spawn(move || serve(stream, port, &state));
+            let mut listener: Option<TcpListener> = None;
+            loop {
+                let down = shared.lock().unwrap().mode == Mode::Down;
+                if down {
+                    listener = None;
+                } else if listener.is_none() {
+                    let l = TcpListener::bind(("127.0.0.1", port)).expect("rebind provider port");
+                    l.set_nonblocking(true).unwrap();
+                    listener = Some(l);
+                }
+                match listener.as_ref().map(|l| l.accept()) {
+                    Some(Ok((stream, _))) => {
+                        stream.set_nonblocking(false).unwrap();
+                        let state = shared.clone();
+                        std::thread::spawn(move || serve(stream, port, &state));
+                    }
+                    _ => std::thread::sleep(std::time::Duration::from_millis(2)),
+                }
             }
         });
         Idp { port, state }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = mode;
+        // Let the acceptor notice before the caller goes on.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    /// Send `Cache-Control: max-age=N` with key sets.
+    pub fn set_max_age(&self, seconds: Option<u32>) {
+        self.state.lock().unwrap().max_age = seconds;
+    }
+
+    /// How many key set documents were requested so far.
+    pub fn key_set_requests(&self) -> usize {
+        self.requests()
+            .iter()
+            .filter(|p| p.ends_with("/keys"))
+            .count()
     }
 
     pub fn base(&self) -> String {
@@ -108,25 +173,47 @@ fn serve(mut stream: TcpStream, port: u16, state: &Mutex<State>) {
     }
     let request = String::from_utf8_lossy(&buf);
     let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
-    let (status, body) = {
+    let (status, body, cache, stall) = {
         let mut s = state.lock().unwrap();
         s.requests.push(path.clone());
+        let cache = s
+            .max_age
+            .map(|a| format!("Cache-Control: public, max-age={a}\r\n"));
         if let Some(prefix) = path.strip_suffix("/.well-known/openid-configuration") {
             let issuer = format!("http://127.0.0.1:{port}{prefix}");
-            (
-                200,
-                json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")}).to_string(),
-            )
+            let doc = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")});
+            (200, doc.to_string(), None, false)
         } else if path.ends_with("/keys") {
-            (200, format!("{{\"keys\":[{}]}}", s.published.join(",")))
+            let keys = format!("{{\"keys\":[{}]}}", s.published.join(","));
+            match s.mode {
+                Mode::Normal | Mode::Down => (200, keys, cache, false),
+                Mode::Garbage => (200, "<html>upstream error</html>".into(), None, false),
+                Mode::EmptySet => (200, r#"{"keys":[]}"#.into(), None, false),
+                Mode::Huge => (
+                    200,
+                    format!("{{\"keys\":[],\"pad\":\"{}\"}}", "x".repeat(5 << 20)),
+                    None,
+                    false,
+                ),
+                Mode::Stall => (200, keys, None, true),
+                Mode::ServerError => (500, "{}".into(), None, false),
+            }
         } else {
-            (404, "{}".to_string())
+            (404, "{}".to_string(), None, false)
         }
     };
-    let reason = if status == 200 { "OK" } else { "Not Found" };
+    if stall {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+    }
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        _ => "Internal Server Error",
+    };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+        body.len(),
+        cache.unwrap_or_default()
     );
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(body.as_bytes());
