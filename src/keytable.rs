@@ -413,9 +413,10 @@ pub enum Refresh {
     NoWorker,
 }
 
-/// Ask the worker for a refresh (joining one already asked for), and wait up to `wait` for it.
-/// `rate_limit` applies `pgaadauth.min_refresh_interval` (an unknown kid); the SQL function
-/// does not.
+/// Ask the worker for a refresh and wait up to `wait` for it. With `rate_limit` (a login with
+/// an unknown kid) a refresh already asked for is joined, and `pgaadauth.min_refresh_interval`
+/// applies; without it (`pgaadauth_refresh_jwks()`) a new fetch round always starts after the
+/// call.
 pub fn refresh_and_wait(
     now: i64,
     timing: &Timing,
@@ -434,8 +435,8 @@ pub fn refresh_and_wait(
             return Refresh::NoWorker;
         }
         let requests = t.0.requests.load(Ordering::Acquire);
-        if requests > t.0.served.load(Ordering::Acquire) {
-            requests // a refresh is already on its way: wait for the same one
+        if rate_limit && requests > t.0.served.load(Ordering::Acquire) {
+            requests // a login's refresh is already on its way: wait for the same one
         } else if rate_limit && !schedule::forced_refresh_allowed(t.0.last_forced, now, timing) {
             return Refresh::RateLimited;
         } else {

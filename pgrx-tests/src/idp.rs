@@ -60,6 +60,14 @@ pub enum Mode {
     ServerError,
 }
 
+/// An HMAC key: never usable for verification, published to prove it is skipped.
+pub const OCT: Key = Key {
+    kid: "hmac1",
+    alg: Algorithm::HS256,
+    jwk: r#"{"kty":"oct","kid":"hmac1","k":"c2VjcmV0LXNlY3JldC1zZWNyZXQ"}"#,
+    pem: "",
+};
+
 struct State {
     published: Vec<&'static str>,
     requests: Vec<String>,

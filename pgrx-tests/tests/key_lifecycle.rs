@@ -364,3 +364,146 @@ fn standby_accepts_token_logins_for_principals_created_on_the_primary() {
         (ROLE.to_string(), true)
     );
 }
+
+/// Two issuers found through discovery, each with its own keys: a key only verifies tokens of
+/// the issuer whose key set holds it. A second issuer added by reload is fetched at once.
+#[test]
+fn several_sources_keys_bound_to_their_issuer_and_reload_adds_a_source() {
+    use pgaadauth_e2e::idp::EC1;
+    let a = Idp::start(&[&RSA1]);
+    let b = Idp::start(&[&EC1]);
+    let (iss_a, iss_b) = (
+        format!("{}/realms/a", a.base()),
+        format!("{}/realms/b", b.base()),
+    );
+    let pg = Cluster::start(
+        "sources",
+        &[
+            ("pgaadauth.issuers", iss_a.clone()),
+            ("pgaadauth.allowed_algorithms", "RS256, ES256".into()),
+            ("pgaadauth.allow_http", "on".into()),
+        ],
+    );
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('{ROLE}', '{OID}', 'user', false, false)"
+    ));
+    let from_a = mint(&RSA1, &claims(&iss_a, OID));
+    assert!(Cluster::wait_for(Duration::from_secs(20), || pg
+        .connect(ROLE, &from_a)
+        .is_ok()));
+    assert!(b.requests().is_empty(), "B is not configured yet");
+
+    // Reload with a second issuer: its keys are fetched without waiting for refresh_interval.
+    pg.set(&[("pgaadauth.issuers", &format!("{iss_a}, {iss_b}"))]);
+    let from_b = mint(&EC1, &claims(&iss_b, OID));
+    assert!(
+        Cluster::wait_for(Duration::from_secs(10), || pg
+            .connect(ROLE, &from_b)
+            .is_ok()),
+        "ES256 token of the second issuer: {}",
+        pg.log()
+    );
+    let rows = pg
+        .sql("SELECT kid || ' ' || issuer || ' ' || kty FROM pgaadauth_jwks_status() ORDER BY kid");
+    assert_eq!(rows, format!("ec1 {iss_b} EC P-256\nrsa1 {iss_a} RSA"));
+
+    // A's key cannot vouch for a token claiming to come from B.
+    let forged = mint(&RSA1, &claims(&iss_b, OID));
+    let err = pg.connect(ROLE, &forged).err().expect("refused");
+    assert_eq!(
+        err.as_db_error().map(|d| d.code()),
+        Some(&SqlState::INVALID_PASSWORD)
+    );
+    let detail = pg.failure_detail(ROLE).unwrap();
+    assert!(
+        detail.contains(&format!(
+            "differs from the issuer \"{iss_a}\" whose key set holds key \"rsa1\""
+        )),
+        "{detail}"
+    );
+
+    // Dropping A on reload drops its keys.
+    pg.set(&[("pgaadauth.issuers", &iss_b)]);
+    assert!(Cluster::wait_for(Duration::from_secs(10), || pg
+        .connect(ROLE, &from_a)
+        .is_err()));
+    assert_eq!(
+        pg.sql("SELECT string_agg(kid, ',') FROM pgaadauth_jwks_status()"),
+        "ec1"
+    );
+}
+
+/// While refreshes fail, cached keys are served (with a warning) for max_stale, then refused.
+#[test]
+fn keys_are_served_stale_until_max_stale_then_refused() {
+    let s = Setup::new(
+        "maxstale",
+        &[&RSA1],
+        Mode::Normal,
+        &[
+            ("pgaadauth.refresh_interval", "1s"),
+            ("pgaadauth.max_stale", "4s"),
+        ],
+    );
+    let token = s.token(&RSA1);
+    assert!(s.wait_login(&token, Duration::from_secs(20)));
+    s.idp.set_mode(Mode::Down);
+    let down = Instant::now();
+    assert!(Cluster::wait_for(Duration::from_secs(5), || s
+        .status()
+        .contains("Connection refused")));
+    s.login(&token).expect("stale keys are still served");
+    assert!(Cluster::wait_for(Duration::from_secs(5), || s
+        .pg
+        .log()
+        .contains("serving signing keys from")));
+    assert!(Cluster::wait_for(Duration::from_secs(15), || s
+        .login(&token)
+        .is_err()));
+    assert!(
+        down.elapsed() >= Duration::from_secs(4),
+        "refused too early: {:?}",
+        down.elapsed()
+    );
+    let detail = s.pg.failure_detail(ROLE).unwrap();
+    assert!(detail.contains("beyond pgaadauth.max_stale"), "{detail}");
+    s.idp.set_mode(Mode::Normal);
+    assert!(
+        s.wait_login(&token, Duration::from_secs(40)),
+        "{}",
+        s.status()
+    );
+}
+
+/// More keys than pgaadauth.max_keys is a failed refresh (the last good keys stay), and keys of
+/// unsupported types are skipped with a log line.
+#[test]
+fn too_many_keys_keep_the_old_set_and_unsupported_keys_are_skipped() {
+    use pgaadauth_e2e::idp::OCT;
+    let s = Setup::new(
+        "maxkeys",
+        &[&RSA1, &OCT],
+        Mode::Normal,
+        &[("pgaadauth.max_keys", "1")],
+    );
+    let token = s.token(&RSA1);
+    assert!(s.wait_login(&token, Duration::from_secs(20)));
+    assert!(
+        s.pg.log().contains("skipped a signing key from"),
+        "{}",
+        s.pg.log()
+    );
+    assert!(s.pg.log().contains("key type \"oct\" is not supported"));
+
+    s.idp.publish(&[&RSA1, &RSA2]);
+    assert_eq!(
+        s.pg.sql("SELECT pgaadauth_refresh_jwks()"),
+        "1 signing keys cached; 0 of 1 key sources refreshed"
+    );
+    assert!(
+        s.status().contains("raise pgaadauth.max_keys"),
+        "{}",
+        s.status()
+    );
+    s.login(&token).expect("the last good key stays");
+}
