@@ -178,6 +178,9 @@ mod tests {
             ("pgaadauth.http_timeout", "10s"),
             ("pgaadauth.allow_http", "off"),
             ("pgaadauth.max_keys", "64"),
+            ("pgaadauth.min_refresh_interval", "1min"),
+            ("pgaadauth.kid_miss_wait", "2s"),
+            ("pgaadauth.max_stale", "1d"),
             ("pgaadauth.admin_role", "azure_pg_admin"),
             (
                 "pgaadauth.authority_host",
