@@ -194,6 +194,20 @@ mod tests {
         }
     }
 
+    #[pg_test(error = "permission denied to read the pgaadauth key status")]
+    fn key_status_needs_admin() {
+        Spi::run("CREATE ROLE t_reader").unwrap();
+        Spi::run("SET ROLE t_reader").unwrap();
+        Spi::run("SELECT * FROM pgaadauth_jwks_status()").unwrap();
+    }
+
+    #[pg_test(error = "permission denied to refresh the pgaadauth signing keys")]
+    fn key_refresh_needs_admin() {
+        Spi::run("CREATE ROLE t_refresher").unwrap();
+        Spi::run("SET ROLE t_refresher").unwrap();
+        Spi::run("SELECT pgaadauth_refresh_jwks()").unwrap();
+    }
+
     #[pg_test]
     fn key_table_is_in_shared_memory() {
         let n: i64 = Spi::get_one(

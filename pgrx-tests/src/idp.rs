@@ -8,7 +8,7 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -78,6 +78,32 @@ struct State {
 pub struct Idp {
     pub port: u16,
     state: Arc<Mutex<State>>,
+    tls: bool,
+}
+
+/// The test CA that signed the provider's TLS certificate (for 127.0.0.1), and another CA.
+pub fn fixture_path(name: &str) -> String {
+    format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tls_config() -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(fixture_path("tls.pem"))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+    let key = PrivateKeyDer::from_pem_file(fixture_path("tls.key")).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    )
 }
 
 pub fn unix_now() -> i64 {
@@ -93,8 +119,17 @@ impl Idp {
         Idp::start_in(keys, Mode::Normal)
     }
 
+    /// Start serving HTTPS with the certificate of fixtures/tls.pem (issued by fixtures/ca.pem).
+    pub fn start_tls(keys: &[&Key]) -> Idp {
+        Idp::start_with(keys, Mode::Normal, Some(tls_config()))
+    }
+
     /// Start in `mode` (e.g. `Down`: the port is known but refuses connections).
     pub fn start_in(keys: &[&Key], mode: Mode) -> Idp {
+        Idp::start_with(keys, mode, None)
+    }
+
+    fn start_with(keys: &[&Key], mode: Mode, tls: Option<Arc<rustls::ServerConfig>>) -> Idp {
         let port = TcpListener::bind("127.0.0.1:0")
             .expect("bind test identity provider")
             .local_addr()
@@ -107,6 +142,7 @@ impl Idp {
             max_age: None,
         }));
         let shared = state.clone();
+        let with_tls = tls.is_some();
         // The acceptor holds the listening socket only while the provider is not `Down`.
         std::thread::spawn(move || {
             let mut listener: Option<TcpListener> = None;
@@ -123,13 +159,31 @@ impl Idp {
                     Some(Ok((stream, _))) => {
                         stream.set_nonblocking(false).unwrap();
                         let state = shared.clone();
-                        std::thread::spawn(move || serve(stream, port, &state));
+                        let tls = tls.clone();
+                        std::thread::spawn(move || match tls {
+                            None => serve(stream, port, "http", &state),
+                            Some(config) => {
+                                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                                    return;
+                                };
+                                serve(
+                                    rustls::StreamOwned::new(conn, stream),
+                                    port,
+                                    "https",
+                                    &state,
+                                )
+                            }
+                        });
                     }
                     _ => std::thread::sleep(std::time::Duration::from_millis(2)),
                 }
             }
         });
-        Idp { port, state }
+        Idp {
+            port,
+            state,
+            tls: with_tls,
+        }
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -152,7 +206,8 @@ impl Idp {
     }
 
     pub fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The v2.0 issuer of the test tenant, as Entra would name it under this authority.
@@ -170,7 +225,7 @@ impl Idp {
     }
 }
 
-fn serve(mut stream: TcpStream, port: u16, state: &Mutex<State>) {
+fn serve(mut stream: impl Read + Write, port: u16, scheme: &str, state: &Mutex<State>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65536 {
@@ -188,7 +243,7 @@ fn serve(mut stream: TcpStream, port: u16, state: &Mutex<State>) {
             .max_age
             .map(|a| format!("Cache-Control: public, max-age={a}\r\n"));
         if let Some(prefix) = path.strip_suffix("/.well-known/openid-configuration") {
-            let issuer = format!("http://127.0.0.1:{port}{prefix}");
+            let issuer = format!("{scheme}://127.0.0.1:{port}{prefix}");
             let doc = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")});
             (200, doc.to_string(), None, false)
         } else if path.ends_with("/keys") {
@@ -225,6 +280,7 @@ fn serve(mut stream: TcpStream, port: u16, state: &Mutex<State>) {
     );
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(body.as_bytes());
+    let _ = stream.flush();
 }
 
 /// Claims of a valid Entra v2 access token for `oid`, issued by `issuer`, valid for an hour.
