@@ -3,10 +3,12 @@
 //! Reads only shared memory and the catalogs; never touches the network.
 
 use crate::keytable::{self, Refresh, SharedKeys};
+use crate::label::normalize_guid;
+use crate::mailbox::{self, Question};
 use crate::seclabel::{label_of_role_name, RoleLabel};
 use crate::settings;
 use crate::shim::{self, Port};
-use crate::token::{self, Reject};
+use crate::token::{self, Membership, NoDirectory, Reject};
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_int, CStr, CString};
 
@@ -33,6 +35,26 @@ unsafe extern "C-unwind" fn client_auth_hook(port: *mut Port, status: c_int) {
             }
             RoleLabel::None => login.with_password(),
         }
+    }
+}
+
+/// Group membership beyond the token's `groups` claim: the shared cache, else a question to
+/// the key worker, which asks the directory.
+struct DirectoryMembership {
+    now: i64,
+}
+
+impl Membership for DirectoryMembership {
+    fn is_member(&self, member: &str, group: &str) -> Result<bool, String> {
+        let member = normalize_guid(member).unwrap_or_else(|| member.to_string());
+        if let Some(known) = mailbox::cached_membership(&member, group, self.now) {
+            return Ok(known);
+        }
+        if !settings::directory_configured() {
+            return NoDirectory.is_member(&member, group);
+        }
+        let wait = settings::http_timeout() * 3;
+        mailbox::ask(Question::Membership, &member, group, wait).map(|a| a == "true")
     }
 }
 
@@ -113,7 +135,15 @@ impl Login {
         let timing = settings::timing();
         let check = || {
             let now = crate::worker::unix_now();
-            token::validate(&token, &SharedKeys { now, timing }, &policy, label, now)
+            let keys = SharedKeys { now, timing };
+            token::validate(
+                &token,
+                &keys,
+                &DirectoryMembership { now },
+                &policy,
+                label,
+                now,
+            )
         };
         let mut result = check();
         let mut note = "";

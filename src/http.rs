@@ -66,6 +66,38 @@ impl Fetcher {
         Ok(Fetcher { agent, allow_http })
     }
 
+    /// Send `request`: its status and body (at most [`MAX_BODY`] bytes).
+    pub fn send(&self, request: &crate::directory::Request) -> Result<(u16, Vec<u8>), String> {
+        let url = &request.url;
+        crate::config::check_url(url, self.allow_http)?;
+        let shown = url.split('?').next().unwrap_or(url);
+        let result = match (request.method, &request.body) {
+            ("POST", Some((content_type, body))) => {
+                let mut r = self.agent.post(url).header("Content-Type", *content_type);
+                for (k, v) in &request.headers {
+                    r = r.header(*k, v);
+                }
+                r.send(body.as_bytes())
+            }
+            _ => {
+                let mut r = self.agent.get(url);
+                for (k, v) in &request.headers {
+                    r = r.header(*k, v);
+                }
+                r.call()
+            }
+        };
+        let mut resp = result.map_err(|e| format!("{} {shown}: {e}", request.method))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_vec()
+            .map_err(|e| format!("{} {shown}: {e}", request.method))?;
+        Ok((status, body))
+    }
+
     /// GET `url`: the body of a 200 answer (at most [`MAX_BODY`] bytes) and its Cache-Control
     /// max-age, or why not.
     pub fn get(&self, url: &str) -> Result<Fetched, String> {

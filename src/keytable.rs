@@ -21,13 +21,13 @@ const SEGMENT: &std::ffi::CStr = c"pgaadauth key table";
 /// Fixed-capacity text in shared memory, cut at a character boundary.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct Text<const N: usize> {
+pub(crate) struct Text<const N: usize> {
     len: u16,
     bytes: [u8; N],
 }
 
 impl<const N: usize> Text<N> {
-    fn set(&mut self, s: &str) {
+    pub(crate) fn set(&mut self, s: &str) {
         let mut n = s.len().min(N);
         while !s.is_char_boundary(n) {
             n -= 1;
@@ -36,7 +36,7 @@ impl<const N: usize> Text<N> {
         self.len = n as u16;
     }
 
-    fn get(&self) -> &str {
+    pub(crate) fn get(&self) -> &str {
         std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
     }
 }
@@ -108,12 +108,18 @@ pub fn shmem_size() -> usize {
     size_for(crate::settings::MAX_KEYS.get() as usize)
 }
 
-/// In the postmaster's shmem_request phase.
+/// In the postmaster's shmem_request phase: the key table, the mailbox, and two locks
+/// (0: keys, 1: the group membership cache).
 unsafe fn request() {
     unsafe {
-        pg_sys::RequestAddinShmemSpace(shmem_size());
-        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
+        pg_sys::RequestAddinShmemSpace(shmem_size() + crate::mailbox::shmem_size());
+        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 2);
     }
+}
+
+/// Lock `i` of the pgaadauth tranche (postmaster, at startup).
+pub(crate) unsafe fn tranche_lock(i: usize) -> *mut pg_sys::LWLock {
+    unsafe { &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr()).add(i)).lock }
 }
 
 /// In the postmaster's shmem_startup phase: create (or attach to) the table.
@@ -127,10 +133,11 @@ unsafe fn startup() {
         let ptr = pg_sys::ShmemInitStruct(SEGMENT.as_ptr(), size, &mut found) as *mut Header;
         if !found {
             std::ptr::write_bytes(ptr as *mut u8, 0, size);
-            (*ptr).lock = &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock;
+            (*ptr).lock = tranche_lock(0);
             (*ptr).capacity = crate::settings::MAX_KEYS.get() as u32;
         }
         TABLE = ptr;
+        crate::mailbox::startup();
         pg_sys::LWLockRelease(init_lock);
     }
 }
@@ -222,6 +229,16 @@ fn decode(e: &Entry) -> PublicKey {
 }
 
 // ---- the worker's side ------------------------------------------------------------------
+
+/// Wake the key worker, if it runs; false when it does not.
+pub fn wake_worker() -> bool {
+    let Some(t) = shared() else { return false };
+    if t.0.worker_latch.is_null() {
+        return false;
+    }
+    unsafe { pg_sys::SetLatch(t.0.worker_latch) };
+    true
+}
 
 /// The worker registers its latch so that backends can wake it.
 pub fn set_worker_latch() {

@@ -1,10 +1,11 @@
 //! pgaadauth: Microsoft Entra ID (and OpenID Connect) access-token login for PostgreSQL.
 //!
-//! Pure modules (no pgrx): `config`, `jwks`, `label`, `schedule`, `token`.
-//! Glue: `auth` (the login hook), `seclabel`, `keytable` (shared memory), `worker`, `http`,
+//! Pure modules (no pgrx): `config`, `directory`, `jwks`, `label`, `schedule`, `token`.
+//! Glue: `auth` (the login hook), `utility` (DROP ROLE guard), `mailbox`, `seclabel`, `keytable` (shared memory), `worker`, `http`,
 //! `settings`, `sql_api`, `shim` (the C bridge).
 
 pub mod config;
+pub mod directory;
 pub mod jwks;
 pub mod label;
 pub mod schedule;
@@ -13,10 +14,12 @@ pub mod token;
 mod auth;
 mod http;
 mod keytable;
+mod mailbox;
 mod seclabel;
 mod settings;
 mod shim;
 mod sql_api;
+mod utility;
 mod worker;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -43,6 +46,7 @@ pub extern "C-unwind" fn _PG_init() {
     settings::define();
     seclabel::register();
     auth::install();
+    utility::install();
     keytable::install_hooks();
     worker::register();
 }

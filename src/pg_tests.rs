@@ -137,6 +137,11 @@ mod tests {
         assert!(login);
     }
 
+    #[pg_test(error = "no directory is configured to resolve \"alice@contoso.com\"")]
+    fn create_principal_without_directory_points_to_with_oid() {
+        Spi::run("SELECT pgaadauth_create_principal('alice@contoso.com', false, false)").unwrap();
+    }
+
     #[pg_test(error = "objectId \"not-a-guid\" is not a GUID")]
     fn create_principal_refuses_bad_oid() {
         Spi::run(
@@ -181,6 +186,8 @@ mod tests {
             ("pgaadauth.min_refresh_interval", "1min"),
             ("pgaadauth.kid_miss_wait", "2s"),
             ("pgaadauth.max_stale", "1d"),
+            ("pgaadauth.graph_endpoint", "https://graph.microsoft.com"),
+            ("pgaadauth.group_cache_ttl", "5min"),
             ("pgaadauth.admin_role", "azure_pg_admin"),
             (
                 "pgaadauth.authority_host",

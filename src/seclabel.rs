@@ -105,7 +105,7 @@ unsafe extern "C-unwind" fn check_relabel(
     }
 }
 
-fn capitalized(s: &str) -> String {
+pub(crate) fn capitalized(s: &str) -> String {
     let mut c = s.chars();
     c.next()
         .map(|f| f.to_uppercase().chain(c).collect())

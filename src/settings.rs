@@ -28,6 +28,14 @@ pub static MAX_STALE: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static ALLOW_HTTP: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static MAX_KEYS: GucSetting<i32> = GucSetting::<i32>::new(64);
+pub static GRAPH_ENDPOINT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"https://graph.microsoft.com"));
+pub static CLIENT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static CLIENT_SECRET_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static MANAGED_IDENTITY_ENDPOINT: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static GROUP_CACHE_TTL: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static ADMIN_ROLE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"azure_pg_admin"));
 
@@ -77,6 +85,43 @@ pub fn kid_miss_wait() -> std::time::Duration {
 
 pub fn http_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(HTTP_TIMEOUT.get() as u64)
+}
+
+/// The server's own credential for the directory, when one is configured. The secret is read
+/// from `pgaadauth.client_secret_file` (only by the key worker, which is the one to use it).
+pub fn directory_credential() -> Option<Result<crate::directory::Credential, String>> {
+    use crate::directory::Credential;
+    let endpoint = text(&MANAGED_IDENTITY_ENDPOINT);
+    if !endpoint.is_empty() {
+        return Some(Ok(Credential::ManagedIdentity { endpoint }));
+    }
+    let client_id = text(&CLIENT_ID);
+    if client_id.is_empty() {
+        return None;
+    }
+    let path = text(&CLIENT_SECRET_FILE);
+    let tenant = issuer_settings().tenant_id;
+    Some((|| {
+        if tenant.is_empty() {
+            return Err("pgaadauth.client_id needs pgaadauth.tenant_id".to_string());
+        }
+        if path.is_empty() {
+            return Err("pgaadauth.client_id needs pgaadauth.client_secret_file".to_string());
+        }
+        let secret = std::fs::read_to_string(&path)
+            .map_err(|e| format!("could not read pgaadauth.client_secret_file \"{path}\": {e}"))?;
+        Ok(Credential::ClientSecret {
+            authority_host: text(&AUTHORITY_HOST),
+            tenant,
+            client_id,
+            secret: secret.trim().to_string(),
+        })
+    })())
+}
+
+/// Whether a directory is configured (without reading the secret).
+pub fn directory_configured() -> bool {
+    !text(&MANAGED_IDENTITY_ENDPOINT).is_empty() || !text(&CLIENT_ID).is_empty()
 }
 
 pub fn admin_role() -> String {
@@ -175,6 +220,8 @@ string_check_hook!(check_audiences, check_non_empty_list);
 string_check_hook!(check_principal_claim, check_non_empty);
 string_check_hook!(check_allowed_algorithms, check_algorithms);
 string_check_hook!(check_admin_role, check_non_empty);
+string_check_hook!(check_graph_endpoint, check_required_url);
+string_check_hook!(check_managed_identity_endpoint, check_optional_url);
 
 fn define_string(
     name: &'static CStr,
@@ -251,6 +298,40 @@ pub fn define() {
         c"Role that Entra administrators are members of.",
         &ADMIN_ROLE,
         Some(check_admin_role),
+    );
+    define_string(
+        c"pgaadauth.graph_endpoint",
+        c"Microsoft Graph-compatible directory for name resolution and group membership.",
+        &GRAPH_ENDPOINT,
+        Some(check_graph_endpoint),
+    );
+    define_string(
+        c"pgaadauth.client_id",
+        c"Application (client) id of the server's own credential for the directory.",
+        &CLIENT_ID,
+        None,
+    );
+    define_string(
+        c"pgaadauth.client_secret_file",
+        c"File holding the client secret of pgaadauth.client_id.",
+        &CLIENT_SECRET_FILE,
+        None,
+    );
+    define_string(
+        c"pgaadauth.managed_identity_endpoint",
+        c"IMDS-style token endpoint of a managed identity, instead of client_id and client_secret_file.",
+        &MANAGED_IDENTITY_ENDPOINT,
+        Some(check_managed_identity_endpoint),
+    );
+    GucRegistry::define_int_guc(
+        c"pgaadauth.group_cache_ttl",
+        c"How long directory answers about group membership are cached.",
+        c"",
+        &GROUP_CACHE_TTL,
+        0,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
         c"pgaadauth.clock_skew",

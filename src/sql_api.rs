@@ -104,6 +104,39 @@ fn pgaadauth_create_principal_with_oid(
     format!("Created role for {rolename}")
 }
 
+/// Create a role for a user (by UPN, guests in their `#EXT#` form), group or service principal
+/// (by unique display name), resolved through the directory (Azure's signature and result).
+#[pg_extern(volatile, parallel_unsafe)]
+fn pgaadauth_create_principal(rolename: &str, isadmin: bool, ismfa: bool) -> String {
+    require_principal_manager("create Entra principals");
+    if !settings::directory_configured() {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("no directory is configured to resolve \"{rolename}\""),
+            "pgaadauth",
+        )
+        .set_hint(
+            "Set pgaadauth.client_id and pgaadauth.client_secret_file, or pgaadauth.managed_identity_endpoint; or use pgaadauth_create_principal_with_oid(roleName, objectId, objectType, isAdmin, isMfa).",
+        )
+        .report(PgLogLevel::ERROR);
+    }
+    // A token, then a user, a group and a service principal lookup, each within http_timeout.
+    let wait = settings::http_timeout() * 4 + std::time::Duration::from_secs(1);
+    let answer = crate::mailbox::ask(crate::mailbox::Question::Resolve, rolename, "", wait)
+        .unwrap_or_else(|why| {
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                format!("could not resolve \"{rolename}\" in the directory"),
+                "pgaadauth",
+            )
+            .set_detail(format!("{}.", crate::seclabel::capitalized(&why)))
+            .report(PgLogLevel::ERROR);
+            unreachable!()
+        });
+    let (kind, oid) = answer.split_once(' ').unwrap_or(("", ""));
+    pgaadauth_create_principal_with_oid(rolename, oid, kind, isadmin, ismfa)
+}
+
 /// The fields of a pgaadauth label, for `pgaadauth_list_principals`; NULLs when malformed.
 // pgrx reads the column names from `name!` in the signature, so no type alias here.
 #[allow(clippy::type_complexity)]

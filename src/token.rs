@@ -52,10 +52,28 @@ impl KeyLookup for [PublicKey] {
     }
 }
 
+/// Whether a principal belongs to a group, for tokens that cannot tell (group overage, or no
+/// `groups` claim): the directory, in production.
+pub trait Membership {
+    fn is_member(&self, member: &str, group: &str) -> Result<bool, String>;
+}
+
+/// No directory: membership beyond the `groups` claim cannot be known.
+pub struct NoDirectory;
+
+impl Membership for NoDirectory {
+    fn is_member(&self, _member: &str, _group: &str) -> Result<bool, String> {
+        Err("no directory is configured (pgaadauth.client_id or pgaadauth.managed_identity_endpoint)".into())
+    }
+}
+
 /// An accepted token: who it speaks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verified {
+    /// The token's principal: for a group login, the member.
     pub principal: String,
+    /// For a group login, the group's object id.
+    pub via_group: Option<String>,
     pub kid: String,
     pub tid: Option<String>,
     pub upn: Option<String>,
@@ -123,7 +141,16 @@ pub enum Reject {
         want: String,
     },
     MfaRequired,
-    GroupNotSupported,
+    NotGroupMember {
+        member: String,
+        group: String,
+        by: &'static str,
+    },
+    MembershipUnknown {
+        member: String,
+        group: String,
+        why: String,
+    },
 }
 
 impl Reject {
@@ -148,7 +175,8 @@ impl Reject {
             Reject::TenantMissing | Reject::TenantMismatch { .. } => "tenant",
             Reject::PrincipalMissing(_) | Reject::PrincipalMismatch { .. } => "principal",
             Reject::MfaRequired => "mfa_required",
-            Reject::GroupNotSupported => "group_not_supported",
+            Reject::NotGroupMember { .. } => "not_group_member",
+            Reject::MembershipUnknown { .. } => "membership_unknown",
         }
     }
 }
@@ -256,7 +284,16 @@ impl fmt::Display for Reject {
                 f,
                 "The role requires multi-factor authentication but the token's \"amr\" claim does not contain \"mfa\"."
             ),
-            GroupNotSupported => write!(f, "Group principals are not yet supported."),
+            NotGroupMember { member, group, by } => write!(
+                f,
+                "The token principal \"{}\" is not a member of group \"{group}\" according to {by}.",
+                s(member)
+            ),
+            MembershipUnknown { member, group, why } => write!(
+                f,
+                "Whether \"{}\" is a member of group \"{group}\" could not be learned from the directory: {why}.",
+                s(member)
+            ),
         }
     }
 }
@@ -355,10 +392,50 @@ fn string<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
     claims.get(name)?.as_str()
 }
 
+/// Group login: the `groups` claim decides when it is complete; on group overage
+/// (`_claim_names.groups`) or without the claim, the directory does.
+fn check_group_member(
+    claims: &Map<String, Value>,
+    member: &str,
+    group: &str,
+    membership: &dyn Membership,
+) -> Result<(), Reject> {
+    let listed = claims.get("groups").and_then(Value::as_array);
+    if listed.is_some_and(|l| {
+        l.iter()
+            .filter_map(Value::as_str)
+            .any(|g| same_id(g, group))
+    }) {
+        return Ok(());
+    }
+    let overage = claims
+        .get("_claim_names")
+        .and_then(|c| c.get("groups"))
+        .is_some();
+    let not_member = |by| Reject::NotGroupMember {
+        member: member.into(),
+        group: group.into(),
+        by,
+    };
+    if listed.is_some() && !overage {
+        return Err(not_member("the token's groups claim"));
+    }
+    match membership.is_member(member, group) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(not_member("the directory")),
+        Err(why) => Err(Reject::MembershipUnknown {
+            member: member.into(),
+            group: group.into(),
+            why,
+        }),
+    }
+}
+
 /// Decide whether `token` lets its bearer log in as the principal of `label`.
 pub fn validate<K: KeyLookup + ?Sized>(
     token: &str,
     keys: &K,
+    membership: &dyn Membership,
     policy: &Policy,
     label: &Label,
     now: i64,
@@ -472,8 +549,11 @@ pub fn validate<K: KeyLookup + ?Sized>(
     // Principal.
     let principal = string(&claims, &policy.principal_claim)
         .ok_or_else(|| Reject::PrincipalMissing(policy.principal_claim.clone()))?;
-    match label.principal_type {
-        PrincipalType::Group => return Err(Reject::GroupNotSupported),
+    let via_group = match label.principal_type {
+        PrincipalType::Group => {
+            check_group_member(&claims, principal, &label.oid, membership)?;
+            Some(label.oid.clone())
+        }
         PrincipalType::User | PrincipalType::Service => {
             if !same_id(principal, &label.oid) {
                 return Err(Reject::PrincipalMismatch {
@@ -482,8 +562,9 @@ pub fn validate<K: KeyLookup + ?Sized>(
                     want: label.oid.clone(),
                 });
             }
+            None
         }
-    }
+    };
     if label.mfa {
         let has_mfa = claims
             .get("amr")
@@ -496,6 +577,7 @@ pub fn validate<K: KeyLookup + ?Sized>(
 
     Ok(Verified {
         principal: normalize_guid(principal).unwrap_or_else(|| principal.to_string()),
+        via_group,
         kid: kid.into(),
         tid: tid.map(String::from),
         upn: string(&claims, "upn")
@@ -565,7 +647,14 @@ mod tests {
     }
 
     fn check(token: &str) -> Result<Verified, Reject> {
-        validate(token, keys().as_slice(), &policy(), &label(), NOW)
+        validate(
+            token,
+            keys().as_slice(),
+            &NoDirectory,
+            &policy(),
+            &label(),
+            NOW,
+        )
     }
 
     fn with(f: impl FnOnce(&mut Map<String, Value>)) -> String {
@@ -685,7 +774,7 @@ mod tests {
         p.algorithms.push(Alg::PS256);
         let t = sign_with(jsonwebtoken::Algorithm::PS256, "rsa1", RSA1, &claims());
         assert!(matches!(
-            validate(&t, keys().as_slice(), &p, &label(), NOW),
+            validate(&t, keys().as_slice(), &NoDirectory, &p, &label(), NOW),
             Err(Reject::AlgNotKeyAlg {
                 key_alg: Alg::RS256,
                 ..
@@ -723,7 +812,14 @@ mod tests {
         // The rsa2 key set cannot verify rsa1's signatures either.
         let set = parse_jwks(jwks_of(&[&RSA2_JWK.replace("rsa2", "rsa1")]).as_bytes()).unwrap();
         assert_eq!(
-            validate(&good, set.keys.as_slice(), &policy(), &label(), NOW),
+            validate(
+                &good,
+                set.keys.as_slice(),
+                &NoDirectory,
+                &policy(),
+                &label(),
+                NOW
+            ),
             Err(Reject::BadSignature("rsa1".into()))
         );
     }
@@ -758,13 +854,28 @@ mod tests {
         p.issuers.push("https://other.example/".into());
         let t = sign(&claims());
         assert!(matches!(
-            validate(&t, &FromOtherIssuer(keys()), &p, &label(), NOW),
+            validate(
+                &t,
+                &FromOtherIssuer(keys()),
+                &NoDirectory,
+                &p,
+                &label(),
+                NOW
+            ),
             Err(Reject::IssuerNotServedByKey { .. })
         ));
         let t = with(|c| {
             c.insert("iss".into(), json!("https://other.example/"));
         });
-        assert!(validate(&t, &FromOtherIssuer(keys()), &p, &label(), NOW).is_ok());
+        assert!(validate(
+            &t,
+            &FromOtherIssuer(keys()),
+            &NoDirectory,
+            &p,
+            &label(),
+            NOW
+        )
+        .is_ok());
     }
 
     #[test]
@@ -859,10 +970,10 @@ mod tests {
         let t = with(|c| {
             c.insert("tid".into(), json!(other));
         });
-        assert!(validate(&t, keys().as_slice(), &p, &label(), NOW).is_ok());
+        assert!(validate(&t, keys().as_slice(), &NoDirectory, &p, &label(), NOW).is_ok());
         let pinned = Label::parse(&format!("aadauth,oid={OID},type=user,tid={TID}")).unwrap();
         assert!(matches!(
-            validate(&t, keys().as_slice(), &p, &pinned, NOW),
+            validate(&t, keys().as_slice(), &NoDirectory, &p, &pinned, NOW),
             Err(Reject::TenantMismatch { .. })
         ));
     }
@@ -884,13 +995,21 @@ mod tests {
             c.insert("sub".into(), json!(OID));
             c.remove("oid");
         });
-        assert!(validate(&t, keys().as_slice(), &p, &label(), NOW).is_ok());
+        assert!(validate(&t, keys().as_slice(), &NoDirectory, &p, &label(), NOW).is_ok());
     }
 
     #[test]
     fn service_principal_matches_like_a_user() {
         let sp = Label::parse(&format!("aadauth,oid={OID},type=service")).unwrap();
-        assert!(validate(&sign(&claims()), keys().as_slice(), &policy(), &sp, NOW).is_ok());
+        assert!(validate(
+            &sign(&claims()),
+            keys().as_slice(),
+            &NoDirectory,
+            &policy(),
+            &sp,
+            NOW
+        )
+        .is_ok());
     }
 
     #[test]
@@ -898,21 +1017,121 @@ mod tests {
         let mfa = Label::parse(&format!("aadauth,oid={OID},type=user,mfa")).unwrap();
         let t = sign(&claims());
         assert_eq!(
-            validate(&t, keys().as_slice(), &policy(), &mfa, NOW),
+            validate(&t, keys().as_slice(), &NoDirectory, &policy(), &mfa, NOW),
             Err(Reject::MfaRequired)
         );
         let t = with(|c| {
             c.insert("amr".into(), json!(["pwd", "mfa"]));
         });
-        assert!(validate(&t, keys().as_slice(), &policy(), &mfa, NOW).is_ok());
+        assert!(validate(&t, keys().as_slice(), &NoDirectory, &policy(), &mfa, NOW).is_ok());
+    }
+
+    /// A directory that knows one membership, and counts how often it is asked.
+    struct FakeDirectory(std::cell::Cell<u32>, Result<bool, String>);
+
+    impl Membership for FakeDirectory {
+        fn is_member(&self, member: &str, group: &str) -> Result<bool, String> {
+            self.0.set(self.0.get() + 1);
+            assert_eq!((member, group), (OID, GROUP));
+            self.1.clone()
+        }
+    }
+
+    const GROUP: &str = "0e0e0e0e-1111-4222-8333-444455556666";
+
+    fn group_login(
+        f: impl FnOnce(&mut Map<String, Value>),
+        dir: &FakeDirectory,
+    ) -> Result<Verified, Reject> {
+        let g = Label::parse(&format!("aadauth,oid={GROUP},type=group")).unwrap();
+        validate(&with(f), keys().as_slice(), dir, &policy(), &g, NOW)
     }
 
     #[test]
-    fn group_labels_are_not_yet_supported() {
-        let g = Label::parse(&format!("aadauth,oid={OID},type=group")).unwrap();
+    fn group_member_by_claim() {
+        let dir = FakeDirectory(0.into(), Ok(false));
+        let v = group_login(
+            |c| {
+                c.insert("groups".into(), json!(["x", GROUP.to_uppercase()]));
+            },
+            &dir,
+        )
+        .unwrap();
         assert_eq!(
-            validate(&sign(&claims()), keys().as_slice(), &policy(), &g, NOW),
-            Err(Reject::GroupNotSupported)
+            (v.principal.as_str(), v.via_group.as_deref()),
+            (OID, Some(GROUP))
+        );
+        assert_eq!(dir.0.get(), 0, "the claim suffices");
+        let r = group_login(
+            |c| {
+                c.insert("groups".into(), json!(["x"]));
+            },
+            &dir,
+        );
+        assert!(matches!(
+            r,
+            Err(Reject::NotGroupMember {
+                by: "the token's groups claim",
+                ..
+            })
+        ));
+        assert_eq!(
+            dir.0.get(),
+            0,
+            "a complete groups claim is not second-guessed"
+        );
+    }
+
+    #[test]
+    fn group_overage_or_no_claim_asks_the_directory() {
+        let overage = |c: &mut Map<String, Value>| {
+            c.insert("_claim_names".into(), json!({"groups": "src1"}));
+            c.insert(
+                "_claim_sources".into(),
+                json!({"src1": {"endpoint": "https://graph"}}),
+            );
+        };
+        let yes = FakeDirectory(0.into(), Ok(true));
+        assert!(group_login(overage, &yes).is_ok());
+        assert!(group_login(|_| {}, &yes).is_ok(), "no groups claim at all");
+        assert_eq!(yes.0.get(), 2);
+        let no = FakeDirectory(0.into(), Ok(false));
+        assert!(matches!(
+            group_login(overage, &no),
+            Err(Reject::NotGroupMember {
+                by: "the directory",
+                ..
+            })
+        ));
+        let down = FakeDirectory(0.into(), Err("HTTP status 503".into()));
+        let r = group_login(overage, &down).unwrap_err();
+        assert!(
+            r.to_string()
+                .contains("could not be learned from the directory: HTTP status 503"),
+            "{r}"
+        );
+        let r = group_login(overage, &FakeDirectory(0.into(), Ok(true)));
+        assert!(r.is_ok());
+        let none = group_login(
+            overage,
+            &FakeDirectory(
+                0.into(),
+                Err(NoDirectory.is_member(OID, GROUP).unwrap_err()),
+            ),
+        );
+        assert!(matches!(none, Err(Reject::MembershipUnknown { .. })));
+    }
+
+    #[test]
+    fn group_label_with_mfa() {
+        let g = Label::parse(&format!("aadauth,oid={GROUP},type=group,mfa")).unwrap();
+        let t = with(|c| {
+            c.insert("groups".into(), json!([GROUP]));
+        });
+        let dir = FakeDirectory(0.into(), Ok(false));
+        assert_eq!(
+            validate(&t, keys().as_slice(), &dir, &policy(), &g, NOW),
+            Err(Reject::MfaRequired)
         );
     }
 

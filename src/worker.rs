@@ -7,8 +7,10 @@
 //! talks to the network. If it dies, the postmaster restarts it and the cached keys stay.
 
 use crate::config::KeySource;
+use crate::directory;
 use crate::http::Fetcher;
 use crate::jwks::{parse_discovery, parse_jwks, PublicKey};
+use crate::mailbox::{self, Question};
 use crate::{keytable, schedule, settings};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
@@ -87,11 +89,7 @@ fn refresh(sources: &[KeySource], forced: bool) {
     if due.is_empty() {
         return;
     }
-    let fetcher = Fetcher::new(
-        settings::http_timeout(),
-        &settings::text(&settings::CA_FILE),
-        settings::ALLOW_HTTP.get(),
-    );
+    let fetcher = new_fetcher();
     for i in due {
         let source = &sources[i];
         let result = fetcher
@@ -122,6 +120,101 @@ fn refresh(sources: &[KeySource], forced: bool) {
     }
 }
 
+fn new_fetcher() -> Result<Fetcher, String> {
+    Fetcher::new(
+        settings::http_timeout(),
+        &settings::text(&settings::CA_FILE),
+        settings::ALLOW_HTTP.get(),
+    )
+}
+
+/// The directory as the worker uses it, with its own access token cached until a minute before
+/// it expires. Neither the token nor the secret is ever logged.
+#[derive(Default)]
+struct DirectorySession {
+    token: Option<(String, i64)>,
+}
+
+impl DirectorySession {
+    fn access_token(&mut self, fetcher: &Fetcher) -> Result<String, String> {
+        let now = unix_now();
+        if let Some((token, expires_at)) = &self.token {
+            if *expires_at - 60 > now {
+                return Ok(token.clone());
+            }
+        }
+        let credential = settings::directory_credential().ok_or(
+            "no directory is configured: set pgaadauth.client_id and pgaadauth.client_secret_file, or pgaadauth.managed_identity_endpoint",
+        )??;
+        let graph = settings::text(&settings::GRAPH_ENDPOINT);
+        let (status, body) = fetcher.send(&directory::token_request(&credential, &graph))?;
+        if status != 200 {
+            return Err(format!(
+                "the directory's token endpoint answered HTTP status {status}"
+            ));
+        }
+        let (token, expires_in) = directory::parse_token_response(&body)?;
+        self.token = Some((token.clone(), now + expires_in));
+        Ok(token)
+    }
+
+    /// Send a directory request; a 401 drops the cached token for the next question.
+    fn send(
+        &mut self,
+        fetcher: &Fetcher,
+        request: &directory::Request,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let (status, body) = fetcher.send(request)?;
+        if status == 401 {
+            self.token = None;
+        }
+        Ok((status, body))
+    }
+
+    fn answer(
+        &mut self,
+        fetcher: &Fetcher,
+        question: Question,
+        arg1: &str,
+        arg2: &str,
+    ) -> Result<String, String> {
+        let token = self.access_token(fetcher)?;
+        let graph = settings::text(&settings::GRAPH_ENDPOINT);
+        match question {
+            Question::Resolve => {
+                let mut matches = Vec::new();
+                for (kind, request) in directory::lookup_requests(&graph, arg1, &token) {
+                    let (status, body) = self.send(fetcher, &request)?;
+                    matches.push((kind, directory::parse_lookup(status, &body)?));
+                }
+                let (kind, oid) = directory::resolve(arg1, &matches)?;
+                Ok(format!("{} {oid}", kind.as_str()))
+            }
+            Question::Membership => {
+                let request = directory::membership_request(&graph, arg1, arg2, &token);
+                let (status, body) = self.send(fetcher, &request)?;
+                let is_member = directory::parse_membership(status, &body, arg2)?;
+                let now = unix_now();
+                let ttl = i64::from(settings::GROUP_CACHE_TTL.get());
+                mailbox::cache_membership(arg1, arg2, is_member, now, now + ttl);
+                Ok(is_member.to_string())
+            }
+        }
+    }
+}
+
+/// Answer the backends' directory questions.
+fn serve_mailbox(session: &mut DirectorySession) {
+    if !mailbox::pending() {
+        return;
+    }
+    let fetcher = new_fetcher();
+    mailbox::serve(unix_now(), |question, arg1, arg2| {
+        let fetcher = fetcher.as_ref().map_err(String::clone)?;
+        session.answer(fetcher, question, arg1, arg2)
+    });
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pgaadauth_key_worker_main(_arg: pg_sys::Datum) {
@@ -129,7 +222,9 @@ pub extern "C-unwind" fn pgaadauth_key_worker_main(_arg: pg_sys::Datum) {
     keytable::set_worker_latch();
     let mut sources = configured_sources();
     keytable::sync_sources(&sources);
+    let mut session = DirectorySession::default();
     loop {
+        serve_mailbox(&mut session);
         let requested = keytable::take_requests();
         refresh(&sources, requested.is_some());
         if let Some(serving) = requested {
@@ -140,7 +235,7 @@ pub extern "C-unwind" fn pgaadauth_key_worker_main(_arg: pg_sys::Datum) {
             None => Duration::from_secs(settings::timing().refresh_interval as u64),
         };
         // A request that arrived during the round is served at once.
-        let wait = if keytable::take_requests().is_some() {
+        let wait = if keytable::take_requests().is_some() || mailbox::pending() {
             Duration::ZERO
         } else {
             wait
@@ -150,6 +245,7 @@ pub extern "C-unwind" fn pgaadauth_key_worker_main(_arg: pg_sys::Datum) {
         }
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            session = DirectorySession::default(); // the credential may have changed
             let configured = configured_sources();
             if configured != sources {
                 sources = configured;

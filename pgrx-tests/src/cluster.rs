@@ -98,6 +98,27 @@ fn new_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A file only the `postgres` OS user can read (mode 600), e.g. a client secret.
+pub fn private_file(name: &str, content: &str) -> PathBuf {
+    let dir = base_dir();
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}-{}", std::process::id()));
+    fs::write(&path, content).unwrap();
+    Command::new("chmod")
+        .arg("600")
+        .arg(&path)
+        .status()
+        .unwrap();
+    if is_root() {
+        Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&path)
+            .status()
+            .unwrap();
+    }
+    path
+}
+
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,

@@ -68,11 +68,36 @@ pub const OCT: Key = Key {
     pem: "",
 };
 
+/// An object of the test directory.
+#[derive(Clone, Debug)]
+pub struct DirObject {
+    pub id: String,
+    /// "user", "group" or "service".
+    pub kind: &'static str,
+    /// UPN of a user, display name of a group or service principal.
+    pub name: String,
+}
+
+/// The Graph-compatible test directory: objects, group memberships, tokens issued.
+#[derive(Default)]
+struct Directory {
+    objects: Vec<DirObject>,
+    /// (group id, member id)
+    members: Vec<(String, String)>,
+    failing: bool,
+    issued: usize,
+}
+
+/// The client credential the test directory accepts.
+pub const CLIENT_ID: &str = "pgaadauth-test";
+pub const CLIENT_SECRET: &str = "s3cret&value=with+symbols";
+
 struct State {
     published: Vec<&'static str>,
     requests: Vec<String>,
     mode: Mode,
     max_age: Option<u32>,
+    directory: Directory,
 }
 
 pub struct Idp {
@@ -140,6 +165,7 @@ impl Idp {
             requests: Vec::new(),
             mode,
             max_age: None,
+            directory: Directory::default(),
         }));
         let shared = state.clone();
         let with_tls = tls.is_some();
@@ -219,6 +245,51 @@ impl Idp {
         self.state.lock().unwrap().published = keys.iter().map(|k| k.jwk).collect();
     }
 
+    /// Add an object to the directory.
+    pub fn dir_add(&self, id: &str, kind: &'static str, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.directory.objects.push(DirObject {
+            id: id.into(),
+            kind,
+            name: name.into(),
+        });
+    }
+
+    /// Remove the object `id` (and its memberships) from the directory.
+    pub fn dir_remove(&self, id: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.directory.objects.retain(|o| o.id != id);
+        s.directory.members.retain(|(g, m)| g != id && m != id);
+    }
+
+    pub fn dir_add_member(&self, group: &str, member: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .directory
+            .members
+            .push((group.into(), member.into()));
+    }
+
+    pub fn dir_remove_member(&self, group: &str, member: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .directory
+            .members
+            .retain(|(g, m)| !(g == group && m == member));
+    }
+
+    /// Make every directory endpoint answer 503 (or answer again).
+    pub fn dir_set_failing(&self, failing: bool) {
+        self.state.lock().unwrap().directory.failing = failing;
+    }
+
+    /// Requests whose path contains `part`.
+    pub fn count(&self, part: &str) -> usize {
+        self.requests().iter().filter(|p| p.contains(part)).count()
+    }
+
     /// Paths requested so far.
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().requests.clone()
@@ -234,15 +305,38 @@ fn serve(mut stream: impl Read + Write, port: u16, scheme: &str, state: &Mutex<S
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    let request = String::from_utf8_lossy(&buf);
-    let path = request.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(buf.len(), |p| p + 4);
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let length: usize = header(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body_in = buf[end..].to_vec();
+    while body_in.len() < length {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body_in.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let request = Incoming {
+        method: head.split_whitespace().next().unwrap_or("GET").to_string(),
+        path: head.split_whitespace().nth(1).unwrap_or("/").to_string(),
+        body: String::from_utf8_lossy(&body_in).into_owned(),
+        head,
+    };
+    let path = request.path.clone();
     let (status, body, cache, stall) = {
         let mut s = state.lock().unwrap();
         s.requests.push(path.clone());
+        let answer = directory_answer(&mut s.directory, &request);
         let cache = s
             .max_age
             .map(|a| format!("Cache-Control: public, max-age={a}\r\n"));
-        if let Some(prefix) = path.strip_suffix("/.well-known/openid-configuration") {
+        if let Some((status, body)) = answer {
+            (status, body, None, false)
+        } else if let Some(prefix) = path.strip_suffix("/.well-known/openid-configuration") {
             let issuer = format!("{scheme}://127.0.0.1:{port}{prefix}");
             let doc = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")});
             (200, doc.to_string(), None, false)
@@ -270,7 +364,10 @@ fn serve(mut stream: impl Read + Write, port: u16, scheme: &str, state: &Mutex<S
     }
     let reason = match status {
         200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
         404 => "Not Found",
+        503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
     let head = format!(
@@ -308,4 +405,145 @@ pub fn mint_as(key: &Key, kid: Option<&str>, claims: &Value) -> String {
 /// Sign `claims` with `key` under its own kid.
 pub fn mint(key: &Key, claims: &Value) -> String {
     mint_as(key, Some(key.kid), claims)
+}
+
+struct Incoming {
+    method: String,
+    path: String,
+    head: String,
+    body: String,
+}
+
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The Graph-compatible endpoints: the token endpoint (client credentials, or IMDS-style
+/// `/msi/token`), users by UPN, groups and service principals by display name, and
+/// checkMemberGroups. None: not a directory path.
+fn directory_answer(d: &mut Directory, r: &Incoming) -> Option<(u16, String)> {
+    let path = r.path.as_str();
+    let is_token = path.ends_with("/oauth2/v2.0/token") || path.starts_with("/msi/token");
+    if !is_token && !path.starts_with("/v1.0/") {
+        return None;
+    }
+    if d.failing {
+        return Some((503, r#"{"error":{"code":"ServiceUnavailable"}}"#.into()));
+    }
+    if is_token {
+        let ok = if path.starts_with("/msi/token") {
+            header(&r.head, "metadata").as_deref() == Some("true") && path.contains("resource=")
+        } else {
+            let form: Vec<String> = r.body.split('&').map(percent_decode).collect();
+            r.method == "POST"
+                && form.iter().any(|f| f == "grant_type=client_credentials")
+                && form.iter().any(|f| *f == format!("client_id={CLIENT_ID}"))
+                && form
+                    .iter()
+                    .any(|f| *f == format!("client_secret={CLIENT_SECRET}"))
+                && form
+                    .iter()
+                    .any(|f| f.starts_with("scope=") && f.ends_with("/.default"))
+        };
+        if !ok {
+            return Some((401, r#"{"error":"invalid_client"}"#.into()));
+        }
+        d.issued += 1;
+        let expires_in = if path.starts_with("/msi/") {
+            json!("3600")
+        } else {
+            json!(3600)
+        };
+        let token = json!({"access_token": format!("directory-access-{}", d.issued), "expires_in": expires_in});
+        return Some((200, token.to_string()));
+    }
+    let bearer = header(&r.head, "authorization");
+    if !bearer.is_some_and(|a| a.starts_with("Bearer directory-access-")) {
+        return Some((
+            401,
+            r#"{"error":{"code":"InvalidAuthenticationToken"}}"#.into(),
+        ));
+    }
+    let (route, query) = path.split_once('?').unwrap_or((path, ""));
+    let by_display_name = |kind: &str| -> Option<(u16, String)> {
+        let filter = percent_decode(query.split('&').find_map(|p| p.strip_prefix("$filter="))?);
+        let name = filter
+            .strip_prefix("displayName eq '")?
+            .strip_suffix('\'')?
+            .replace("''", "'");
+        let found: Vec<Value> = d
+            .objects
+            .iter()
+            .filter(|o| o.kind == kind && o.name == name)
+            .map(|o| json!({"id": o.id, "displayName": o.name}))
+            .collect();
+        Some((200, json!({ "value": found }).to_string()))
+    };
+    if let Some(upn) = route.strip_prefix("/v1.0/users/") {
+        let upn = percent_decode(upn);
+        let user = d
+            .objects
+            .iter()
+            .find(|o| o.kind == "user" && o.name.eq_ignore_ascii_case(&upn));
+        return Some(match user {
+            Some(o) => (
+                200,
+                json!({"id": o.id, "userPrincipalName": o.name}).to_string(),
+            ),
+            None => (
+                404,
+                r#"{"error":{"code":"Request_ResourceNotFound"}}"#.into(),
+            ),
+        });
+    }
+    if route == "/v1.0/groups" {
+        return by_display_name("group").or(Some((400, "{}".into())));
+    }
+    if route == "/v1.0/servicePrincipals" {
+        return by_display_name("service").or(Some((400, "{}".into())));
+    }
+    if let Some(member) = route
+        .strip_prefix("/v1.0/directoryObjects/")
+        .and_then(|r| r.strip_suffix("/checkMemberGroups"))
+    {
+        if !d.objects.iter().any(|o| o.id == member) {
+            return Some((
+                404,
+                r#"{"error":{"code":"Request_ResourceNotFound"}}"#.into(),
+            ));
+        }
+        let asked: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+        let hits: Vec<&str> = asked["groupIds"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|g| d.members.iter().any(|(mg, mm)| mg == g && mm == member))
+            .collect();
+        return Some((200, json!({ "value": hits }).to_string()));
+    }
+    Some((404, "{}".into()))
 }

@@ -340,7 +340,7 @@ fn each_rejection_reason_gives_28p01_and_its_detail() {
             "r_group",
             "group",
             Box::new(|r| w.token_for(r)),
-            "Group principals are not yet supported",
+            "could not be learned from the directory: no directory is configured",
         ),
     ];
     for (role, flags, make, want) in &cases {
