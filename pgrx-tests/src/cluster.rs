@@ -86,10 +86,11 @@ fn new_dir(name: &str) -> PathBuf {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
     if is_root() {
+        // Only this cluster's directory: others may be creating and removing files meanwhile.
         check(
             Command::new("chown")
                 .args(["-R", "postgres:postgres"])
-                .arg(base_dir())
+                .arg(&dir)
                 .output()
                 .unwrap(),
             "chown",
