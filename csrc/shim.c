@@ -45,6 +45,12 @@ pgaadauth_port_user(Port *port)
 	return port->user_name;
 }
 
+const char *
+pgaadauth_port_remote_host(Port *port)
+{
+	return port->remote_host;
+}
+
 int
 pgaadauth_port_hba_line(Port *port)
 {
@@ -96,3 +102,4 @@ pgaadauth_auth_failed(Port *port, const char *logdetail)
 			 errmsg("password authentication failed for user \"%s\"", port->user_name),
 			 logdetail ? errdetail_log("%s", logdetail) : 0));
 }
+

@@ -40,3 +40,10 @@ AS $$
            last_error, refreshes, failures
     FROM pg_catalog.pgaadauth_jwks_rows()
 $$;
+
+-- What a login with this token to this role would decide, and why (see README, "Auditing and
+-- troubleshooting"). The argument names and types are those of the SPEC.
+CREATE FUNCTION pg_catalog.pgaadauth_validate_token(token text, role name DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE sql VOLATILE
+AS $$ SELECT pg_catalog.pgaadauth_validate_token_for($1, $2::text) $$;

@@ -2,14 +2,20 @@
 //!
 //! Reads only shared memory and the catalogs; never touches the network.
 
+use crate::audit;
 use crate::keytable::{self, Refresh, SharedKeys};
-use crate::label::normalize_guid;
+use crate::label::{normalize_guid, Label, PrincipalType};
 use crate::mailbox::{self, Question};
 use crate::seclabel::{label_of_role_name, RoleLabel};
 use crate::settings;
+use crate::settings::LogLogins;
 use crate::shim::{self, Port};
+use crate::stats::{self, Counter};
+use crate::token::Verified;
 use crate::token::{self, Membership, NoDirectory, Reject};
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
 use std::ffi::{c_char, c_int, CStr, CString};
 
 const EOF: c_int = -1;
@@ -30,7 +36,8 @@ unsafe extern "C-unwind" fn client_auth_hook(port: *mut Port, status: c_int) {
         match label_of_role_name(&login.user) {
             RoleLabel::Label(label) => login.with_token(&label),
             RoleLabel::Malformed(e) => {
-                login.read_password();
+                let raw = login.read_password();
+                login.audit(&String::from_utf8_lossy(&raw), None, Err("label_malformed"));
                 login.fail(&format!("The role's pgaadauth label is malformed: {e}."))
             }
             RoleLabel::None => login.with_password(),
@@ -48,6 +55,7 @@ impl Membership for DirectoryMembership {
     fn is_member(&self, member: &str, group: &str) -> Result<bool, String> {
         let member = normalize_guid(member).unwrap_or_else(|| member.to_string());
         if let Some(known) = mailbox::cached_membership(&member, group, self.now) {
+            stats::bump(Counter::GroupCacheHits);
             return Ok(known);
         }
         if !settings::directory_configured() {
@@ -56,6 +64,60 @@ impl Membership for DirectoryMembership {
         let wait = settings::http_timeout() * 3;
         mailbox::ask(Question::Membership, &member, group, wait).map(|a| a == "true")
     }
+}
+
+/// What a login with `token` to a role labelled `label` decides, now: the validator against
+/// the shared keys, and on an unknown kid one coalesced, rate-limited refresh first. The error
+/// carries a note on that refresh for the log. Shared by logins and `pgaadauth_validate_token`.
+pub fn decide_token(token: &str, label: &Label) -> Result<Verified, (Reject, String)> {
+    let policy = settings::policy();
+    let timing = settings::timing();
+    let check = || {
+        let now = crate::worker::unix_now();
+        let keys = SharedKeys { now, timing };
+        token::validate(
+            token,
+            &keys,
+            &DirectoryMembership { now },
+            &policy,
+            label,
+            now,
+        )
+    };
+    let result = check();
+    if !matches!(result, Err(Reject::UnknownKid(_))) {
+        return result.map_err(|r| (r, String::new()));
+    }
+    // Perhaps a new signing key: have the worker refresh (once for every login waiting now,
+    // at most once per min_refresh_interval), then decide.
+    stats::bump(Counter::KidMisses);
+    let now = crate::worker::unix_now();
+    let refresh = keytable::refresh_and_wait(now, &timing, settings::kid_miss_wait(), true);
+    if !matches!(refresh, Refresh::RateLimited | Refresh::NoWorker) {
+        stats::bump(Counter::KidMissRefreshes);
+    }
+    let (result, note) = match refresh {
+        Refresh::Changed => (check(), " The key set was refreshed and still lacks it."),
+        Refresh::Unchanged => (result, " A refresh of the key set did not bring it."),
+        Refresh::RateLimited => (
+            result,
+            " The key set was refreshed less than pgaadauth.min_refresh_interval ago.",
+        ),
+        Refresh::TimedOut => (
+            result,
+            " A refresh of the key set did not finish within pgaadauth.kid_miss_wait.",
+        ),
+        Refresh::NoWorker => (result, " The pgaadauth key worker is not running."),
+    };
+    result.map_err(|r| {
+        let mut note = note.to_string();
+        if !matches!(r, Reject::UnknownKid(_)) {
+            note.clear();
+        } else if keytable::key_count() == 0 {
+            note.push_str(" No signing keys are cached yet; see the pgaadauth key worker's messages in this log.");
+        }
+        (r, note)
+    })
 }
 
 struct Login {
@@ -125,67 +187,91 @@ impl Login {
         }
     }
 
-    fn with_token(&self, label: &crate::label::Label) {
+    fn with_token(&self, label: &Label) {
         let raw = self.read_password();
-        if raw.is_empty() {
-            self.fail("The client sent an empty password.");
-        }
         let token = String::from_utf8_lossy(&raw);
-        let policy = settings::policy();
-        let timing = settings::timing();
-        let check = || {
-            let now = crate::worker::unix_now();
-            let keys = SharedKeys { now, timing };
-            token::validate(
-                &token,
-                &keys,
-                &DirectoryMembership { now },
-                &policy,
-                label,
-                now,
-            )
+        let decision = if raw.is_empty() {
+            Err((
+                Reject::NotCompactJws,
+                " The client sent an empty password.".into(),
+            ))
+        } else {
+            decide_token(&token, label)
         };
-        let mut result = check();
-        let mut note = "";
-        if matches!(result, Err(Reject::UnknownKid(_))) {
-            // Perhaps a new signing key: have the worker refresh (once for every login
-            // waiting now, at most once per min_refresh_interval), then decide.
-            let now = crate::worker::unix_now();
-            note = match keytable::refresh_and_wait(now, &timing, settings::kid_miss_wait(), true) {
-                Refresh::Changed => {
-                    result = check();
-                    " The key set was refreshed and still lacks it."
-                }
-                Refresh::Unchanged => " A refresh of the key set did not bring it.",
-                Refresh::RateLimited => {
-                    " The key set was refreshed less than pgaadauth.min_refresh_interval ago."
-                }
-                Refresh::TimedOut => {
-                    " A refresh of the key set did not finish within pgaadauth.kid_miss_wait."
-                }
-                Refresh::NoWorker => " The pgaadauth key worker is not running.",
-            };
-        }
-        if let Err(reject) = result {
-            let mut detail = format!(
-                "Token login to role \"{}\" refused: {reject}",
-                token::log_safe(&self.user())
-            );
-            if matches!(reject, Reject::UnknownKid(_)) {
-                detail.push_str(note);
-                if keytable::key_count() == 0 {
-                    detail.push_str(
-                        " No signing keys are cached yet; see the pgaadauth key worker's messages in this log.",
-                    );
-                }
+        self.audit(
+            &token,
+            Some(label),
+            decision.as_ref().map_err(|(r, _)| r.code()),
+        );
+        match decision {
+            Ok(_) => stats::bump(Counter::LoginsAccepted),
+            Err((reject, note)) => {
+                stats::bump_rejected(reject.code());
+                self.fail(&format!(
+                    "Token login to role \"{}\" refused: {reject}{note}",
+                    token::log_safe(&self.user())
+                ))
             }
-            self.fail(&detail)
         }
+    }
+
+    /// The audit line of a token login, at LOG, server only, as `pgaadauth.log_logins` says.
+    fn audit(&self, token: &str, label: Option<&Label>, outcome: Result<&Verified, &str>) {
+        let wanted = match settings::LOG_LOGINS.get() {
+            LogLogins::All => true,
+            LogLogins::Failures => outcome.is_err(),
+            LogLogins::None => false,
+        };
+        if !wanted {
+            return;
+        }
+        let client = unsafe { shim::pgaadauth_port_remote_host(self.port) };
+        let client =
+            (!client.is_null()).then(|| unsafe { CStr::from_ptr(client) }.to_string_lossy());
+        let claims = audit::unverified_claims(token).unwrap_or_default();
+        let principal_claim = settings::text(&settings::PRINCIPAL_CLAIM);
+        let (oid, tid, upn, appid, via_group) = match outcome {
+            Ok(v) => (
+                Some(v.principal.as_str()),
+                v.tid.as_deref(),
+                v.upn.as_deref(),
+                v.appid.as_deref(),
+                v.via_group.as_deref(),
+            ),
+            Err(_) => (
+                audit::claim(&claims, &[&principal_claim]),
+                audit::claim(&claims, &["tid"]),
+                audit::claim(&claims, &["upn", "preferred_username"]),
+                audit::claim(&claims, &["appid", "azp"]),
+                label
+                    .filter(|l| l.principal_type == PrincipalType::Group)
+                    .map(|l| l.oid.as_str()),
+            ),
+        };
+        let line = audit::AuditLine {
+            accepted: outcome.is_ok(),
+            role: &self.user(),
+            principal_type: label.map(|l| l.principal_type.as_str()),
+            oid,
+            tid,
+            upn,
+            appid,
+            via_group,
+            client: client.as_deref(),
+            reason: outcome.err(),
+        };
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+            line.to_string(),
+            "pgaadauth",
+        )
+        .report(PgLogLevel::LOG_SERVER_ONLY);
     }
 
     fn with_password(&self) {
         if !settings::PASSWORD_AUTH.get() {
             self.read_password();
+            stats::bump(Counter::PasswordLoginsRejected);
             self.fail(&format!(
                 "Role \"{}\" has no pgaadauth label and pgaadauth.password_auth is off.",
                 token::log_safe(&self.user())
@@ -203,11 +289,13 @@ impl Login {
                 shim::pgaadauth_check_scram(self.port, shadow, &mut logdetail)
             };
             if status == pg_sys::STATUS_OK as c_int {
+                stats::bump(Counter::PasswordLoginsAccepted);
                 return;
             }
             if status == pg_sys::STATUS_EOF {
                 self.hung_up();
             }
+            stats::bump(Counter::PasswordLoginsRejected);
             let detail = if logdetail.is_null() {
                 format!(
                     "Password authentication of role \"{}\" failed.",

@@ -198,6 +198,109 @@ impl IssuerSettings {
     }
 }
 
+/// The settings the start-up report looks at (secrets are not among them: only the path of
+/// the secret file).
+#[derive(Clone, Debug, Default)]
+pub struct StartupView {
+    pub issuers: IssuerSettings,
+    pub audiences: String,
+    pub password_auth: bool,
+    pub allow_http: bool,
+    pub ca_file: String,
+    pub graph_endpoint: String,
+    pub client_id: String,
+    pub client_secret_file: String,
+    pub managed_identity_endpoint: String,
+}
+
+impl StartupView {
+    fn directory(&self) -> &'static str {
+        if !self.managed_identity_endpoint.is_empty() {
+            "managed identity"
+        } else if !self.client_id.is_empty() {
+            "client secret"
+        } else {
+            "none"
+        }
+    }
+
+    /// The one LOG line at start-up.
+    pub fn summary(&self) -> String {
+        let issuers = self.issuers.accepted_issuers();
+        let sources: Vec<String> = self
+            .issuers
+            .key_sources()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        format!(
+            "pgaadauth: issuers: {}; keys from: {}; audiences: {}; password_auth: {}; directory: {}",
+            if issuers.is_empty() { "none".into() } else { issuers.join(", ") },
+            if sources.is_empty() { "none".into() } else { sources.join(", ") },
+            split_list(&self.audiences).join(", "),
+            if self.password_auth { "on" } else { "off" },
+            self.directory()
+        )
+    }
+
+    /// What is inconsistent, one sentence each; `unreadable(path)` says why a file cannot be
+    /// read, if it cannot.
+    pub fn problems(&self, unreadable: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.issuers.accepted_issuers().is_empty() {
+            out.push("No token issuer is configured: set pgaadauth.tenant_id or pgaadauth.issuers; every token login will be refused.".to_string());
+        }
+        let mut urls: Vec<(&str, String)> = self
+            .issuers
+            .key_sources()
+            .into_iter()
+            .map(|s| ("key source", s.first_url()))
+            .collect();
+        if self.directory() == "client secret" {
+            urls.push((
+                "pgaadauth.authority_host",
+                self.issuers.authority_host.clone(),
+            ));
+        }
+        if self.directory() != "none" {
+            urls.push(("pgaadauth.graph_endpoint", self.graph_endpoint.clone()));
+        }
+        if !self.managed_identity_endpoint.is_empty() {
+            urls.push((
+                "pgaadauth.managed_identity_endpoint",
+                self.managed_identity_endpoint.clone(),
+            ));
+        }
+        for (what, url) in urls {
+            if url.starts_with("http://") && !self.allow_http {
+                out.push(format!("The {what} \"{url}\" uses plain http, which pgaadauth.allow_http does not permit."));
+            }
+        }
+        if !self.ca_file.is_empty() {
+            if let Some(why) = unreadable(&self.ca_file) {
+                out.push(format!(
+                    "pgaadauth.ca_file \"{}\" cannot be read: {why}.",
+                    self.ca_file
+                ));
+            }
+        }
+        if self.directory() == "client secret" {
+            if self.client_secret_file.is_empty() {
+                out.push("pgaadauth.client_id is set without pgaadauth.client_secret_file.".into());
+            } else if let Some(why) = unreadable(&self.client_secret_file) {
+                out.push(format!(
+                    "pgaadauth.client_secret_file \"{}\" cannot be read: {why}.",
+                    self.client_secret_file
+                ));
+            }
+            if self.issuers.tenant_id.is_empty() {
+                out.push("pgaadauth.client_id is set without pgaadauth.tenant_id.".into());
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +377,44 @@ mod tests {
         assert_eq!(
             s.key_sources(),
             vec![KeySource::Jwks("https://idp.example/keys".into())]
+        );
+    }
+
+    #[test]
+    fn startup_summary_and_problems() {
+        let v = StartupView {
+            issuers: settings(TID, "", ""),
+            audiences: "https://ossrdbms-aad.database.windows.net".into(),
+            password_auth: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            v.summary(),
+            format!("pgaadauth: issuers: https://sts.windows.net/{TID}/, https://login.microsoftonline.com/{TID}/v2.0; \
+                     keys from: https://login.microsoftonline.com/{TID}/discovery/v2.0/keys; \
+                     audiences: https://ossrdbms-aad.database.windows.net; password_auth: on; directory: none")
+        );
+        assert!(v.problems(&|_| None).is_empty());
+
+        let bad = StartupView {
+            issuers: settings("", "", "http://idp.local/keys"),
+            ca_file: "/etc/ca.pem".into(),
+            client_id: "app".into(),
+            client_secret_file: "/etc/secret".into(),
+            graph_endpoint: "https://graph.microsoft.com".into(),
+            ..Default::default()
+        };
+        let problems = bad.problems(&|p| Some(format!("{p} is missing")));
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert!(problems[0].starts_with("No token issuer is configured"));
+        assert!(problems[1].contains("\"http://idp.local/keys\" uses plain http"));
+        assert!(problems[2]
+            .contains("pgaadauth.ca_file \"/etc/ca.pem\" cannot be read: /etc/ca.pem is missing"));
+        assert!(problems[3].contains("pgaadauth.client_secret_file \"/etc/secret\" cannot be read"));
+        assert!(problems[4].contains("without pgaadauth.tenant_id"));
+        assert!(
+            !bad.summary().contains("/etc/secret"),
+            "the summary names no secret file"
         );
     }
 

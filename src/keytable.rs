@@ -112,7 +112,9 @@ pub fn shmem_size() -> usize {
 /// (0: keys, 1: the group membership cache).
 unsafe fn request() {
     unsafe {
-        pg_sys::RequestAddinShmemSpace(shmem_size() + crate::mailbox::shmem_size());
+        pg_sys::RequestAddinShmemSpace(
+            shmem_size() + crate::mailbox::shmem_size() + crate::stats::shmem_size(),
+        );
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 2);
     }
 }
@@ -138,6 +140,7 @@ unsafe fn startup() {
         }
         TABLE = ptr;
         crate::mailbox::startup();
+        crate::stats::startup();
         pg_sys::LWLockRelease(init_lock);
     }
 }

@@ -1,9 +1,10 @@
 //! pgaadauth: Microsoft Entra ID (and OpenID Connect) access-token login for PostgreSQL.
 //!
-//! Pure modules (no pgrx): `config`, `directory`, `jwks`, `label`, `schedule`, `token`.
+//! Pure modules (no pgrx): `audit`, `config`, `directory`, `jwks`, `label`, `schedule`, `token`.
 //! Glue: `auth` (the login hook), `utility` (DROP ROLE guard), `mailbox`, `seclabel`, `keytable` (shared memory), `worker`, `http`,
 //! `settings`, `sql_api`, `shim` (the C bridge).
 
+pub mod audit;
 pub mod config;
 pub mod directory;
 pub mod jwks;
@@ -11,7 +12,7 @@ pub mod label;
 pub mod schedule;
 pub mod token;
 
-mod auth;
+pub(crate) mod auth;
 mod http;
 mod keytable;
 mod mailbox;
@@ -19,6 +20,7 @@ mod seclabel;
 mod settings;
 mod shim;
 mod sql_api;
+mod stats;
 mod utility;
 mod worker;
 
@@ -44,6 +46,7 @@ pub extern "C-unwind" fn _PG_init() {
         .report(PgLogLevel::ERROR);
     }
     settings::define();
+    settings::report_at_startup();
     seclabel::register();
     auth::install();
     utility::install();

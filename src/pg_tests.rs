@@ -188,6 +188,7 @@ mod tests {
             ("pgaadauth.max_stale", "1d"),
             ("pgaadauth.graph_endpoint", "https://graph.microsoft.com"),
             ("pgaadauth.group_cache_ttl", "5min"),
+            ("pgaadauth.log_logins", "all"),
             ("pgaadauth.admin_role", "azure_pg_admin"),
             (
                 "pgaadauth.authority_host",

@@ -62,6 +62,28 @@ pub fn require_principal_manager(what: &str) {
     }
 }
 
+/// As [`require_principal_manager`], but the error leaves the statement out of the server log
+/// (for functions whose arguments may hold a token): `log_min_error_statement` is raised to
+/// `panic` for the failing transaction, which the error then aborts (restoring it).
+pub fn require_principal_manager_quietly(what: &str) {
+    if may_manage_principals(unsafe { pg_sys::GetUserId() }) {
+        return;
+    }
+    unsafe {
+        pg_sys::set_config_option(
+            c"log_min_error_statement".as_ptr(),
+            c"panic".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            0,
+            false,
+        );
+    }
+    require_principal_manager(what);
+}
+
 pub fn role_name(roleid: pg_sys::Oid) -> String {
     let name = unsafe { pg_sys::GetUserNameFromId(roleid, true) };
     if name.is_null() {

@@ -36,6 +36,18 @@ pub static CLIENT_SECRET_FILE: GucSetting<Option<CString>> =
 pub static MANAGED_IDENTITY_ENDPOINT: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static GROUP_CACHE_TTL: GucSetting<i32> = GucSetting::<i32>::new(300);
+/// `pgaadauth.log_logins`: which token logins get an audit line.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LogLogins {
+    #[name = c"all"]
+    All,
+    #[name = c"failures"]
+    Failures,
+    #[name = c"none"]
+    None,
+}
+
+pub static LOG_LOGINS: GucSetting<LogLogins> = GucSetting::<LogLogins>::new(LogLogins::All);
 pub static ADMIN_ROLE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"azure_pg_admin"));
 
@@ -122,6 +134,26 @@ pub fn directory_credential() -> Option<Result<crate::directory::Credential, Str
 /// Whether a directory is configured (without reading the secret).
 pub fn directory_configured() -> bool {
     !text(&MANAGED_IDENTITY_ENDPOINT).is_empty() || !text(&CLIENT_ID).is_empty()
+}
+
+/// The one LOG line at start-up, and a WARNING for each inconsistency.
+pub fn report_at_startup() {
+    let view = crate::config::StartupView {
+        issuers: issuer_settings(),
+        audiences: text(&AUDIENCES),
+        password_auth: PASSWORD_AUTH.get(),
+        allow_http: ALLOW_HTTP.get(),
+        ca_file: text(&CA_FILE),
+        graph_endpoint: text(&GRAPH_ENDPOINT),
+        client_id: text(&CLIENT_ID),
+        client_secret_file: text(&CLIENT_SECRET_FILE),
+        managed_identity_endpoint: text(&MANAGED_IDENTITY_ENDPOINT),
+    };
+    pgrx::log!("{}", view.summary());
+    let unreadable = |path: &str| std::fs::File::open(path).err().map(|e| e.to_string());
+    for problem in view.problems(&unreadable) {
+        pgrx::warning!("pgaadauth: {problem}");
+    }
 }
 
 pub fn admin_role() -> String {
@@ -322,6 +354,14 @@ pub fn define() {
         c"IMDS-style token endpoint of a managed identity, instead of client_id and client_secret_file.",
         &MANAGED_IDENTITY_ENDPOINT,
         Some(check_managed_identity_endpoint),
+    );
+    GucRegistry::define_enum_guc(
+        c"pgaadauth.log_logins",
+        c"Which token logins get an audit line in the server log: all, failures or none.",
+        c"",
+        &LOG_LOGINS,
+        GucContext::Sighup,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"pgaadauth.group_cache_ttl",

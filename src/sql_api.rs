@@ -169,7 +169,11 @@ fn pgaadauth_label_fields(
 extension_sql_file!(
     "../sql/pgaadauth.sql",
     name = "pgaadauth_sql",
-    requires = [pgaadauth_label_fields, pgaadauth_jwks_rows]
+    requires = [
+        pgaadauth_label_fields,
+        pgaadauth_jwks_rows,
+        pgaadauth_validate_token_for
+    ]
 );
 
 /// Raw rows of `pgaadauth_jwks_status()` (times as Unix seconds); superusers and Entra admins.
@@ -265,4 +269,104 @@ fn pgaadauth_refresh_jwks() -> String {
         "{keys} signing keys cached; {} of {total} key sources refreshed",
         total - failed
     )
+}
+
+/// Counters since server start (superusers, Entra admins and pg_monitor members).
+#[pg_extern(volatile, parallel_safe)]
+fn pgaadauth_stats() -> TableIterator<'static, (name!(counter, String), name!(value, i64))> {
+    let monitor = unsafe {
+        pg_sys::has_privs_of_role(
+            pg_sys::GetUserId(),
+            pg_sys::Oid::from(pg_sys::ROLE_PG_MONITOR),
+        )
+    };
+    if !monitor {
+        require_principal_manager("read the pgaadauth statistics");
+    }
+    TableIterator::new(crate::stats::snapshot())
+}
+
+/// Decode a token and decide it exactly as a login to `role` would (without a role: everything
+/// but the principal's mapping). Header and claims, never the signature. Superusers and Entra
+/// admins; errors leave the statement (which holds the token) out of the log.
+#[pg_extern(volatile, parallel_unsafe)]
+fn pgaadauth_validate_token_for(token: &str, role: Option<&str>) -> pgrx::JsonB {
+    use crate::label::Label;
+    use crate::seclabel::{label_of_role_name, RoleLabel};
+    use serde_json::{json, Value};
+    crate::seclabel::require_principal_manager_quietly("validate tokens");
+    let part = |i: usize| -> Value {
+        use base64::Engine;
+        token
+            .split('.')
+            .nth(i)
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    };
+    let (header, claims) = (part(0), part(1));
+    let principal_claim = settings::text(&settings::PRINCIPAL_CLAIM);
+    let label: Result<Label, String> = match role {
+        Some(name) => match label_of_role_name(&c_string(name)) {
+            RoleLabel::Label(l) => Ok(l),
+            RoleLabel::Malformed(e) => Err(format!("The role's pgaadauth label is malformed: {e}.")),
+            RoleLabel::None if role_exists(name) => Err(format!(
+                "Role \"{name}\" has no pgaadauth label: a login would check its PostgreSQL password instead (or be refused when pgaadauth.password_auth is off)."
+            )),
+            RoleLabel::None => Err(format!("Role \"{name}\" does not exist.")),
+        },
+        // No role: a label that accepts the token's own principal.
+        None => Ok(Label {
+            oid: claims
+                .get(&principal_claim)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            principal_type: PrincipalType::User,
+            tid: None,
+            admin: false,
+            mfa: false,
+        }),
+    };
+    let mut out = json!({"header": header, "claims": claims, "role": role});
+    match label.map(|l| crate::auth::decide_token(token, &l)) {
+        Err(reason) => {
+            out["verdict"] = json!("rejected");
+            out["reason"] = json!(reason);
+            out["reason_code"] = json!("no_label");
+        }
+        Ok(Ok(v)) => {
+            out["verdict"] = json!("accepted");
+            out["reason"] = Value::Null;
+            out["principal"] = json!(v.principal);
+            out["via_group"] = json!(v.via_group);
+        }
+        Ok(Err((reject, note))) => {
+            out["verdict"] = json!("rejected");
+            out["reason"] = json!(format!("{reject}{note}"));
+            out["reason_code"] = json!(reject.code());
+        }
+    }
+    let kid = out["header"]
+        .get("kid")
+        .and_then(Value::as_str)
+        .map(String::from);
+    let iss = out["claims"]
+        .get("iss")
+        .and_then(Value::as_str)
+        .map(String::from);
+    out["issuer_accepted"] = json!(iss
+        .as_ref()
+        .is_some_and(|i| settings::policy().issuers.contains(i)));
+    out["key"] = crate::keytable::status()
+        .into_iter()
+        .find(|r| r.kid.is_some() && r.kid == kid)
+        .map_or(Value::Null, |r| {
+            json!({"kid": r.kid, "kty": r.kty, "alg": r.alg, "source": r.source, "issuer": r.issuer})
+        });
+    pgrx::JsonB(out)
 }

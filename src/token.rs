@@ -153,6 +153,29 @@ pub enum Reject {
     },
 }
 
+/// Every [`Reject::code`], in a stable order (statistics).
+pub const REASON_CODES: [&str; 19] = [
+    "malformed",
+    "bad_json",
+    "bad_typ",
+    "alg_not_allowed",
+    "alg_key_mismatch",
+    "missing_kid",
+    "unknown_kid",
+    "keys_expired",
+    "bad_signature",
+    "issuer",
+    "audience",
+    "missing_exp",
+    "expired",
+    "not_yet_valid",
+    "tenant",
+    "principal",
+    "mfa_required",
+    "not_group_member",
+    "membership_unknown",
+];
+
 impl Reject {
     /// A short stable code for the reason (statistics, audit lines).
     pub fn code(&self) -> &'static str {
@@ -1147,6 +1170,81 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(check(&t), Err(Reject::TypeNotAccepted(_))));
+    }
+
+    #[test]
+    fn every_code_is_listed() {
+        use Reject::*;
+        let all = [
+            TooLong(1),
+            NotCompactJws,
+            HeaderNotJson,
+            ClaimsNotJson,
+            TypeNotAccepted(String::new()),
+            AlgNeverAccepted(String::new()),
+            AlgNotAllowed(String::new()),
+            MissingKid,
+            UnknownKid(String::new()),
+            KeysExpired {
+                kid: String::new(),
+                failing_for: 0,
+            },
+            IssuerNotServedByKey {
+                iss: String::new(),
+                kid: String::new(),
+                served: String::new(),
+            },
+            AlgKeyMismatch {
+                alg: Alg::RS256,
+                kid: String::new(),
+                kty: "RSA",
+            },
+            AlgNotKeyAlg {
+                alg: Alg::RS256,
+                kid: String::new(),
+                key_alg: Alg::RS384,
+            },
+            BadSignature(String::new()),
+            MissingIssuer,
+            IssuerNotAccepted(String::new()),
+            MissingAudience,
+            AudienceNotAccepted(vec![]),
+            MissingExp,
+            Expired { exp: 0, now: 0 },
+            NotYetValid { nbf: 0, now: 0 },
+            IssuedInFuture { iat: 0, now: 0 },
+            TenantMissing,
+            TenantMismatch {
+                tid: String::new(),
+                want: String::new(),
+            },
+            PrincipalMissing(String::new()),
+            PrincipalMismatch {
+                claim: String::new(),
+                got: String::new(),
+                want: String::new(),
+            },
+            MfaRequired,
+            NotGroupMember {
+                member: String::new(),
+                group: String::new(),
+                by: "",
+            },
+            MembershipUnknown {
+                member: String::new(),
+                group: String::new(),
+                why: String::new(),
+            },
+        ];
+        for r in &all {
+            assert!(REASON_CODES.contains(&r.code()), "{r:?}");
+        }
+        let used: std::collections::HashSet<&str> = all.iter().map(Reject::code).collect();
+        assert_eq!(
+            used.len(),
+            REASON_CODES.len(),
+            "a listed code no variant uses"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::directory;
 use crate::http::Fetcher;
 use crate::jwks::{parse_discovery, parse_jwks, PublicKey};
 use crate::mailbox::{self, Question};
+use crate::stats::{self, Counter};
 use crate::{keytable, schedule, settings};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
@@ -104,6 +105,11 @@ fn refresh(sources: &[KeySource], forced: bool) {
                 now,
                 now + schedule::after_success(max_age, &timing),
             )
+        });
+        stats::bump(if stored.is_ok() {
+            Counter::KeyFetchesOk
+        } else {
+            Counter::KeyFetchesFailed
         });
         if let Err(why) = stored {
             let failures = keytable::source_state(i).map_or(0, |s| s.consecutive_failures) + 1;
@@ -210,8 +216,13 @@ fn serve_mailbox(session: &mut DirectorySession) {
     }
     let fetcher = new_fetcher();
     mailbox::serve(unix_now(), |question, arg1, arg2| {
+        stats::bump(Counter::DirectoryCalls);
         let fetcher = fetcher.as_ref().map_err(String::clone)?;
-        session.answer(fetcher, question, arg1, arg2)
+        let answer = session.answer(fetcher, question, arg1, arg2);
+        if answer.is_err() {
+            stats::bump(Counter::DirectoryFailures);
+        }
+        answer
     });
 }
 

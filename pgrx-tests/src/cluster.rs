@@ -263,27 +263,48 @@ impl Cluster {
 
     /// Run SQL as the superuser (peer over the Unix socket); the unaligned output.
     pub fn sql(&self, sql: &str) -> String {
+        self.try_sql("postgres", sql)
+            .unwrap_or_else(|e| panic!("{sql} failed: {e}"))
+    }
+
+    /// Run SQL as the superuser in `db`: the output, or the error psql printed.
+    pub fn try_sql(&self, db: &str, sql: &str) -> Result<String, String> {
+        let port = self.port.to_string();
+        let out = as_postgres(&self.bin.join("psql"))
+            .arg("-h")
+            .arg(&self.dir)
+            .args([
+                "-p",
+                &port,
+                "-d",
+                db,
+                "-XAtq",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+
+    /// Restart the server (for settings that need a restart).
+    pub fn restart(&self) {
         check(
-            as_postgres(&self.bin.join("psql"))
-                .arg("-h")
-                .arg(&self.dir)
-                .args([
-                    "-p",
-                    &self.port.to_string(),
-                    "-d",
-                    "postgres",
-                    "-XAtq",
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-c",
-                    sql,
-                ])
+            as_postgres(&self.bin.join("pg_ctl"))
+                .args(["restart", "-w", "-m", "fast", "-D"])
+                .arg(self.dir.join("data"))
+                .arg("-l")
+                .arg(self.log_path())
                 .output()
                 .unwrap(),
-            sql,
-        )
-        .trim()
-        .to_string()
+            "pg_ctl restart",
+        );
     }
 
     /// Log in over TCP as `user` with `password` using the Rust client.

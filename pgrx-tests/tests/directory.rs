@@ -110,29 +110,8 @@ impl World {
         self.pg.failure_detail(role).unwrap_or_default()
     }
 
-    /// Run SQL as the superuser; the error message when it fails.
     fn try_sql(&self, sql: &str) -> Result<String, String> {
-        let out = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--", "psql", "-h"])
-            .arg(&self.pg.dir)
-            .args([
-                "-p",
-                &self.pg.port.to_string(),
-                "-d",
-                "postgres",
-                "-XAtq",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-        }
+        self.pg.try_sql("postgres", sql)
     }
 
     fn label(&self, role: &str) -> String {

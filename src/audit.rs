@@ -1,0 +1,152 @@
+//! The audit line of a token login (pure, no pgrx):
+//! `pgaadauth: login outcome=… role=… type=… oid=… tid=… upn=… appid=… via_group=… client=… reason=…`
+//!
+//! Values are percent-encoded outside a safe set, so a crafted claim cannot add fields or lines
+//! (spaces, `=`, newlines and `%` are encoded), and cut to [`MAX_VALUE`] characters.
+
+use serde_json::{Map, Value};
+
+pub const MAX_VALUE: usize = 128;
+
+/// The fields of one audit line; `None` prints as `-`.
+#[derive(Debug, Default)]
+pub struct AuditLine<'a> {
+    pub accepted: bool,
+    pub role: &'a str,
+    pub principal_type: Option<&'a str>,
+    pub oid: Option<&'a str>,
+    pub tid: Option<&'a str>,
+    pub upn: Option<&'a str>,
+    pub appid: Option<&'a str>,
+    pub via_group: Option<&'a str>,
+    pub client: Option<&'a str>,
+    pub reason: Option<&'a str>,
+}
+
+/// A value made safe for a key=value line.
+pub fn escape(value: Option<&str>) -> String {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return "-".into();
+    };
+    let mut out = String::new();
+    for (n, c) in v.chars().enumerate() {
+        if n == MAX_VALUE {
+            out.push_str("...");
+            break;
+        }
+        if c.is_ascii_alphanumeric() || "-._~@:/+#,!*()[]{}'$&;".contains(c) {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+impl std::fmt::Display for AuditLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pgaadauth: login outcome={} role={} type={} oid={} tid={} upn={} appid={} via_group={} client={} reason={}",
+            if self.accepted { "accepted" } else { "rejected" },
+            escape(Some(self.role)),
+            escape(self.principal_type),
+            escape(self.oid),
+            escape(self.tid),
+            escape(self.upn),
+            escape(self.appid),
+            escape(self.via_group),
+            escape(self.client),
+            escape(self.reason),
+        )
+    }
+}
+
+/// The claims of a token without verifying anything: for audit lines of refused logins and for
+/// diagnosis only, never for a decision.
+pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    use base64::Engine;
+    let part = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// A string claim, or the first of several names that is present.
+pub fn claim<'a>(claims: &'a Map<String, Value>, names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| claims.get(*n).and_then(Value::as_str))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_line() {
+        let line = AuditLine {
+            accepted: true,
+            role: "alice@contoso.com",
+            principal_type: Some("user"),
+            oid: Some("6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"),
+            tid: Some("11111111-2222-3333-4444-555555555555"),
+            upn: Some("alice@contoso.com"),
+            client: Some("10.0.0.7"),
+            ..Default::default()
+        };
+        assert_eq!(
+            line.to_string(),
+            "pgaadauth: login outcome=accepted role=alice@contoso.com type=user \
+             oid=6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b tid=11111111-2222-3333-4444-555555555555 \
+             upn=alice@contoso.com appid=- via_group=- client=10.0.0.7 reason=-"
+        );
+    }
+
+    #[test]
+    fn crafted_values_cannot_forge_fields_or_lines() {
+        let evil = "x\n2026-01-01 LOG:  pgaadauth: login outcome=accepted role=postgres";
+        let line = AuditLine {
+            role: "r",
+            upn: Some(evil),
+            reason: Some("bad_signature"),
+            ..Default::default()
+        }
+        .to_string();
+        assert!(!line.contains('\n'));
+        assert_eq!(line.matches("outcome=").count(), 1);
+        assert_eq!(line.matches(" role=").count(), 1);
+        assert!(line.contains("upn=x%0A2026-01-01%20LOG:%20%20pgaadauth:%20login%20outcome%3Daccepted%20role%3Dpostgres"));
+        assert_eq!(escape(Some("100%")), "100%25");
+        assert_eq!(escape(Some("é")), "%C3%A9");
+        assert_eq!(escape(Some("")), "-");
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        let v = escape(Some(&"a".repeat(1000)));
+        assert_eq!(v.len(), MAX_VALUE + 3);
+        assert!(v.ends_with("..."));
+    }
+
+    #[test]
+    fn claims_without_verification() {
+        let t = format!(
+            "e30.{}.sig",
+            base64::engine::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                r#"{"oid":"o","appid":"a"}"#
+            )
+        );
+        let c = unverified_claims(&t).unwrap();
+        assert_eq!(claim(&c, &["upn", "appid"]), Some("a"));
+        assert!(unverified_claims("not a token").is_none());
+    }
+}

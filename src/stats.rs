@@ -1,0 +1,84 @@
+//! Counters since server start, in shared memory (atomics): `pgaadauth_stats()`.
+
+use crate::token::REASON_CODES;
+use pgrx::pg_sys;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters other than the per-reason rejections.
+#[derive(Clone, Copy, Debug)]
+pub enum Counter {
+    LoginsAccepted = 0,
+    PasswordLoginsAccepted,
+    PasswordLoginsRejected,
+    KeyFetchesOk,
+    KeyFetchesFailed,
+    KidMisses,
+    KidMissRefreshes,
+    DirectoryCalls,
+    DirectoryFailures,
+    GroupCacheHits,
+}
+
+const NAMES: [&str; 10] = [
+    "logins_accepted",
+    "password_logins_accepted",
+    "password_logins_rejected",
+    "key_fetches_ok",
+    "key_fetches_failed",
+    "kid_misses",
+    "kid_miss_refreshes",
+    "directory_calls",
+    "directory_failures",
+    "group_cache_hits",
+];
+
+const COUNT: usize = NAMES.len() + REASON_CODES.len();
+
+static mut COUNTERS: *const [AtomicU64; COUNT] = std::ptr::null();
+
+pub fn shmem_size() -> usize {
+    std::mem::size_of::<[AtomicU64; COUNT]>()
+}
+
+/// In shmem_startup, under AddinShmemInitLock.
+pub(crate) unsafe fn startup() {
+    unsafe {
+        let mut found = false;
+        let ptr = pg_sys::ShmemInitStruct(c"pgaadauth stats".as_ptr(), shmem_size(), &mut found);
+        if !found {
+            std::ptr::write_bytes(ptr as *mut u8, 0, shmem_size());
+        }
+        COUNTERS = ptr as *const [AtomicU64; COUNT];
+    }
+}
+
+fn counters() -> Option<&'static [AtomicU64; COUNT]> {
+    // SAFETY: set once in the postmaster before any child is forked.
+    unsafe { (*std::ptr::addr_of!(COUNTERS)).as_ref() }
+}
+
+pub fn bump(c: Counter) {
+    if let Some(all) = counters() {
+        all[c as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A token login refused for the reason `code` (a [`crate::token::Reject::code`]).
+pub fn bump_rejected(code: &str) {
+    if let (Some(all), Some(i)) = (counters(), REASON_CODES.iter().position(|c| *c == code)) {
+        all[NAMES.len() + i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Every counter by name, rejections as `logins_rejected_<reason>`.
+pub fn snapshot() -> Vec<(String, i64)> {
+    let Some(all) = counters() else { return vec![] };
+    let names = NAMES
+        .iter()
+        .map(|n| n.to_string())
+        .chain(REASON_CODES.iter().map(|c| format!("logins_rejected_{c}")));
+    names
+        .zip(all.iter())
+        .map(|(n, v)| (n, v.load(Ordering::Relaxed) as i64))
+        .collect()
+}
