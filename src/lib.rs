@@ -24,6 +24,8 @@ mod stats;
 mod utility;
 mod worker;
 
+#[cfg(test)]
+mod bench;
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
 
@@ -47,6 +49,9 @@ pub extern "C-unwind" fn _PG_init() {
     }
     settings::define();
     settings::report_at_startup();
+    if !token::warm_up() {
+        pgrx::warning!("pgaadauth: the signature self-test failed at start-up");
+    }
     seclabel::register();
     auth::install();
     utility::install();

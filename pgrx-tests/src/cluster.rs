@@ -130,14 +130,30 @@ impl Cluster {
     /// initdb, pgaadauth preloaded with `settings`, pg_hba.conf rewritten, started, and
     /// `CREATE EXTENSION pgaadauth` done.
     pub fn start(name: &str, settings: &[(&str, String)]) -> Cluster {
+        let cluster = Cluster::create(name, "shared_preload_libraries = 'pgaadauth'\n", settings);
+        cluster.write_hba("host all all 127.0.0.1/32 trust\n");
+        cluster.launch();
+        cluster.sql("CREATE EXTENSION pgaadauth");
+        cluster
+    }
+
+    /// A cluster without pgaadauth, whose TCP lines are `hba` (after the superuser's peer
+    /// lines), started: a baseline for benchmarks.
+    pub fn start_plain(name: &str, hba: &str, settings: &[(&str, String)]) -> Cluster {
+        let cluster = Cluster::create(name, "", settings);
+        cluster.write_hba(hba);
+        cluster.launch();
+        cluster
+    }
+
+    fn create(name: &str, preload: &str, settings: &[(&str, String)]) -> Cluster {
         let bin = bindir();
         reap_stale(&bin);
         let dir = new_dir(name);
-        let data = dir.join("data");
         check(
             as_postgres(&bin.join("initdb"))
                 .args(["-A", "trust", "--no-sync", "-U", "postgres", "-D"])
-                .arg(&data)
+                .arg(dir.join("data"))
                 .output()
                 .unwrap(),
             "initdb",
@@ -145,7 +161,7 @@ impl Cluster {
         let port = free_port();
         let mut conf = format!(
             "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             shared_preload_libraries = 'pgaadauth'\nfsync = off\nmax_connections = 50\n",
+             {preload}fsync = off\nmax_connections = 50\n",
             dir.display()
         );
         for (k, v) in settings {
@@ -153,13 +169,18 @@ impl Cluster {
         }
         let cluster = Cluster { dir, port, bin };
         cluster.append_conf(&conf);
-        cluster.write_as_postgres(
-            &data.join("pg_hba.conf"),
-            "local all postgres peer\nlocal replication postgres peer\nhost all all 127.0.0.1/32 trust\n",
-        );
-        cluster.launch();
-        cluster.sql("CREATE EXTENSION pgaadauth");
         cluster
+    }
+
+    fn write_hba(&self, tcp_lines: &str) {
+        self.write_as_postgres(
+            &self.dir.join("data/pg_hba.conf"),
+            &format!("local all postgres peer\nlocal replication postgres peer\n{tcp_lines}"),
+        );
+    }
+
+    pub fn bindir(&self) -> &Path {
+        &self.bin
     }
 
     /// A streaming replica of `primary` (pg_basebackup), with the same settings, started.

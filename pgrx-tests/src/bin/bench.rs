@@ -1,0 +1,258 @@
+//! Connection-rate benchmark: pgbench -C (a new connection per transaction) against
+//! - trust and SCRAM on a server without pgaadauth,
+//! - token logins (a ~2.5 KB RS256 token) on servers with pgaadauth, audit lines on and off,
+//!
+//! alternating the configurations within each round, for 1 and 2 clients; prints medians and
+//! ratios, the identity provider's requests during the token runs, and pgaadauth's shared memory.
+//! Run by bench/connections.sh (after a release install). Environment: BENCH_ROUNDS (5),
+//! BENCH_SECONDS (5), BENCH_CLIENTS ("1,2").
+
+use pgaadauth_e2e::cluster::Cluster;
+use pgaadauth_e2e::idp::{claims, mint, Idp, RSA1, TENANT};
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+const OID: &str = "be4c0000-1111-4222-8333-444455556666";
+
+struct Config {
+    name: &'static str,
+    port: u16,
+    user: &'static str,
+    password: Option<String>,
+}
+
+struct Run {
+    tps: f64,
+    logins: u64,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn pgbench(bin: &std::path::Path, c: &Config, clients: u32, seconds: u32, script: &str) -> Run {
+    let mut cmd = Command::new(bin.join("pgbench"));
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &c.port.to_string(),
+        "-U",
+        c.user,
+        "-n",
+        "-C",
+    ])
+    .args([
+        "-T",
+        &seconds.to_string(),
+        "-c",
+        &clients.to_string(),
+        "-j",
+        &clients.to_string(),
+    ])
+    .args(["-f", script, "postgres"])
+    .env_remove("PGPASSWORD");
+    if let Some(p) = &c.password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let out = cmd.output().expect("run pgbench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench {}: {text}{}",
+        c.name,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix:?} in pgbench output:\n{text}"))
+    };
+    let failed = text
+        .lines()
+        .any(|l| l.contains("number of failed transactions") && !l.contains(": 0 "));
+    assert!(!failed, "failed transactions in {}:\n{text}", c.name);
+    Run {
+        tps: value("tps = "),
+        logins: value("number of transactions actually processed: ") as u64,
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn main() {
+    let rounds: u32 = env_or("BENCH_ROUNDS", 5);
+    let seconds: u32 = env_or("BENCH_SECONDS", 5);
+    let clients: Vec<u32> = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1,2".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
+
+    let idp = Idp::start(&[&RSA1]);
+    let aad = |name: &str, log: &str| {
+        let pg = Cluster::start(
+            name,
+            &[
+                ("pgaadauth.tenant_id", TENANT.into()),
+                ("pgaadauth.authority_host", idp.base()),
+                ("pgaadauth.allow_http", "on".into()),
+                ("pgaadauth.log_logins", log.into()),
+            ],
+        );
+        pg.sql(&format!(
+            "SELECT pgaadauth_create_principal_with_oid('bench_user', '{OID}', 'user', false, false)"
+        ));
+        pg
+    };
+    let with_log = aad("bench-token", "all");
+    let without_log = aad("bench-token-nolog", "none");
+    let plain = Cluster::start_plain(
+        "bench-plain",
+        "host all scram_user 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n",
+        &[("password_encryption", "scram-sha-256".into())],
+    );
+    plain.sql("CREATE ROLE trust_user LOGIN; CREATE ROLE scram_user LOGIN PASSWORD 'scram-secret'");
+
+    // A ~2.5 KB token, as Entra issues with some groups.
+    let mut c = claims(&idp.entra_issuer(), OID);
+    let mut pad = 1000;
+    let token = loop {
+        c["groups_padding"] = serde_json::json!("g".repeat(pad));
+        let t = mint(&RSA1, &c);
+        if t.len() >= 2500 {
+            break t;
+        }
+        pad += 50;
+    };
+    for pg in [&with_log, &without_log] {
+        assert!(
+            Cluster::wait_for(Duration::from_secs(20), || pg
+                .connect("bench_user", &token)
+                .is_ok()),
+            "no keys: {}",
+            pg.log()
+        );
+    }
+
+    let script = std::env::temp_dir().join("pgaadauth-bench-select1.sql");
+    std::fs::write(&script, "SELECT 1;\n").unwrap();
+    let script = script.display().to_string();
+    let configs = [
+        Config {
+            name: "trust (no pgaadauth)",
+            port: plain.port,
+            user: "trust_user",
+            password: None,
+        },
+        Config {
+            name: "SCRAM (no pgaadauth)",
+            port: plain.port,
+            user: "scram_user",
+            password: Some("scram-secret".into()),
+        },
+        Config {
+            name: "token, log_logins=all",
+            port: with_log.port,
+            user: "bench_user",
+            password: Some(token.clone()),
+        },
+        Config {
+            name: "token, log_logins=none",
+            port: without_log.port,
+            user: "bench_user",
+            password: Some(token.clone()),
+        },
+    ];
+
+    println!("pgaadauth connection-rate benchmark: pgbench -C, SELECT 1, {rounds} rounds x {seconds} s, token {} bytes", token.len());
+    println!("machine: {} cores, {}", num_cpus(), cpu_model());
+    let requests_before = idp.key_set_requests() + idp.count("openid-configuration");
+    let mut token_logins = 0u64;
+    let mut results: BTreeMap<(u32, usize), Vec<f64>> = BTreeMap::new();
+    for round in 0..rounds {
+        for &n in &clients {
+            // Rotate the order each round so that no configuration always runs first.
+            for k in 0..configs.len() {
+                let i = (k + round as usize) % configs.len();
+                let run = pgbench(plain.bindir(), &configs[i], n, seconds, &script);
+                if configs[i].user == "bench_user" {
+                    token_logins += run.logins;
+                }
+                results.entry((n, i)).or_default().push(run.tps);
+            }
+        }
+        eprintln!("round {} of {rounds} done", round + 1);
+    }
+    let requests = idp.key_set_requests() + idp.count("openid-configuration") - requests_before;
+
+    for &n in &clients {
+        println!("\n{n} client(s): connections per second, median of {rounds} (min .. max)");
+        let mut medians = Vec::new();
+        for (i, c) in configs.iter().enumerate() {
+            let v = results.get_mut(&(n, i)).unwrap();
+            let (lo, hi) = (
+                v.iter().cloned().fold(f64::MAX, f64::min),
+                v.iter().cloned().fold(0.0, f64::max),
+            );
+            let m = median(v);
+            medians.push(m);
+            println!("  {:<24} {:>8.1}   ({lo:.1} .. {hi:.1})", c.name, m);
+        }
+        let (trust, scram, token_all, token_none) =
+            (medians[0], medians[1], medians[2], medians[3]);
+        println!(
+            "  token (all) / trust      {:>8.2}   goal >= 0.85",
+            token_all / trust
+        );
+        println!(
+            "  token (all) / SCRAM      {:>8.2}   goal >= 2.5",
+            token_all / scram
+        );
+        println!("  token (none) / trust     {:>8.2}", token_none / trust);
+        println!(
+            "  audit line cost          {:>7.1} %   goal <= 5 %  (log_logins none vs all)",
+            (token_none / token_all - 1.0) * 100.0
+        );
+        println!(
+            "  cost of a token login over trust: {:.3} ms per connection",
+            (1000.0 / token_all) - (1000.0 / trust)
+        );
+    }
+    println!("\nidentity-provider requests during {token_logins} token logins: {requests}");
+    let shmem = with_log.sql(
+        "SELECT string_agg(name || ' ' || size, ', ' ORDER BY name) || '; total ' || sum(size) \
+         FROM pg_shmem_allocations WHERE name LIKE 'pgaadauth%'",
+    );
+    println!("pgaadauth shared memory at default settings (max_keys = 64): {shmem} bytes");
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    cpu
+}
