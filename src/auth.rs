@@ -228,7 +228,11 @@ impl Login {
         let client = unsafe { shim::pgaadauth_port_remote_host(self.port) };
         let client =
             (!client.is_null()).then(|| unsafe { CStr::from_ptr(client) }.to_string_lossy());
-        let claims = audit::unverified_claims(token).unwrap_or_default();
+        // A refused token's claims are decoded (unverified) only for its audit line.
+        let claims = match outcome {
+            Ok(_) => Default::default(),
+            Err(_) => audit::unverified_claims(token).unwrap_or_default(),
+        };
         let principal_claim = settings::text(&settings::PRINCIPAL_CLAIM);
         let (oid, tid, upn, appid, via_group) = match outcome {
             Ok(v) => (

@@ -100,7 +100,9 @@ pub fn ask(question: Question, arg1: &str, arg2: &str, wait: Duration) -> Result
     slot.arg2.set(arg2);
     slot.state.store(ASKED, Ordering::Release);
     if !crate::keytable::wake_worker() {
-        slot.state.store(FREE, Ordering::Release);
+        let _ = slot
+            .state
+            .compare_exchange(ASKED, FREE, Ordering::AcqRel, Ordering::Relaxed);
         return Err("the pgaadauth key worker is not running".into());
     }
     let deadline = Instant::now() + wait;

@@ -355,12 +355,13 @@ fn split(token: &str) -> Result<Parts<'_>, Reject> {
     let (Some(h), Some(c), Some(sig), None) = (it.next(), it.next(), it.next(), it.next()) else {
         return Err(Reject::NotCompactJws);
     };
+    // Header and claims are checked by their base64url decoding (see `json_object`); the
+    // signature part here. It may be empty (an unsecured JWS): `alg` then decides the refusal.
     let b64url = |p: &str| {
         p.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
-    // The signature part may be empty (an unsecured JWS): `alg` then decides the refusal.
-    if h.is_empty() || c.is_empty() || !(b64url(h) && b64url(c) && b64url(sig)) {
+    if h.is_empty() || c.is_empty() || !b64url(sig) {
         return Err(Reject::NotCompactJws);
     }
     Ok(Parts {
@@ -371,8 +372,12 @@ fn split(token: &str) -> Result<Parts<'_>, Reject> {
     })
 }
 
+/// A base64url part holding a JSON object: not base64url → not a compact JWS; not a JSON
+/// object → `err`.
 fn json_object(part: &str, err: Reject) -> Result<Map<String, Value>, Reject> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).map_err(|_| err.clone())?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| Reject::NotCompactJws)?;
     match serde_json::from_slice(&bytes) {
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(err),

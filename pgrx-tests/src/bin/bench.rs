@@ -4,8 +4,10 @@
 //!
 //! alternating the configurations within each round, for 1 and 2 clients; prints medians and
 //! ratios, the identity provider's requests during the token runs, and pgaadauth's shared memory.
-//! Run by bench/connections.sh (after a release install). Environment: BENCH_ROUNDS (5),
-//! BENCH_SECONDS (5), BENCH_CLIENTS ("1,2").
+//! Ratios are computed within each round (runs seconds apart) and their median reported, which
+//! cancels the slow drift of a shared machine better than a ratio of medians.
+//! Run by bench/connections.sh (after a release install). Environment: BENCH_ROUNDS (15),
+//! BENCH_SECONDS (3), BENCH_CLIENTS ("1,2").
 
 use pgaadauth_e2e::cluster::Cluster;
 use pgaadauth_e2e::idp::{claims, mint, Idp, RSA1, TENANT};
@@ -17,6 +19,8 @@ const OID: &str = "be4c0000-1111-4222-8333-444455556666";
 
 struct Config {
     name: &'static str,
+    /// pgaadauth.log_logins to set (by reload) before the run, for token runs.
+    log_logins: Option<&'static str>,
     port: u16,
     user: &'static str,
     password: Option<String>,
@@ -95,8 +99,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let rounds: u32 = env_or("BENCH_ROUNDS", 5);
-    let seconds: u32 = env_or("BENCH_SECONDS", 5);
+    let rounds: u32 = env_or("BENCH_ROUNDS", 15);
+    let seconds: u32 = env_or("BENCH_SECONDS", 3);
     let clients: Vec<u32> = std::env::var("BENCH_CLIENTS")
         .unwrap_or_else(|_| "1,2".into())
         .split(',')
@@ -119,8 +123,8 @@ fn main() {
         ));
         pg
     };
-    let with_log = aad("bench-token", "all");
-    let without_log = aad("bench-token-nolog", "none");
+    // One pgaadauth server for both audit settings: log_logins is switched by reload.
+    let aad_pg = aad("bench-token", "all");
     let plain = Cluster::start_plain(
         "bench-plain",
         "host all scram_user 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n",
@@ -139,7 +143,7 @@ fn main() {
         }
         pad += 50;
     };
-    for pg in [&with_log, &without_log] {
+    for pg in [&aad_pg] {
         assert!(
             Cluster::wait_for(Duration::from_secs(20), || pg
                 .connect("bench_user", &token)
@@ -155,25 +159,29 @@ fn main() {
     let configs = [
         Config {
             name: "trust (no pgaadauth)",
+            log_logins: None,
             port: plain.port,
             user: "trust_user",
             password: None,
         },
         Config {
             name: "SCRAM (no pgaadauth)",
+            log_logins: None,
             port: plain.port,
             user: "scram_user",
             password: Some("scram-secret".into()),
         },
         Config {
             name: "token, log_logins=all",
-            port: with_log.port,
+            log_logins: Some("all"),
+            port: aad_pg.port,
             user: "bench_user",
             password: Some(token.clone()),
         },
         Config {
             name: "token, log_logins=none",
-            port: without_log.port,
+            log_logins: Some("none"),
+            port: aad_pg.port,
             user: "bench_user",
             password: Some(token.clone()),
         },
@@ -189,6 +197,9 @@ fn main() {
             // Rotate the order each round so that no configuration always runs first.
             for k in 0..configs.len() {
                 let i = (k + round as usize) % configs.len();
+                if let Some(level) = configs[i].log_logins {
+                    aad_pg.set(&[("pgaadauth.log_logins", level)]);
+                }
                 let run = pgbench(plain.bindir(), &configs[i], n, seconds, &script);
                 if configs[i].user == "bench_user" {
                     token_logins += run.logins;
@@ -204,37 +215,46 @@ fn main() {
         println!("\n{n} client(s): connections per second, median of {rounds} (min .. max)");
         let mut medians = Vec::new();
         for (i, c) in configs.iter().enumerate() {
-            let v = results.get_mut(&(n, i)).unwrap();
+            let mut v = results[&(n, i)].clone();
             let (lo, hi) = (
                 v.iter().cloned().fold(f64::MAX, f64::min),
                 v.iter().cloned().fold(0.0, f64::max),
             );
-            let m = median(v);
+            let m = median(&mut v);
             medians.push(m);
             println!("  {:<24} {:>8.1}   ({lo:.1} .. {hi:.1})", c.name, m);
         }
-        let (trust, scram, token_all, token_none) =
-            (medians[0], medians[1], medians[2], medians[3]);
+        let paired = |a: usize, b: usize| -> f64 {
+            let (x, y) = (&results[&(n, a)], &results[&(n, b)]);
+            let mut r: Vec<f64> = x.iter().zip(y).map(|(x, y)| x / y).collect();
+            median(&mut r)
+        };
+        let (trust, token_all) = (medians[0], medians[2]);
+        println!("  ratios, median of the per-round ratios:");
         println!(
             "  token (all) / trust      {:>8.2}   goal >= 0.85",
-            token_all / trust
+            paired(2, 0)
         );
         println!(
             "  token (all) / SCRAM      {:>8.2}   goal >= 2.5",
-            token_all / scram
+            paired(2, 1)
         );
-        println!("  token (none) / trust     {:>8.2}", token_none / trust);
+        println!("  token (none) / trust     {:>8.2}", paired(3, 0));
+        println!(
+            "  trust / SCRAM            {:>8.2}   (the ceiling for any login method)",
+            paired(0, 1)
+        );
         println!(
             "  audit line cost          {:>7.1} %   goal <= 5 %  (log_logins none vs all)",
-            (token_none / token_all - 1.0) * 100.0
+            (paired(3, 2) - 1.0) * 100.0
         );
         println!(
-            "  cost of a token login over trust: {:.3} ms per connection",
+            "  cost of a token login over trust: {:.3} ms per connection (from the medians)",
             (1000.0 / token_all) - (1000.0 / trust)
         );
     }
     println!("\nidentity-provider requests during {token_logins} token logins: {requests}");
-    let shmem = with_log.sql(
+    let shmem = aad_pg.sql(
         "SELECT string_agg(name || ' ' || size, ', ' ORDER BY name) || '; total ' || sum(size) \
          FROM pg_shmem_allocations WHERE name LIKE 'pgaadauth%'",
     );
