@@ -143,15 +143,13 @@ fn main() {
         }
         pad += 50;
     };
-    for pg in [&aad_pg] {
-        assert!(
-            Cluster::wait_for(Duration::from_secs(20), || pg
-                .connect("bench_user", &token)
-                .is_ok()),
-            "no keys: {}",
-            pg.log()
-        );
-    }
+    assert!(
+        Cluster::wait_for(Duration::from_secs(20), || aad_pg
+            .connect("bench_user", &token)
+            .is_ok()),
+        "no keys: {}",
+        aad_pg.log()
+    );
 
     let script = std::env::temp_dir().join("pgaadauth-bench-select1.sql");
     std::fs::write(&script, "SELECT 1;\n").unwrap();
