@@ -19,8 +19,7 @@ cargo pgrx test pg15 "${runas[@]}" --pgdata "$pgdata" 2>&1 | tee -a "$results"
 rm -rf "$pgdata"
 
 # Layer 3: end to end, with the extension installed into the system PostgreSQL.
-if [ -w "$("$PG_CONFIG" --pkglibdir)" ]; then sudo_flag=(); else sudo_flag=(--sudo); fi
-cargo pgrx install "${sudo_flag[@]}" --pg-config "$PG_CONFIG"
+scripts/install.sh
 cargo test -p pgaadauth-e2e --test '*' -- --test-threads 4 2>&1 | tee -a "$results"
 
 # One closing line for the whole run.

@@ -380,6 +380,22 @@ fn serve(mut stream: impl Read + Write, port: u16, scheme: &str, state: &Mutex<S
     let _ = stream.flush();
 }
 
+/// A distinct, stable object id (a GUID) for a test principal's name.
+pub fn oid_for(name: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    format!(
+        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+        h >> 32,
+        h & 0xffff,
+        (h >> 20) & 0xfff,
+        (h >> 8) & 0xfff,
+        h & 0xffffffffffff
+    )
+}
+
 /// Claims of a valid Entra v2 access token for `oid`, issued by `issuer`, valid for an hour.
 pub fn claims(issuer: &str, oid: &str) -> Value {
     let now = unix_now();

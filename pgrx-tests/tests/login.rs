@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use once_cell::sync::Lazy;
 use pgaadauth_e2e::cluster::Cluster;
-use pgaadauth_e2e::idp::{self, claims, mint, mint_as, Idp, EC1, RSA1, RSA2, TENANT};
+use pgaadauth_e2e::idp::{self, claims, mint, mint_as, oid_for, Idp, EC1, RSA1, RSA2, TENANT};
 use postgres::error::SqlState;
 use serde_json::{json, Value};
 use std::sync::Mutex;
@@ -47,22 +47,6 @@ static WORLD: Lazy<World> = Lazy::new(|| {
     );
     world
 });
-
-/// A distinct, stable object id per role name.
-fn oid_for(role: &str) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in role.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
-    }
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        h >> 32,
-        h & 0xffff,
-        (h >> 20) & 0xfff,
-        (h >> 8) & 0xfff,
-        h & 0xffffffffffff
-    )
-}
 
 impl World {
     fn principal(&self, role: &str, oid: &str, flags: &str) {

@@ -6,7 +6,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use once_cell::sync::Lazy;
 use pgaadauth_e2e::cluster::{pg_config, Cluster};
-use pgaadauth_e2e::idp::{claims, fixture_path, mint, mint_as, Idp, EC1, RSA1, RSA2, TENANT};
+use pgaadauth_e2e::idp::{
+    claims, fixture_path, mint, mint_as, oid_for, Idp, EC1, RSA1, RSA2, TENANT,
+};
 use postgres::error::SqlState;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -40,21 +42,6 @@ static WORLD: Lazy<World> = Lazy::new(|| {
         .is_ok()));
     w
 });
-
-fn oid_for(role: &str) -> String {
-    let mut h: u64 = 0x9e3779b97f4a7c15;
-    for b in role.bytes() {
-        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
-    }
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        h >> 32,
-        h & 0xffff,
-        (h >> 20) & 0xfff,
-        (h >> 8) & 0xfff,
-        h & 0xffffffffffff
-    )
-}
 
 impl World {
     fn principal(&self, role: &str, kind: &str, flags: &str) {
