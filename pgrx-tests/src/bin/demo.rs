@@ -67,5 +67,14 @@ fn main() {
         "   server log DETAIL: {}",
         pg.failure_detail(ROLE).unwrap_or_default().trim()
     );
+    println!("   audit lines (pgaadauth.log_logins = all):");
+    for line in pg
+        .log()
+        .lines()
+        .filter(|l| l.contains("pgaadauth: login outcome="))
+    {
+        let at = line.find("pgaadauth: login").unwrap_or(0);
+        println!("   {}", &line[at..]);
+    }
     println!("\nThe cluster and the identity provider stop now.");
 }
