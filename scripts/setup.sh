@@ -5,7 +5,8 @@
 set -euo pipefail
 
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-packages=(postgresql-15 postgresql-server-dev-15 libclang-dev libkrb5-dev clang sudo pkg-config build-essential)
+# procps: pgrep, used by the end-to-end tests to find the key worker.
+packages=(postgresql-15 postgresql-server-dev-15 libclang-dev libkrb5-dev clang sudo pkg-config build-essential procps)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

@@ -99,11 +99,6 @@ pub fn check_url(s: &str, allow_http: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// A URL with scheme and host but no trailing slash, e.g. `pgaadauth.authority_host`.
-pub fn check_base_url(s: &str) -> Result<(), String> {
-    check_url(s, true)
-}
-
 /// The issuers Entra uses for a tenant: v1 (`sts.windows.net`) and v2 (`{authority}/{tid}/v2.0`).
 pub fn derived_issuers(tenant: &str, authority_host: &str) -> Vec<String> {
     vec![

@@ -534,28 +534,21 @@ fn create_extension_refuses_without_preload_and_update_from_the_previous_version
     )
     .expect("install the 0.1.0 script (the tests run as root)");
 
+    let version_in_old = || {
+        pg.try_sql(
+            "old",
+            "SELECT extversion FROM pg_extension WHERE extname = 'pgaadauth'",
+        )
+        .unwrap()
+    };
     pg.sql("CREATE DATABASE old");
     pg.try_sql("old", "CREATE EXTENSION pgaadauth VERSION '0.1.0'")
         .unwrap();
-    assert_eq!(
-        pg.try_sql(
-            "old",
-            "SELECT extversion FROM pg_extension WHERE extname = 'pgaadauth'"
-        )
-        .unwrap(),
-        "0.1.0"
-    );
+    assert_eq!(version_in_old(), "0.1.0");
     assert!(pg.try_sql("old", "SELECT pgaadauth_stats()").is_err());
     pg.try_sql("old", "ALTER EXTENSION pgaadauth UPDATE")
         .unwrap();
-    assert_eq!(
-        pg.try_sql(
-            "old",
-            "SELECT extversion FROM pg_extension WHERE extname = 'pgaadauth'"
-        )
-        .unwrap(),
-        "0.2.0"
-    );
+    assert_eq!(version_in_old(), "0.2.0");
     // The updated extension has exactly the objects of a fresh install.
     let members = "SELECT string_agg(d, E'\\n' ORDER BY d) FROM (SELECT pg_describe_object(classid, objid, 0) AS d FROM pg_depend \
                    WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e' \
