@@ -274,7 +274,16 @@ impl Login {
 
     fn with_password(&self) {
         if !settings::PASSWORD_AUTH.get() {
-            self.read_password();
+            // Never ask for a cleartext password here: the client would send the role's real
+            // password, in clear on a line without SSL. PostgreSQL's mock SCRAM exchange (no
+            // secret) learns nothing and always fails.
+            let mut logdetail: *const c_char = std::ptr::null();
+            let status = unsafe {
+                shim::pgaadauth_check_scram(self.port, std::ptr::null_mut(), &mut logdetail)
+            };
+            if status == pg_sys::STATUS_EOF {
+                self.hung_up();
+            }
             stats::bump(Counter::PasswordLoginsRejected);
             self.fail(&format!(
                 "Role \"{}\" has no pgaadauth label and pgaadauth.password_auth is off.",

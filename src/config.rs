@@ -99,6 +99,20 @@ pub fn check_url(s: &str, allow_http: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Azure's instance metadata service (`http://169.254.169.254/...`), which serves managed
+/// identity tokens over plain http by design: a link-local address that never leaves the host.
+pub const INSTANCE_METADATA_HOST: &str = "169.254.169.254";
+
+/// Whether `url` is a plain-http URL of the instance metadata service, the one plain-http
+/// destination pgaadauth uses without `pgaadauth.allow_http` (for managed identity tokens).
+pub fn is_instance_metadata(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority == INSTANCE_METADATA_HOST || authority == format!("{INSTANCE_METADATA_HOST}:80")
+}
+
 /// The issuers Entra uses for a tenant: v1 (`sts.windows.net`) and v2 (`{authority}/{tid}/v2.0`).
 pub fn derived_issuers(tenant: &str, authority_host: &str) -> Vec<String> {
     vec![
@@ -308,6 +322,23 @@ mod tests {
             authority_host: "https://login.microsoftonline.com".into(),
             issuers: issuers.into(),
             jwks_uri: jwks.into(),
+        }
+    }
+
+    #[test]
+    fn only_the_instance_metadata_service_is_plain_http_by_design() {
+        let imds = "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01";
+        assert!(is_instance_metadata(imds));
+        assert!(is_instance_metadata("http://169.254.169.254:80/metadata"));
+        for other in [
+            "https://169.254.169.254/metadata",
+            "http://169.254.169.254:8080/metadata",
+            "http://169.254.169.254.evil.example/metadata",
+            "http://evil.example/169.254.169.254",
+            "http://user@169.254.169.254/metadata",
+            "http://127.0.0.1/msi/token",
+        ] {
+            assert!(!is_instance_metadata(other), "{other}");
         }
     }
 

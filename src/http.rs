@@ -58,7 +58,9 @@ impl Fetcher {
             .max_redirects(0)
             .max_redirects_will_error(true)
             .http_status_as_error(false)
-            .https_only(!allow_http)
+            // Which URLs may use plain http is decided by `check_url` before every request
+            // (and redirects are never followed).
+            .https_only(false)
             .tls_config(tls)
             .user_agent(concat!("pgaadauth/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -69,7 +71,10 @@ impl Fetcher {
     /// Send `request`: its status and body (at most [`MAX_BODY`] bytes).
     pub fn send(&self, request: &crate::directory::Request) -> Result<(u16, Vec<u8>), String> {
         let url = &request.url;
-        crate::config::check_url(url, self.allow_http)?;
+        // Directory requests include the managed identity token request, which may go to the
+        // instance metadata service over plain http without pgaadauth.allow_http.
+        let http_ok = self.allow_http || crate::config::is_instance_metadata(url);
+        crate::config::check_url(url, http_ok)?;
         let shown = url.split('?').next().unwrap_or(url);
         let result = match (request.method, &request.body) {
             ("POST", Some((content_type, body))) => {

@@ -233,16 +233,6 @@ fn decode(e: &Entry) -> PublicKey {
 
 // ---- the worker's side ------------------------------------------------------------------
 
-/// Wake the key worker, if it runs; false when it does not.
-pub fn wake_worker() -> bool {
-    let Some(t) = shared() else { return false };
-    if t.0.worker_latch.is_null() {
-        return false;
-    }
-    unsafe { pg_sys::SetLatch(t.0.worker_latch) };
-    true
-}
-
 /// The worker registers its latch so that backends can wake it.
 pub fn set_worker_latch() {
     if let Some(t) = exclusive() {
@@ -395,26 +385,33 @@ pub struct SharedKeys {
 }
 
 impl KeyLookup for SharedKeys {
-    fn key(&self, kid: &str) -> Result<CachedKey, Reject> {
-        let unknown = || Reject::UnknownKid(kid.into());
-        let mut t = shared().ok_or_else(unknown)?;
+    fn keys(&self, kid: &str) -> Result<Vec<CachedKey>, Reject> {
+        let mut t = shared().ok_or_else(|| Reject::UnknownKid(kid.into()))?;
         let n = t.0.nkeys as usize;
-        let e = *t.entries()[..n]
+        let entries: Vec<Entry> = t.entries()[..n]
             .iter()
-            .find(|e| e.kid.get() == kid)
-            .ok_or_else(unknown)?;
-        let s = t.sources().get(e.source as usize).ok_or_else(unknown)?;
-        if schedule::is_expired(s.failing_since, self.now, &self.timing) {
-            return Err(Reject::KeysExpired {
-                kid: kid.into(),
-                failing_for: self.now - s.failing_since,
-            });
+            .filter(|e| e.kid.get() == kid)
+            .copied()
+            .collect();
+        let sources = t.sources().to_vec();
+        drop(t);
+        let found: Vec<CachedKey> = entries
+            .iter()
+            .filter_map(|e| {
+                let s = sources.get(e.source as usize)?;
+                let expired = schedule::is_expired(s.failing_since, self.now, &self.timing)
+                    .then(|| self.now - s.failing_since);
+                Some(CachedKey {
+                    key: decode(e),
+                    issuer: Some(s.issuer.get().to_string()).filter(|i| !i.is_empty()),
+                    expired,
+                })
+            })
+            .collect();
+        if found.is_empty() {
+            return Err(Reject::UnknownKid(kid.into()));
         }
-        let issuer = Some(s.issuer.get().to_string()).filter(|i| !i.is_empty());
-        Ok(CachedKey {
-            key: decode(&e),
-            issuer,
-        })
+        Ok(found)
     }
 }
 
@@ -479,7 +476,8 @@ pub fn refresh_and_wait(
         if std::time::Instant::now() >= deadline {
             return Refresh::TimedOut;
         }
-        unsafe { pg_sys::pg_usleep(5_000) };
+        // The worker does not know who waits: look every 5 ms (interrupts honoured).
+        crate::wait::nap_until(deadline, std::time::Duration::from_millis(5));
     }
 }
 

@@ -1,7 +1,8 @@
 //! pgaadauth: Microsoft Entra ID (and OpenID Connect) access-token login for PostgreSQL.
 //!
-//! Pure modules (no pgrx): `audit`, `config`, `directory`, `jwks`, `label`, `schedule`, `token`.
-//! Glue: `auth` (the login hook), `utility` (DROP ROLE guard), `mailbox`, `seclabel`, `keytable` (shared memory), `worker`, `http`,
+//! Pure modules (no pgrx): `audit`, `config`, `directory`, `jwks`, `label`, `schedule`,
+//! `strict_json`, `token`.
+//! Glue: `auth` (the login hook), `utility` (DROP ROLE guard), `mailbox`, `seclabel`, `keytable` (shared memory), `worker` (keys), `directory_worker`, `wait`, `http`,
 //! `settings`, `sql_api`, `shim` (the C bridge).
 
 pub mod audit;
@@ -10,9 +11,11 @@ pub mod directory;
 pub mod jwks;
 pub mod label;
 pub mod schedule;
+pub mod strict_json;
 pub mod token;
 
 pub(crate) mod auth;
+mod directory_worker;
 mod http;
 mod keytable;
 mod mailbox;
@@ -22,6 +25,7 @@ mod shim;
 mod sql_api;
 mod stats;
 mod utility;
+mod wait;
 mod worker;
 
 #[cfg(test)]

@@ -1,16 +1,26 @@
-//! Directory questions from backends to the key worker, and the group membership cache, in
-//! shared memory. Backends never talk to the network: they post a question, wake the worker,
-//! and wait for its answer.
+//! Directory questions from backends to the directory worker, and the group membership cache,
+//! in shared memory. Backends never talk to the network: they post a question, wake the
+//! directory worker, and wait on their latch for its answer.
+//!
+//! A slot belongs to one question, named by a sequence number. Its backend frees it after
+//! collecting the answer, or gives it up (timeout, cancel, exit: see [`abandon`]); the worker
+//! frees a slot it finishes after its backend gave up. A restarted worker re-asks the questions
+//! its predecessor was working on and frees those given up. Nothing is reclaimed by age.
 
 use crate::keytable::Text;
 use pgrx::pg_sys;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const SLOTS: usize = 16;
 const CACHE: usize = 512;
-/// A finished answer nobody collected (its backend exited) is reclaimed after this.
-const ORPHAN_SECONDS: i64 = 60;
+/// Longest member value (a principal claim: object id, upn, email, sub) a question or the
+/// cache holds; longer values are refused, never cut.
+pub const MAX_MEMBER: usize = 256;
+/// Longest group id (a GUID is 36).
+pub const MAX_GROUP: usize = 64;
+/// Longest name `pgaadauth_create_principal` resolves.
+pub const MAX_NAME: usize = 512;
 
 const FREE: u32 = 0;
 const WRITING: u32 = 1;
@@ -31,19 +41,24 @@ pub enum Question {
 #[repr(C)]
 struct Slot {
     state: AtomicU32,
+    /// The question's number while the slot is taken.
+    seq: AtomicU64,
+    /// The number of the question `answer` answers.
+    answered: AtomicU64,
+    /// The asking backend's latch, set when the answer is in.
+    waiter: AtomicPtr<pg_sys::Latch>,
     question: u8,
     ok: bool,
-    done_at: i64,
-    arg1: Text<512>,
-    arg2: Text<64>,
+    arg1: Text<MAX_NAME>,
+    arg2: Text<MAX_GROUP>,
     answer: Text<1024>,
 }
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct Cached {
-    member: Text<64>,
-    group: Text<64>,
+    member: Text<MAX_MEMBER>,
+    group: Text<MAX_GROUP>,
     is_member: bool,
     expires_at: i64,
 }
@@ -52,9 +67,14 @@ struct Cached {
 struct Mailbox {
     cache_lock: *mut pg_sys::LWLock,
     next_victim: u32,
+    next_seq: AtomicU64,
+    /// The directory worker's latch; null until it first starts.
+    worker_latch: AtomicPtr<pg_sys::Latch>,
     slots: [Slot; SLOTS],
     cache: [Cached; CACHE],
 }
+
+const _: () = assert!(MAX_MEMBER <= MAX_NAME);
 
 static mut MAILBOX: *mut Mailbox = std::ptr::null_mut();
 
@@ -83,62 +103,192 @@ fn mailbox() -> Option<&'static mut Mailbox> {
 
 // ---- backends ---------------------------------------------------------------------------
 
-/// Ask the worker `question` and wait up to `wait` for the answer.
+/// The question this backend is waiting for: (slot, sequence number).
+static mut MINE: Option<(usize, u64)> = None;
+static mut EXIT_CALLBACK: bool = false;
+
+/// Give up the question `seq` in slot `index`, whatever state the worker left it in.
+fn abandon(index: usize, seq: u64) {
+    unsafe { MINE = None };
+    if let Some(mb) = mailbox() {
+        mb.slots[index].give_up(seq);
+    }
+}
+
+// ---- one slot's life, without pgrx (unit-tested below) -------------------------------------
+
+impl Slot {
+    /// Its backend gives question `seq` up: an unanswered question is withdrawn, one being
+    /// worked on is marked for the worker to free, an answer not collected is dropped.
+    fn give_up(&self, seq: u64) {
+        loop {
+            if self.seq.load(Ordering::Acquire) != seq {
+                return;
+            }
+            let (from, to) = match self.state.load(Ordering::Acquire) {
+                ASKED => (ASKED, FREE),
+                WORKING => (WORKING, ABANDONED),
+                DONE => (DONE, FREE),
+                _ => return,
+            };
+            if self
+                .state
+                .compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    /// The answer to question `seq`, if it is in (and belongs to `seq`).
+    fn answer_for(&self, seq: u64) -> Option<Result<String, String>> {
+        let ready = self.state.load(Ordering::Acquire) == DONE
+            && self.seq.load(Ordering::Acquire) == seq
+            && self.answered.load(Ordering::Acquire) == seq;
+        ready.then(|| {
+            let text = self.answer.get().to_string();
+            if self.ok {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        })
+    }
+
+    /// The worker takes a waiting question: its number, or None.
+    fn take(&self) -> Option<u64> {
+        self.state
+            .compare_exchange(ASKED, WORKING, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()?;
+        Some(self.seq.load(Ordering::Acquire))
+    }
+
+    /// The worker answers question `seq`: true when its backend still waits (wake it), false
+    /// when it gave up (the slot is freed).
+    fn finish(&mut self, seq: u64, result: Result<String, String>) -> bool {
+        self.ok = result.is_ok();
+        self.answer.set(&result.unwrap_or_else(|e| e));
+        self.answered.store(seq, Ordering::Release);
+        if self
+            .state
+            .compare_exchange(WORKING, DONE, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            return true;
+        }
+        self.state.store(FREE, Ordering::Release); // given up by its backend
+        false
+    }
+
+    /// A new worker starts: a question its predecessor was working on is asked again, one
+    /// given up meanwhile is freed.
+    fn recover(&self) {
+        let _ = self
+            .state
+            .compare_exchange(WORKING, ASKED, Ordering::AcqRel, Ordering::Relaxed);
+        let _ = self
+            .state
+            .compare_exchange(ABANDONED, FREE, Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// At process exit (FATAL at authentication_timeout, SIGTERM, ...): give up a question.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn at_exit(_code: std::ffi::c_int, _arg: pg_sys::Datum) {
+    if let Some((index, seq)) = unsafe { MINE } {
+        abandon(index, seq);
+    }
+}
+
+/// Gives the question up when its wait ends by an ERROR (cancel, statement_timeout).
+struct Asking {
+    index: usize,
+    seq: u64,
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        abandon(self.index, self.seq);
+    }
+}
+
+/// Check that a question's arguments fit its slot; values are refused, never cut.
+pub fn check_fits(question: Question, arg1: &str, arg2: &str) -> Result<(), String> {
+    let limit = match question {
+        Question::Resolve => MAX_NAME,
+        Question::Membership => MAX_MEMBER,
+    };
+    if arg1.len() > limit {
+        return Err(format!(
+            "the value is {} bytes long, longer than the {limit} bytes a directory question holds",
+            arg1.len()
+        ));
+    }
+    if arg2.len() > MAX_GROUP {
+        return Err(format!("the group id is longer than {MAX_GROUP} bytes"));
+    }
+    Ok(())
+}
+
+/// Ask the directory worker `question` and wait up to `wait` for the answer.
 pub fn ask(question: Question, arg1: &str, arg2: &str, wait: Duration) -> Result<String, String> {
+    check_fits(question, arg1, arg2)?;
     let mb = mailbox().ok_or("pgaadauth is not loaded through shared_preload_libraries")?;
-    let slot = mb
+    let worker = mb.worker_latch.load(Ordering::Acquire);
+    if worker.is_null() {
+        return Err("the pgaadauth directory worker is not running".into());
+    }
+    unsafe {
+        if !EXIT_CALLBACK {
+            pg_sys::before_shmem_exit(Some(at_exit), pg_sys::Datum::from(0));
+            EXIT_CALLBACK = true;
+        }
+    }
+    let index = mb
         .slots
-        .iter_mut()
-        .find(|s| {
+        .iter()
+        .position(|s| {
             s.state
                 .compare_exchange(FREE, WRITING, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
         })
         .ok_or("too many directory questions are waiting; try again")?;
+    let seq = mb.next_seq.fetch_add(1, Ordering::AcqRel) + 1;
+    let slot = &mut mb.slots[index];
     slot.question = question as u8;
     slot.arg1.set(arg1);
     slot.arg2.set(arg2);
+    slot.waiter
+        .store(unsafe { pg_sys::MyLatch }, Ordering::Release);
+    slot.seq.store(seq, Ordering::Release);
+    unsafe { MINE = Some((index, seq)) };
+    let asking = Asking { index, seq };
     slot.state.store(ASKED, Ordering::Release);
-    if !crate::keytable::wake_worker() {
-        let _ = slot
-            .state
-            .compare_exchange(ASKED, FREE, Ordering::AcqRel, Ordering::Relaxed);
-        return Err("the pgaadauth key worker is not running".into());
-    }
+    unsafe { pg_sys::SetLatch(worker) };
     let deadline = Instant::now() + wait;
     loop {
-        if slot.state.load(Ordering::Acquire) == DONE {
-            let answer = (slot.ok, slot.answer.get().to_string());
-            slot.state.store(FREE, Ordering::Release);
-            return if answer.0 {
-                Ok(answer.1)
-            } else {
-                Err(answer.1)
-            };
+        if let Some(answer) = mb.slots[index].answer_for(seq) {
+            drop(asking); // frees the slot
+            return answer;
         }
         if Instant::now() >= deadline {
-            let gone = slot
-                .state
-                .compare_exchange(ASKED, FREE, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-                || slot
-                    .state
-                    .compare_exchange(WORKING, ABANDONED, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok();
-            if gone {
-                return Err(format!(
-                    "the directory did not answer within {} ms",
-                    wait.as_millis()
-                ));
-            }
-            continue; // it just finished
+            drop(asking);
+            return Err(format!(
+                "the directory did not answer within {} ms",
+                wait.as_millis()
+            ));
         }
-        unsafe { pg_sys::pg_usleep(2_000) };
+        crate::wait::nap_until(deadline, Duration::from_millis(50));
     }
 }
 
-/// A cached membership answer for (member, group) that has not expired.
+/// A cached membership answer for (member, group) that has not expired. Values that do not
+/// fit the cache are never in it.
 pub fn cached_membership(member: &str, group: &str, now: i64) -> Option<bool> {
+    if member.len() > MAX_MEMBER || group.len() > MAX_GROUP {
+        return None;
+    }
     let mb = mailbox()?;
     unsafe { pg_sys::LWLockAcquire(mb.cache_lock, pg_sys::LWLockMode::LW_SHARED) };
     let found = mb
@@ -150,10 +300,24 @@ pub fn cached_membership(member: &str, group: &str, now: i64) -> Option<bool> {
     found
 }
 
-// ---- the worker -------------------------------------------------------------------------
+// ---- the directory worker ---------------------------------------------------------------
 
-/// Remember a membership answer until `expires_at`.
+/// The directory worker starts: backends wake it from now on. Questions a previous worker
+/// was answering when it exited are asked again; those already given up are freed.
+pub fn worker_started() {
+    let Some(mb) = mailbox() else { return };
+    mb.worker_latch
+        .store(unsafe { pg_sys::MyLatch }, Ordering::Release);
+    for slot in mb.slots.iter() {
+        slot.recover();
+    }
+}
+
+/// Remember a membership answer until `expires_at` (values that do not fit are not cached).
 pub fn cache_membership(member: &str, group: &str, is_member: bool, now: i64, expires_at: i64) {
+    if member.len() > MAX_MEMBER || group.len() > MAX_GROUP {
+        return;
+    }
     let Some(mb) = mailbox() else { return };
     unsafe { pg_sys::LWLockAcquire(mb.cache_lock, pg_sys::LWLockMode::LW_EXCLUSIVE) };
     let i = mb
@@ -174,38 +338,21 @@ pub fn cache_membership(member: &str, group: &str, is_member: bool, now: i64, ex
 }
 
 /// Answer every waiting question with `answer(question, arg1, arg2)`.
-pub fn serve(now: i64, mut answer: impl FnMut(Question, &str, &str) -> Result<String, String>) {
+pub fn serve(mut answer: impl FnMut(Question, &str, &str) -> Result<String, String>) {
     let Some(mb) = mailbox() else { return };
     for slot in mb.slots.iter_mut() {
-        let state = slot.state.load(Ordering::Acquire);
-        if state == DONE && now - slot.done_at > ORPHAN_SECONDS {
-            let _ = slot
-                .state
-                .compare_exchange(DONE, FREE, Ordering::AcqRel, Ordering::Relaxed);
-            continue;
-        }
-        if slot
-            .state
-            .compare_exchange(ASKED, WORKING, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            continue;
-        }
+        let Some(seq) = slot.take() else { continue };
         let question = if slot.question == Question::Resolve as u8 {
             Question::Resolve
         } else {
             Question::Membership
         };
         let result = answer(question, slot.arg1.get(), slot.arg2.get());
-        slot.ok = result.is_ok();
-        slot.answer.set(&result.unwrap_or_else(|e| e));
-        slot.done_at = now;
-        if slot
-            .state
-            .compare_exchange(WORKING, DONE, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
-        {
-            slot.state.store(FREE, Ordering::Release); // abandoned by its backend
+        if slot.finish(seq, result) {
+            let waiter = slot.waiter.load(Ordering::Acquire);
+            if !waiter.is_null() {
+                unsafe { pg_sys::SetLatch(waiter) };
+            }
         }
     }
 }
@@ -217,4 +364,96 @@ pub fn pending() -> bool {
             .iter()
             .any(|s| s.state.load(Ordering::Acquire) == ASKED)
     })
+}
+
+/// Slots taken now (for `pgaadauth_stats()`): a question asked, worked on, answered or given up.
+pub fn slots_in_use() -> usize {
+    mailbox().map_or(0, |mb| {
+        mb.slots
+            .iter()
+            .filter(|s| s.state.load(Ordering::Acquire) != FREE)
+            .count()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> Box<Slot> {
+        // SAFETY: all-zero is a free slot.
+        Box::new(unsafe { std::mem::zeroed() })
+    }
+
+    /// A backend posts question `seq` (what `ask` does after claiming the slot).
+    fn post(s: &Slot, seq: u64) {
+        s.seq.store(seq, Ordering::Release);
+        s.state.store(ASKED, Ordering::Release);
+    }
+
+    #[test]
+    fn an_answer_is_collected_by_its_own_question_only() {
+        let mut s = slot();
+        post(&s, 7);
+        let taken = s.take().unwrap();
+        assert_eq!(taken, 7);
+        assert!(s.finish(taken, Ok("true".into())));
+        assert_eq!(s.answer_for(8), None, "another question's answer");
+        assert_eq!(s.answer_for(7), Some(Ok("true".into())));
+    }
+
+    #[test]
+    fn an_answer_is_never_freed_while_its_backend_waits() {
+        let mut s = slot();
+        post(&s, 1);
+        let seq = s.take().unwrap();
+        assert!(s.finish(seq, Err("no".into())));
+        // However long the worker's passes take, only the backend frees a DONE slot.
+        s.recover();
+        assert_eq!(s.state.load(Ordering::Acquire), DONE);
+        assert_eq!(s.answer_for(1), Some(Err("no".into())));
+        s.give_up(1);
+        assert_eq!(s.state.load(Ordering::Acquire), FREE);
+    }
+
+    #[test]
+    fn a_question_given_up_is_freed_in_every_state() {
+        // Before the worker takes it.
+        let mut s = slot();
+        post(&s, 1);
+        s.give_up(1);
+        assert_eq!(s.state.load(Ordering::Acquire), FREE);
+        assert_eq!(s.take(), None);
+        // While the worker works on it: the worker frees it when done.
+        post(&s, 2);
+        let seq = s.take().unwrap();
+        s.give_up(2);
+        assert_eq!(s.state.load(Ordering::Acquire), ABANDONED);
+        assert!(!s.finish(seq, Ok("late".into())));
+        assert_eq!(s.state.load(Ordering::Acquire), FREE);
+        // A stale give-up of an older question leaves a newer one alone.
+        post(&s, 3);
+        s.give_up(2);
+        assert_eq!(s.state.load(Ordering::Acquire), ASKED);
+    }
+
+    #[test]
+    fn a_restarted_worker_asks_again_and_frees_what_was_given_up() {
+        // The worker exited while working: the question is asked again, and answered.
+        let mut s = slot();
+        post(&s, 4);
+        s.take().unwrap();
+        s.recover();
+        assert_eq!(s.state.load(Ordering::Acquire), ASKED);
+        let seq = s.take().unwrap();
+        assert!(s.finish(seq, Ok("user 1".into())));
+        assert_eq!(s.answer_for(4), Some(Ok("user 1".into())));
+        // The worker exited while working and the backend gave up meanwhile: freed.
+        let s = slot();
+        post(&s, 5);
+        s.take().unwrap();
+        s.give_up(5);
+        s.recover();
+        assert_eq!(s.state.load(Ordering::Acquire), FREE);
+    }
 }

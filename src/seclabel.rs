@@ -47,16 +47,26 @@ pub fn may_manage_principals(roleid: pg_sys::Oid) -> bool {
     superuser || matches!(label_of_role(roleid), RoleLabel::Label(l) if l.admin)
 }
 
-/// Refuse, with a hint, when the current user may not manage Entra principals.
+/// Whether this session may manage Entra principals: the role it logged in as (the session
+/// user) and the role it acts as now (the current user) must both be superusers or Entra
+/// administrators. The session user is what keeps a CREATEROLE role out: on PostgreSQL 15
+/// and older it can grant itself an administrator's role and `SET ROLE` to it, which changes
+/// the current user but never the session user.
+fn session_may_manage_principals() -> bool {
+    let (session, current) = unsafe { (pg_sys::GetSessionUserId(), pg_sys::GetUserId()) };
+    may_manage_principals(session) && (current == session || may_manage_principals(current))
+}
+
+/// Refuse, with a hint, when this session may not manage Entra principals.
 pub fn require_principal_manager(what: &str) {
-    if !may_manage_principals(unsafe { pg_sys::GetUserId() }) {
+    if !session_may_manage_principals() {
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             format!("permission denied to {what}"),
             "pgaadauth",
         )
         .set_hint(
-            "Only superusers and Entra administrators (roles whose pgaadauth label has \"admin\") may manage Entra principals.",
+            "Only superusers and Entra administrators (roles whose pgaadauth label has \"admin\") may manage Entra principals, and only in sessions they logged in to themselves.",
         )
         .report(PgLogLevel::ERROR);
     }
@@ -66,7 +76,7 @@ pub fn require_principal_manager(what: &str) {
 /// (for functions whose arguments may hold a token): `log_min_error_statement` is raised to
 /// `panic` for the failing transaction, which the error then aborts (restoring it).
 pub fn require_principal_manager_quietly(what: &str) {
-    if may_manage_principals(unsafe { pg_sys::GetUserId() }) {
+    if session_may_manage_principals() {
         return;
     }
     unsafe {

@@ -283,7 +283,12 @@ fn pgaadauth_stats() -> TableIterator<'static, (name!(counter, String), name!(va
     if !monitor {
         require_principal_manager("read the pgaadauth statistics");
     }
-    TableIterator::new(crate::stats::snapshot())
+    let mut rows = crate::stats::snapshot();
+    rows.push((
+        "mailbox_slots_in_use".into(),
+        crate::mailbox::slots_in_use() as i64,
+    ));
+    TableIterator::new(rows)
 }
 
 /// Decode a token and decide it exactly as a login to `role` would (without a role: everything

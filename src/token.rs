@@ -32,24 +32,94 @@ pub struct Policy {
 pub struct CachedKey {
     pub key: PublicKey,
     pub issuer: Option<String>,
+    /// Seconds its source's refreshes have failed, when that is beyond `max_stale`.
+    pub expired: Option<i64>,
 }
 
-/// Where the validator finds the signing key named by a token's `kid`: the key, or
-/// [`Reject::UnknownKid`] / [`Reject::KeysExpired`].
+/// Where the validator finds the signing keys named by a token's `kid`: every cached key with
+/// that kid, whatever its source (two issuers may publish the same kid), or
+/// [`Reject::UnknownKid`] / [`Reject::KeysExpired`] (the latter carried by the key).
 pub trait KeyLookup {
-    fn key(&self, kid: &str) -> Result<CachedKey, Reject>;
+    fn keys(&self, kid: &str) -> Result<Vec<CachedKey>, Reject>;
 }
 
 impl KeyLookup for [PublicKey] {
-    fn key(&self, kid: &str) -> Result<CachedKey, Reject> {
-        self.iter()
-            .find(|k| k.kid == kid)
+    fn keys(&self, kid: &str) -> Result<Vec<CachedKey>, Reject> {
+        let found: Vec<CachedKey> = self
+            .iter()
+            .filter(|k| k.kid == kid)
             .map(|k| CachedKey {
                 key: k.clone(),
                 issuer: None,
+                expired: None,
             })
-            .ok_or_else(|| Reject::UnknownKid(kid.into()))
+            .collect();
+        if found.is_empty() {
+            return Err(Reject::UnknownKid(kid.into()));
+        }
+        Ok(found)
     }
+}
+
+/// The keys named by `kid` that may verify a token of issuer `iss`: those of sources serving
+/// exactly `iss` first, then those of sources serving every accepted issuer. Keys of other
+/// issuers are never used, so an issuer that publishes a colliding kid cannot lock out
+/// another one.
+fn keys_for_issuer<K: KeyLookup + ?Sized>(
+    keys: &K,
+    kid: &str,
+    iss: &str,
+) -> Result<Vec<CachedKey>, Reject> {
+    let all = keys.keys(kid)?;
+    let mut usable: Vec<CachedKey> = all
+        .iter()
+        .filter(|k| k.issuer.as_deref() == Some(iss))
+        .cloned()
+        .collect();
+    usable.extend(all.iter().filter(|k| k.issuer.is_none()).cloned());
+    if usable.is_empty() {
+        return Err(Reject::IssuerNotServedByKey {
+            iss: iss.into(),
+            kid: kid.into(),
+            served: all[0].issuer.clone().unwrap_or_default(),
+        });
+    }
+    // A key whose source has failed beyond max_stale counts only when nothing else is left.
+    if let Some(failing_for) = usable
+        .iter()
+        .map(|k| k.expired)
+        .all(|e| e.is_some())
+        .then(|| usable.iter().filter_map(|k| k.expired).min().unwrap_or(0))
+    {
+        return Err(Reject::KeysExpired {
+            kid: kid.into(),
+            failing_for,
+        });
+    }
+    usable.retain(|k| k.expired.is_none());
+    Ok(usable)
+}
+
+/// Whether `key` verifies `parts` signed with `alg`: the first reason it does not, else Ok.
+fn verify_with(parts: &Parts<'_>, key: &PublicKey, alg: Alg, kid: &str) -> Result<(), Reject> {
+    if !key.material.fits(alg) {
+        return Err(Reject::AlgKeyMismatch {
+            alg,
+            kid: kid.into(),
+            kty: key.material.kty(),
+        });
+    }
+    if let Some(key_alg) = key.alg.filter(|a| *a != alg) {
+        return Err(Reject::AlgNotKeyAlg {
+            alg,
+            kid: kid.into(),
+            key_alg,
+        });
+    }
+    if !signature_ok(parts, key, alg) {
+        return Err(Reject::BadSignature(kid.into()));
+    }
+    Ok(())
 }
 
 /// Whether a principal belongs to a group, for tokens that cannot tell (group overage, or no
@@ -87,6 +157,15 @@ pub enum Reject {
     NotCompactJws,
     HeaderNotJson,
     ClaimsNotJson,
+    /// The header or the claims name a member twice (parsers disagree on which one wins).
+    DuplicateMember {
+        part: &'static str,
+        name: String,
+    },
+    /// The header's `crit` lists extensions (RFC 7515 4.1.11): none is understood here.
+    CritNotUnderstood(String),
+    /// `exp`, `nbf` or `iat` is present but not a number.
+    TimeClaimNotNumeric(&'static str),
     TypeNotAccepted(String),
     AlgNeverAccepted(String),
     AlgNotAllowed(String),
@@ -154,9 +233,12 @@ pub enum Reject {
 }
 
 /// Every [`Reject::code`], in a stable order (statistics).
-pub const REASON_CODES: [&str; 19] = [
+pub const REASON_CODES: [&str; 22] = [
     "malformed",
     "bad_json",
+    "duplicate_member",
+    "crit",
+    "bad_time_claim",
     "bad_typ",
     "alg_not_allowed",
     "alg_key_mismatch",
@@ -182,6 +264,9 @@ impl Reject {
         match self {
             Reject::TooLong(_) | Reject::NotCompactJws => "malformed",
             Reject::HeaderNotJson | Reject::ClaimsNotJson => "bad_json",
+            Reject::DuplicateMember { .. } => "duplicate_member",
+            Reject::CritNotUnderstood(_) => "crit",
+            Reject::TimeClaimNotNumeric(_) => "bad_time_claim",
             Reject::TypeNotAccepted(_) => "bad_typ",
             Reject::AlgNeverAccepted(_) | Reject::AlgNotAllowed(_) => "alg_not_allowed",
             Reject::AlgKeyMismatch { .. } | Reject::AlgNotKeyAlg { .. } => "alg_key_mismatch",
@@ -213,6 +298,20 @@ impl fmt::Display for Reject {
             NotCompactJws => write!(
                 f,
                 "The password is not a compact JWS token (three base64url parts separated by dots)."
+            ),
+            DuplicateMember { part, name } => write!(
+                f,
+                "The token {part} names the member \"{}\" more than once.",
+                s(name)
+            ),
+            CritNotUnderstood(list) => write!(
+                f,
+                "The token header lists critical extensions ({}) in \"crit\"; none is understood.",
+                s(list)
+            ),
+            TimeClaimNotNumeric(name) => write!(
+                f,
+                "The token claim \"{name}\" is not a number."
             ),
             HeaderNotJson => write!(f, "The token header is not a JSON object."),
             ClaimsNotJson => write!(f, "The token claims are not a JSON object."),
@@ -342,6 +441,23 @@ pub fn log_safe(s: &str) -> String {
     out
 }
 
+/// Text from outside (an identity provider's URLs, error bodies, directory answers) made safe
+/// for the server log, whole: every control character becomes a visible escape (`\n`,
+/// `\u{1b}`), so nothing from outside can start a log line of its own.
+pub fn escape_log_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The three parts of a compact JWS, each checked to be non-empty base64url.
 struct Parts<'a> {
     header: &'a str,
@@ -373,14 +489,17 @@ fn split(token: &str) -> Result<Parts<'_>, Reject> {
 }
 
 /// A base64url part holding a JSON object: not base64url → not a compact JWS; not a JSON
-/// object → `err`.
-fn json_object(part: &str, err: Reject) -> Result<Map<String, Value>, Reject> {
+/// object → `err`; an object (at any depth) naming a member twice → [`Reject::DuplicateMember`].
+fn json_object(part: &str, err: Reject, which: &'static str) -> Result<Map<String, Value>, Reject> {
     let bytes = URL_SAFE_NO_PAD
         .decode(part)
         .map_err(|_| Reject::NotCompactJws)?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(err),
+    match crate::strict_json::parse_object(&bytes) {
+        Ok(m) => Ok(m),
+        Err(crate::strict_json::Error::Duplicate(name)) => {
+            Err(Reject::DuplicateMember { part: which, name })
+        }
+        Err(crate::strict_json::Error::Invalid) => Err(err),
     }
 }
 
@@ -412,8 +531,16 @@ fn signature_ok(parts: &Parts<'_>, key: &PublicKey, alg: Alg) -> bool {
     .unwrap_or(false)
 }
 
-fn numeric(claims: &Map<String, Value>, name: &str) -> Option<i64> {
-    claims.get(name)?.as_f64().map(|v| v.floor() as i64)
+/// A NumericDate claim: absent → `None`; present but not a number → refused.
+fn numeric(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, Reject> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .as_f64()
+            .filter(|f| f.is_finite())
+            .map(|f| Some(f.floor() as i64))
+            .ok_or(Reject::TimeClaimNotNumeric(name)),
+    }
 }
 
 fn string<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
@@ -429,10 +556,12 @@ fn check_group_member(
     membership: &dyn Membership,
 ) -> Result<(), Reject> {
     let listed = claims.get("groups").and_then(Value::as_array);
+    // Group ids are GUIDs: an entry that is not one never names the group, whatever its text.
+    let group_id = normalize_guid(group);
     if listed.is_some_and(|l| {
         l.iter()
             .filter_map(Value::as_str)
-            .any(|g| same_id(g, group))
+            .any(|g| group_id.is_some() && normalize_guid(g) == group_id)
     }) {
         return Ok(());
     }
@@ -491,8 +620,11 @@ pub fn validate<K: KeyLookup + ?Sized>(
         return Err(Reject::TooLong(token.len()));
     }
     let parts = split(token)?;
-    let header = json_object(parts.header, Reject::HeaderNotJson)?;
-    let claims = json_object(parts.claims, Reject::ClaimsNotJson)?;
+    let header = json_object(parts.header, Reject::HeaderNotJson, "header")?;
+    let claims = json_object(parts.claims, Reject::ClaimsNotJson, "claims")?;
+    if let Some(crit) = header.get("crit") {
+        return Err(Reject::CritNotUnderstood(crit.to_string()));
+    }
 
     // Header: type, algorithm, key.
     if let Some(typ) = header.get("typ") {
@@ -513,40 +645,30 @@ pub fn validate<K: KeyLookup + ?Sized>(
         .and_then(Value::as_str)
         .filter(|k| !k.is_empty())
         .ok_or(Reject::MissingKid)?;
-    let CachedKey {
-        key,
-        issuer: served,
-    } = keys.key(kid)?;
-    if !key.material.fits(alg) {
-        return Err(Reject::AlgKeyMismatch {
-            alg,
-            kid: kid.into(),
-            kty: key.material.kty(),
-        });
-    }
-    if let Some(key_alg) = key.alg.filter(|a| *a != alg) {
-        return Err(Reject::AlgNotKeyAlg {
-            alg,
-            kid: kid.into(),
-            key_alg,
-        });
-    }
-    if !signature_ok(&parts, &key, alg) {
-        return Err(Reject::BadSignature(kid.into()));
-    }
-
-    // Claims: issuer, audience, time.
+    // The issuer (not yet verified) only selects the keys that may verify the token; after
+    // the signature it is checked like every other claim.
     let iss = string(&claims, "iss").ok_or(Reject::MissingIssuer)?;
     if !policy.issuers.iter().any(|i| i == iss) {
         return Err(Reject::IssuerNotAccepted(iss.into()));
     }
-    if let Some(served) = served.filter(|s| s != iss) {
-        return Err(Reject::IssuerNotServedByKey {
-            iss: iss.into(),
-            kid: kid.into(),
-            served,
-        });
+    let candidates = keys_for_issuer(keys, kid, iss)?;
+    let mut first_failure = None;
+    for candidate in &candidates {
+        match verify_with(&parts, &candidate.key, alg, kid) {
+            Ok(()) => {
+                first_failure = None;
+                break;
+            }
+            Err(why) => {
+                first_failure.get_or_insert(why);
+            }
+        }
     }
+    if let Some(why) = first_failure {
+        return Err(why);
+    }
+
+    // Claims: audience, time.
     let audiences: Vec<&str> = match claims.get("aud") {
         Some(Value::String(a)) => vec![a.as_str()],
         Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).collect(),
@@ -563,16 +685,16 @@ pub fn validate<K: KeyLookup + ?Sized>(
             audiences.iter().map(|a| a.to_string()).collect(),
         ));
     }
-    let exp = numeric(&claims, "exp").ok_or(Reject::MissingExp)?;
+    let exp = numeric(&claims, "exp")?.ok_or(Reject::MissingExp)?;
     if now > exp.saturating_add(policy.clock_skew) {
         return Err(Reject::Expired { exp, now });
     }
-    if let Some(nbf) = numeric(&claims, "nbf") {
+    if let Some(nbf) = numeric(&claims, "nbf")? {
         if nbf > now.saturating_add(policy.clock_skew) {
             return Err(Reject::NotYetValid { nbf, now });
         }
     }
-    if let Some(iat) = numeric(&claims, "iat") {
+    if let Some(iat) = numeric(&claims, "iat")? {
         if iat > now.saturating_add(policy.clock_skew) {
             return Err(Reject::IssuedInFuture { iat, now });
         }
@@ -718,6 +840,85 @@ mod tests {
 
     fn b64(v: &str) -> String {
         URL_SAFE_NO_PAD.encode(v)
+    }
+
+    #[test]
+    fn outside_text_never_starts_a_log_line() {
+        let text = "bad\n2026-11-23 LOG:  forged\r\u{1b}[31m\u{85}end\ttab";
+        let safe = escape_log_text(text);
+        assert!(!safe.chars().any(char::is_control), "{safe}");
+        assert_eq!(
+            safe,
+            "bad\\n2026-11-23 LOG:  forged\\r\\u{1b}[31m\\u{85}end\\ttab"
+        );
+        assert_eq!(
+            escape_log_text("https://ok.example/keys"),
+            "https://ok.example/keys"
+        );
+    }
+
+    #[test]
+    fn crit_header_is_refused() {
+        let mut h = Header::new(jsonwebtoken::Algorithm::RS256);
+        h.kid = Some("rsa1".into());
+        let mut header = serde_json::to_value(&h).unwrap();
+        header["crit"] = json!(["exp-ext"]);
+        header["exp-ext"] = json!(true);
+        let t = raw(&header, &b64(&claims().to_string()), "c2ln");
+        assert_eq!(
+            check(&t),
+            Err(Reject::CritNotUnderstood(r#"["exp-ext"]"#.into()))
+        );
+    }
+
+    #[test]
+    fn non_numeric_time_claims_are_refused() {
+        for name in ["nbf", "iat", "exp"] {
+            for bad in [json!("1900000000"), json!(null), json!([1]), json!(true)] {
+                let t = with(|c| {
+                    c.insert(name.into(), bad.clone());
+                });
+                assert_eq!(
+                    check(&t),
+                    Err(Reject::TimeClaimNotNumeric(name)),
+                    "{name}={bad}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn duplicate_members_are_refused() {
+        // Claims naming "oid" twice, properly signed: which oid counts is ambiguous.
+        let other = "00000000-0000-4000-8000-000000000000";
+        let c = claims().to_string();
+        let dup = format!("{},\"oid\":\"{other}\"}}", &c[..c.len() - 1]);
+        let header = json!({"alg": "RS256", "kid": "rsa1", "typ": "JWT"}).to_string();
+        let signing_input = format!("{}.{}", b64(&header), b64(&dup));
+        let key = EncodingKey::from_rsa_pem(RSA1.as_bytes()).unwrap();
+        let sig = jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &key,
+            jsonwebtoken::Algorithm::RS256,
+        )
+        .unwrap();
+        let t = format!("{signing_input}.{sig}");
+        assert_eq!(
+            check(&t),
+            Err(Reject::DuplicateMember {
+                part: "claims",
+                name: "oid".into()
+            })
+        );
+        let dup_header = r#"{"alg":"RS256","kid":"rsa1","alg":"RS256"}"#;
+        let t = format!("{}.{}.{sig}", b64(dup_header), b64(&c));
+        assert_eq!(
+            check(&t),
+            Err(Reject::DuplicateMember {
+                part: "header",
+                name: "alg".into()
+            })
+        );
     }
 
     #[test]
@@ -886,14 +1087,96 @@ mod tests {
         assert_eq!(check(&t), Err(Reject::MissingIssuer));
     }
 
+    /// Two issuers' key sets, each publishing a different key under the same kid "rsa1".
+    struct Colliding {
+        first: &'static str,
+        second: &'static str,
+        second_expired: Option<i64>,
+    }
+    impl KeyLookup for Colliding {
+        fn keys(&self, kid: &str) -> Result<Vec<CachedKey>, Reject> {
+            let rsa1 = keys()[0].clone();
+            let mut rsa2 = parse_jwks(jwks_of(&[RSA2_JWK]).as_bytes()).unwrap().keys[0].clone();
+            rsa2.kid = "rsa1".into();
+            if kid != "rsa1" {
+                return Err(Reject::UnknownKid(kid.into()));
+            }
+            Ok(vec![
+                CachedKey {
+                    key: rsa1,
+                    issuer: Some(self.first.into()),
+                    expired: None,
+                },
+                CachedKey {
+                    key: rsa2,
+                    issuer: Some(self.second.into()),
+                    expired: self.second_expired,
+                },
+            ])
+        }
+    }
+
+    /// Two issuers whose key sets publish the same kid: each one's tokens verify with its own
+    /// key, and neither can lock the other out.
+    #[test]
+    fn issuers_sharing_a_kid_each_log_in() {
+        const OTHER: &str = "https://login.microsoftonline.com/other/v2.0";
+        let mut p = policy();
+        p.issuers.push(OTHER.into());
+        p.tenant_id = None;
+        let lookup = Colliding {
+            first: ISS,
+            second: OTHER,
+            second_expired: None,
+        };
+        let run = |t: &str, keys: &Colliding| validate(t, keys, &NoDirectory, &p, &label(), NOW);
+        // Issuer 1 signs with rsa1's private key, issuer 2 with rsa2's, both naming kid rsa1.
+        let first = sign(&claims());
+        let mut c = claims();
+        c["iss"] = json!(OTHER);
+        let second = sign_with(jsonwebtoken::Algorithm::RS256, "rsa1", RSA2, &c);
+        assert!(run(&first, &lookup).is_ok());
+        assert!(run(&second, &lookup).is_ok());
+        // The same key pairs listed the other way round.
+        let swapped = Colliding {
+            first: OTHER,
+            second: ISS,
+            second_expired: None,
+        };
+        assert_eq!(
+            run(&first, &swapped),
+            Err(Reject::BadSignature("rsa1".into()))
+        );
+        // A token of issuer 2 signed by issuer 1's key is not accepted as issuer 2's.
+        let cross = sign_with(jsonwebtoken::Algorithm::RS256, "rsa1", RSA1, &c);
+        assert_eq!(
+            run(&cross, &lookup),
+            Err(Reject::BadSignature("rsa1".into()))
+        );
+        // Only issuer 2's source is past max_stale: issuer 1 is unaffected.
+        let stale = Colliding {
+            first: ISS,
+            second: OTHER,
+            second_expired: Some(999),
+        };
+        assert!(run(&first, &stale).is_ok());
+        assert!(matches!(
+            run(&second, &stale),
+            Err(Reject::KeysExpired {
+                failing_for: 999,
+                ..
+            })
+        ));
+    }
+
     /// Keys from an issuer's own discovery document verify only that issuer's tokens.
     #[test]
     fn key_only_serves_its_sources_issuer() {
         struct FromOtherIssuer(Vec<PublicKey>);
         impl KeyLookup for FromOtherIssuer {
-            fn key(&self, kid: &str) -> Result<CachedKey, Reject> {
-                let mut k = self.0.as_slice().key(kid)?;
-                k.issuer = Some("https://other.example/".into());
+            fn keys(&self, kid: &str) -> Result<Vec<CachedKey>, Reject> {
+                let mut k = self.0.as_slice().keys(kid)?;
+                k[0].issuer = Some("https://other.example/".into());
                 Ok(k)
             }
         }
@@ -1095,6 +1378,29 @@ mod tests {
     }
 
     #[test]
+    fn groups_entries_that_are_not_guids_never_name_the_group() {
+        let dir = FakeDirectory(0.into(), Ok(false));
+        for entry in [
+            format!("{{{GROUP}}}"),
+            format!(" {GROUP}"),
+            format!("{GROUP}\u{0}"),
+            format!("{GROUP}x"),
+            GROUP.replace('-', ""),
+        ] {
+            let r = group_login(
+                |c| {
+                    c.insert("groups".into(), json!([entry]));
+                },
+                &dir,
+            );
+            assert!(
+                matches!(r, Err(Reject::NotGroupMember { .. })),
+                "{entry:?}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
     fn group_member_by_claim() {
         let dir = FakeDirectory(0.into(), Ok(false));
         let v = group_login(
@@ -1204,6 +1510,12 @@ mod tests {
             NotCompactJws,
             HeaderNotJson,
             ClaimsNotJson,
+            DuplicateMember {
+                part: "header",
+                name: String::new(),
+            },
+            CritNotUnderstood(String::new()),
+            TimeClaimNotNumeric("nbf"),
             TypeNotAccepted(String::new()),
             AlgNeverAccepted(String::new()),
             AlgNotAllowed(String::new()),

@@ -4,13 +4,12 @@
 //! fetched at start, then every `pgaadauth.refresh_interval` (or the provider's max-age within
 //! bounds), after failures with capped exponential backoff, and at once when a login with an
 //! unknown kid or `pgaadauth_refresh_jwks()` asks. It never holds the table's lock while it
-//! talks to the network. If it dies, the postmaster restarts it and the cached keys stay.
+//! talks to the network, and never talks to the directory (the directory worker does). If it
+//! dies, the postmaster restarts it and the cached keys stay.
 
 use crate::config::KeySource;
-use crate::directory;
 use crate::http::Fetcher;
 use crate::jwks::{parse_discovery, parse_jwks, PublicKey};
-use crate::mailbox::{self, Question};
 use crate::stats::{self, Counter};
 use crate::{keytable, schedule, settings};
 use pgrx::bgworkers::{
@@ -19,7 +18,10 @@ use pgrx::bgworkers::{
 use pgrx::{pg_guard, pg_sys};
 use std::time::Duration;
 
+/// The key worker and the directory worker: separate processes, so that a slow directory never
+/// delays a key refresh and a stalled key fetch never delays a directory answer.
 pub fn register() {
+    crate::directory_worker::register();
     BackgroundWorkerBuilder::new("pgaadauth key worker")
         .set_type("pgaadauth key worker")
         .set_library("pgaadauth")
@@ -69,7 +71,11 @@ fn fetch_source(
     let fetched = fetcher.get(&url)?;
     let set = parse_jwks(&fetched.body).map_err(|e| format!("{url}: {e}"))?;
     for why in &set.skipped {
-        pgrx::log!("pgaadauth: skipped a signing key from {url}: {why}");
+        pgrx::log!(
+            "pgaadauth: skipped a signing key from {}: {}",
+            crate::token::escape_log_text(&url),
+            crate::token::escape_log_text(why)
+        );
     }
     let mut keys: Vec<PublicKey> = Vec::with_capacity(set.keys.len());
     for key in set.keys {
@@ -111,7 +117,7 @@ fn refresh(sources: &[KeySource], forced: bool) {
         } else {
             Counter::KeyFetchesFailed
         });
-        if let Err(why) = stored {
+        if let Err(why) = stored.map_err(|e| crate::token::escape_log_text(&e)) {
             let failures = keytable::source_state(i).map_or(0, |s| s.consecutive_failures) + 1;
             let next = now + schedule::after_failure(failures, &timing);
             keytable::record_failure(i, &why, now, next);
@@ -126,104 +132,12 @@ fn refresh(sources: &[KeySource], forced: bool) {
     }
 }
 
-fn new_fetcher() -> Result<Fetcher, String> {
+pub(crate) fn new_fetcher() -> Result<Fetcher, String> {
     Fetcher::new(
         settings::http_timeout(),
         &settings::text(&settings::CA_FILE),
         settings::ALLOW_HTTP.get(),
     )
-}
-
-/// The directory as the worker uses it, with its own access token cached until a minute before
-/// it expires. Neither the token nor the secret is ever logged.
-#[derive(Default)]
-struct DirectorySession {
-    token: Option<(String, i64)>,
-}
-
-impl DirectorySession {
-    fn access_token(&mut self, fetcher: &Fetcher) -> Result<String, String> {
-        let now = unix_now();
-        if let Some((token, expires_at)) = &self.token {
-            if *expires_at - 60 > now {
-                return Ok(token.clone());
-            }
-        }
-        let credential = settings::directory_credential().ok_or(
-            "no directory is configured: set pgaadauth.client_id and pgaadauth.client_secret_file, or pgaadauth.managed_identity_endpoint",
-        )??;
-        let graph = settings::text(&settings::GRAPH_ENDPOINT);
-        let (status, body) = fetcher.send(&directory::token_request(&credential, &graph))?;
-        if status != 200 {
-            return Err(format!(
-                "the directory's token endpoint answered HTTP status {status}"
-            ));
-        }
-        let (token, expires_in) = directory::parse_token_response(&body)?;
-        self.token = Some((token.clone(), now + expires_in));
-        Ok(token)
-    }
-
-    /// Send a directory request; a 401 drops the cached token for the next question.
-    fn send(
-        &mut self,
-        fetcher: &Fetcher,
-        request: &directory::Request,
-    ) -> Result<(u16, Vec<u8>), String> {
-        let (status, body) = fetcher.send(request)?;
-        if status == 401 {
-            self.token = None;
-        }
-        Ok((status, body))
-    }
-
-    fn answer(
-        &mut self,
-        fetcher: &Fetcher,
-        question: Question,
-        arg1: &str,
-        arg2: &str,
-    ) -> Result<String, String> {
-        let token = self.access_token(fetcher)?;
-        let graph = settings::text(&settings::GRAPH_ENDPOINT);
-        match question {
-            Question::Resolve => {
-                let mut matches = Vec::new();
-                for (kind, request) in directory::lookup_requests(&graph, arg1, &token) {
-                    let (status, body) = self.send(fetcher, &request)?;
-                    matches.push((kind, directory::parse_lookup(status, &body)?));
-                }
-                let (kind, oid) = directory::resolve(arg1, &matches)?;
-                Ok(format!("{} {oid}", kind.as_str()))
-            }
-            Question::Membership => {
-                let request = directory::membership_request(&graph, arg1, arg2, &token);
-                let (status, body) = self.send(fetcher, &request)?;
-                let is_member = directory::parse_membership(status, &body, arg2)?;
-                let now = unix_now();
-                let ttl = i64::from(settings::GROUP_CACHE_TTL.get());
-                mailbox::cache_membership(arg1, arg2, is_member, now, now + ttl);
-                Ok(is_member.to_string())
-            }
-        }
-    }
-}
-
-/// Answer the backends' directory questions.
-fn serve_mailbox(session: &mut DirectorySession) {
-    if !mailbox::pending() {
-        return;
-    }
-    let fetcher = new_fetcher();
-    mailbox::serve(unix_now(), |question, arg1, arg2| {
-        stats::bump(Counter::DirectoryCalls);
-        let fetcher = fetcher.as_ref().map_err(String::clone)?;
-        let answer = session.answer(fetcher, question, arg1, arg2);
-        if answer.is_err() {
-            stats::bump(Counter::DirectoryFailures);
-        }
-        answer
-    });
 }
 
 #[pg_guard]
@@ -233,9 +147,7 @@ pub extern "C-unwind" fn pgaadauth_key_worker_main(_arg: pg_sys::Datum) {
     keytable::set_worker_latch();
     let mut sources = configured_sources();
     keytable::sync_sources(&sources);
-    let mut session = DirectorySession::default();
     loop {
-        serve_mailbox(&mut session);
         let requested = keytable::take_requests();
         refresh(&sources, requested.is_some());
         if let Some(serving) = requested {
@@ -246,7 +158,7 @@ pub extern "C-unwind" fn pgaadauth_key_worker_main(_arg: pg_sys::Datum) {
             None => Duration::from_secs(settings::timing().refresh_interval as u64),
         };
         // A request that arrived during the round is served at once.
-        let wait = if keytable::take_requests().is_some() || mailbox::pending() {
+        let wait = if keytable::take_requests().is_some() {
             Duration::ZERO
         } else {
             wait
@@ -256,7 +168,6 @@ pub extern "C-unwind" fn pgaadauth_key_worker_main(_arg: pg_sys::Datum) {
         }
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            session = DirectorySession::default(); // the credential may have changed
             let configured = configured_sources();
             if configured != sources {
                 sources = configured;

@@ -54,12 +54,10 @@ pub fn base_dir() -> PathBuf {
     std::env::temp_dir().join("pgaadauth-e2e")
 }
 
+/// A port for a server: reserved for this test process, so no other test takes it (see
+/// `ports`).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    crate::ports::reserve()
 }
 
 /// Stop clusters left behind by test processes that no longer run.

@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpListener;
+use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -85,6 +86,8 @@ struct Directory {
     /// (group id, member id)
     members: Vec<(String, String)>,
     failing: bool,
+    /// Directory answers wait this long first (a stalled directory).
+    stall: Option<std::time::Duration>,
     issued: usize,
 }
 
@@ -104,6 +107,14 @@ pub struct Idp {
     pub port: u16,
     state: Arc<Mutex<State>>,
     tls: bool,
+    listener: Arc<TcpListener>,
+}
+
+const SHUT_RD: i32 = 0;
+
+unsafe extern "C" {
+    fn shutdown(fd: i32, how: i32) -> i32;
+    fn listen(fd: i32, backlog: i32) -> i32;
 }
 
 /// The test CA that signed the provider's TLS certificate (for 127.0.0.1), and another CA.
@@ -155,67 +166,72 @@ impl Idp {
     }
 
     fn start_with(keys: &[&Key], mode: Mode, tls: Option<Arc<rustls::ServerConfig>>) -> Idp {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .expect("bind test identity provider")
-            .local_addr()
-            .unwrap()
-            .port();
+        // The port is this provider's for the life of the test process: going `Down` stops
+        // listening on the same socket, which keeps the port bound, so nobody else can take it.
+        let port = crate::ports::reserve();
+        let listener =
+            Arc::new(TcpListener::bind(("127.0.0.1", port)).expect("bind provider port"));
+        listener.set_nonblocking(true).unwrap();
         let state = Arc::new(Mutex::new(State {
             published: keys.iter().map(|k| k.jwk).collect(),
             requests: Vec::new(),
-            mode,
+            mode: Mode::Normal,
             max_age: None,
             directory: Directory::default(),
         }));
         let shared = state.clone();
         let with_tls = tls.is_some();
-        // The acceptor holds the listening socket only while the provider is not `Down`.
-        std::thread::spawn(move || {
-            let mut listener: Option<TcpListener> = None;
-            loop {
-                let down = shared.lock().unwrap().mode == Mode::Down;
-                if down {
-                    listener = None;
-                } else if listener.is_none() {
-                    let l = TcpListener::bind(("127.0.0.1", port)).expect("rebind provider port");
-                    l.set_nonblocking(true).unwrap();
-                    listener = Some(l);
+        let accepting = listener.clone();
+        std::thread::spawn(move || loop {
+            // While `Down` the socket does not listen and accept fails at once.
+            match accepting.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    let state = shared.clone();
+                    let tls = tls.clone();
+                    std::thread::spawn(move || match tls {
+                        None => serve(stream, port, "http", &state),
+                        Some(config) => {
+                            let Ok(conn) = rustls::ServerConnection::new(config) else {
+                                return;
+                            };
+                            serve(
+                                rustls::StreamOwned::new(conn, stream),
+                                port,
+                                "https",
+                                &state,
+                            )
+                        }
+                    });
                 }
-                match listener.as_ref().map(|l| l.accept()) {
-                    Some(Ok((stream, _))) => {
-                        stream.set_nonblocking(false).unwrap();
-                        let state = shared.clone();
-                        let tls = tls.clone();
-                        std::thread::spawn(move || match tls {
-                            None => serve(stream, port, "http", &state),
-                            Some(config) => {
-                                let Ok(conn) = rustls::ServerConnection::new(config) else {
-                                    return;
-                                };
-                                serve(
-                                    rustls::StreamOwned::new(conn, stream),
-                                    port,
-                                    "https",
-                                    &state,
-                                )
-                            }
-                        });
-                    }
-                    _ => std::thread::sleep(std::time::Duration::from_millis(2)),
-                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
             }
         });
-        Idp {
+        let idp = Idp {
             port,
             state,
             tls: with_tls,
-        }
+            listener,
+        };
+        idp.set_mode(mode);
+        idp
     }
 
+    /// Change how the provider answers. `Down` stops listening (connections are refused) but
+    /// keeps the port bound; leaving `Down` listens again on the same socket.
     pub fn set_mode(&self, mode: Mode) {
-        self.state.lock().unwrap().mode = mode;
-        // Let the acceptor notice before the caller goes on.
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut s = self.state.lock().unwrap();
+        let fd = self.listener.as_raw_fd();
+        if mode == Mode::Down && s.mode != Mode::Down {
+            // SAFETY: our own socket. On Linux, shutting down a listening socket's read side
+            // stops listening and resets queued connections; a socket bound to an explicit
+            // port keeps that port.
+            assert_eq!(unsafe { shutdown(fd, SHUT_RD) }, 0, "stop listening");
+        } else if mode != Mode::Down && s.mode == Mode::Down {
+            // SAFETY: our own, bound socket.
+            assert_eq!(unsafe { listen(fd, 128) }, 0, "listen again");
+        }
+        s.mode = mode;
     }
 
     /// Send `Cache-Control: max-age=N` with key sets.
@@ -285,6 +301,11 @@ impl Idp {
         self.state.lock().unwrap().directory.failing = failing;
     }
 
+    /// Make every directory answer wait `stall` first (or answer at once again).
+    pub fn dir_set_stall(&self, stall: Option<std::time::Duration>) {
+        self.state.lock().unwrap().directory.stall = stall;
+    }
+
     /// Requests whose path contains `part`.
     pub fn count(&self, part: &str) -> usize {
         self.requests().iter().filter(|p| p.contains(part)).count()
@@ -335,6 +356,10 @@ fn serve(mut stream: impl Read + Write, port: u16, scheme: &str, state: &Mutex<S
             .max_age
             .map(|a| format!("Cache-Control: public, max-age={a}\r\n"));
         if let Some((status, body)) = answer {
+            if let Some(pause) = s.directory.stall {
+                drop(s);
+                std::thread::sleep(pause);
+            }
             (status, body, None, false)
         } else if let Some(prefix) = path.strip_suffix("/.well-known/openid-configuration") {
             let issuer = format!("{scheme}://127.0.0.1:{port}{prefix}");
@@ -403,6 +428,18 @@ pub fn claims(issuer: &str, oid: &str) -> Value {
         "aud": AUDIENCE, "iss": issuer, "iat": now - 10, "nbf": now - 10, "exp": now + 3600,
         "tid": TENANT, "oid": oid, "upn": "someone@contoso.example", "amr": ["pwd"], "ver": "2.0",
     })
+}
+
+/// `key` published under another kid (two issuers' key sets naming different keys alike).
+pub fn renamed(key: &Key, kid: &'static str) -> Key {
+    let mut jwk: Value = serde_json::from_str(key.jwk).unwrap();
+    jwk["kid"] = json!(kid);
+    Key {
+        kid,
+        alg: key.alg,
+        jwk: Box::leak(jwk.to_string().into_boxed_str()),
+        pem: key.pem,
+    }
 }
 
 /// Sign `claims` with `key`, naming it by `kid` in the header.
@@ -545,6 +582,8 @@ fn directory_answer(d: &mut Directory, r: &Incoming) -> Option<(u16, String)> {
         .strip_prefix("/v1.0/directoryObjects/")
         .and_then(|r| r.strip_suffix("/checkMemberGroups"))
     {
+        let member = percent_decode(member);
+        let member = member.as_str();
         if !d.objects.iter().any(|o| o.id == member) {
             return Some((
                 404,

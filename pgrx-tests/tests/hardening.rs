@@ -1,0 +1,454 @@
+//! Findings of an adversarial read, each tried for real: issuers sharing a kid, a stalled
+//! directory beside a key rotation (and a stalled key fetch beside a directory question),
+//! waits that end at authentication_timeout and statement_timeout, a CREATEROLE role that
+//! tries to become an Entra administrator, the method asked of unlabelled roles with
+//! password_auth off, and the group cache with long non-GUID principals.
+
+use pgaadauth_e2e::cluster::{private_file, Cluster};
+use pgaadauth_e2e::idp::{
+    claims, mint, renamed, Idp, Mode, CLIENT_ID, CLIENT_SECRET, RSA1, RSA2, TENANT,
+};
+use postgres::error::SqlState;
+use serde_json::json;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+const USER: &str = "5a5a5a5a-1111-4222-8333-000000000001";
+const GROUP: &str = "6b6b6b6b-1111-4222-8333-000000000002";
+const MEMBER: &str = "7c7c7c7c-1111-4222-8333-000000000003";
+
+/// A provider with a directory (client credentials), and a cluster using both.
+fn with_directory(name: &str, extra: &[(&str, &str)]) -> (Idp, Cluster) {
+    let idp = Idp::start(&[&RSA1]);
+    idp.dir_add(USER, "user", "user@contoso.example");
+    idp.dir_add(MEMBER, "user", "member@contoso.example");
+    idp.dir_add(GROUP, "group", "Stalled Group");
+    idp.dir_add_member(GROUP, MEMBER);
+    let secret = private_file(&format!("{name}-secret"), &format!("{CLIENT_SECRET}\n"));
+    let mut settings = vec![
+        ("pgaadauth.tenant_id", TENANT.to_string()),
+        ("pgaadauth.authority_host", idp.base()),
+        ("pgaadauth.graph_endpoint", idp.base()),
+        ("pgaadauth.client_id", CLIENT_ID.to_string()),
+        ("pgaadauth.client_secret_file", secret.display().to_string()),
+        ("pgaadauth.allow_http", "on".to_string()),
+    ];
+    settings.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let pg = Cluster::start(name, &settings);
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('user1', '{USER}', 'user', false, false)"
+    ));
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('grp', '{GROUP}', 'group', false, false)"
+    ));
+    let first = mint(&RSA1, &claims(&idp.entra_issuer(), USER));
+    assert!(
+        Cluster::wait_for(Duration::from_secs(20), || pg
+            .connect("user1", &first)
+            .is_ok()),
+        "{}",
+        pg.log()
+    );
+    (idp, pg)
+}
+
+/// A member's token whose groups did not fit (overage): the directory decides.
+fn overage_token(idp: &Idp, oid: &str) -> String {
+    let mut c = claims(&idp.entra_issuer(), oid);
+    c["_claim_names"] = json!({"groups": "src1"});
+    mint(&RSA1, &c)
+}
+
+fn slots_in_use(pg: &Cluster) -> String {
+    pg.sql("SELECT value FROM pgaadauth_stats() WHERE counter = 'mailbox_slots_in_use'")
+}
+
+#[test]
+fn issuers_publishing_the_same_kid_both_log_in() {
+    // Two providers (two tenants, or one provider behind two names), each signing with its
+    // own key, both calling it "shared".
+    let a_key = renamed(&RSA1, "shared");
+    let b_key = renamed(&RSA2, "shared");
+    let a = Idp::start(&[&a_key]);
+    let b = Idp::start(&[&b_key]);
+    let (a_iss, b_iss) = (format!("{}/a", a.base()), format!("{}/b", b.base()));
+    let pg = Cluster::start(
+        "sharedkid",
+        &[
+            ("pgaadauth.issuers", format!("{a_iss}, {b_iss}")),
+            ("pgaadauth.allow_http", "on".into()),
+        ],
+    );
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('user1', '{USER}', 'user', false, false)"
+    ));
+    let a_token = mint(&a_key, &claims(&a_iss, USER));
+    let b_token = mint(&b_key, &claims(&b_iss, USER));
+    assert!(
+        Cluster::wait_for(Duration::from_secs(20), || pg
+            .connect("user1", &a_token)
+            .is_ok()),
+        "{}",
+        pg.log()
+    );
+    assert!(
+        Cluster::wait_for(Duration::from_secs(20), || pg
+            .connect("user1", &b_token)
+            .is_ok()),
+        "{}",
+        pg.log()
+    );
+    // Each issuer's key verifies only its own tokens: b's claims signed with a's key fail.
+    let crossed = mint(&a_key, &claims(&b_iss, USER));
+    let err = pg.connect("user1", &crossed).err().expect("refused");
+    assert_eq!(
+        err.as_db_error().unwrap().code(),
+        &SqlState::INVALID_PASSWORD
+    );
+    let detail = pg.failure_detail("user1").unwrap();
+    assert!(detail.contains("does not verify"), "{detail}");
+}
+
+#[test]
+fn a_stalled_directory_never_delays_a_key_rotation_nor_a_stalled_key_fetch_a_directory_answer() {
+    let (idp, pg) = with_directory(
+        "stalls",
+        &[
+            ("pgaadauth.http_timeout", "30s"),
+            ("pgaadauth.kid_miss_wait", "3s"),
+            ("pgaadauth.min_refresh_interval", "1s"),
+        ],
+    );
+    // A group login waits for the stalled directory (30 s) in the background.
+    idp.dir_set_stall(Some(Duration::from_secs(30)));
+    let overage = overage_token(&idp, MEMBER);
+    let port = pg.port;
+    let waiting = std::thread::spawn(move || {
+        postgres::Config::new()
+            .host("127.0.0.1")
+            .port(port)
+            .user("grp")
+            .password(overage)
+            .dbname("postgres")
+            .connect(postgres::NoTls)
+            .is_ok()
+    });
+    assert!(Cluster::wait_for(Duration::from_secs(10), || idp
+        .count("checkMemberGroups")
+        > 0));
+    // Meanwhile the provider rotates to a new key: a token signed with it logs in within
+    // kid_miss_wait.
+    idp.publish(&[&RSA1, &RSA2]);
+    let rotated = mint(&RSA2, &claims(&idp.entra_issuer(), USER));
+    let start = Instant::now();
+    pg.connect("user1", &rotated)
+        .unwrap_or_else(|e| panic!("rotated key during a directory stall: {e}\n{}", pg.log()));
+    let took = start.elapsed();
+    println!("login with a just-rotated key while the directory stalls: {took:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    // The other way round: key fetches stall, a directory question is answered at once.
+    idp.dir_set_stall(None);
+    idp.set_mode(Mode::Stall);
+    let unknown =
+        pgaadauth_e2e::idp::mint_as(&RSA1, Some("nope"), &claims(&idp.entra_issuer(), USER));
+    let port = pg.port;
+    let kid_miss = std::thread::spawn(move || {
+        let _ = postgres::Config::new()
+            .host("127.0.0.1")
+            .port(port)
+            .user("user1")
+            .password(unknown)
+            .dbname("postgres")
+            .connect(postgres::NoTls);
+    });
+    assert!(Cluster::wait_for(Duration::from_secs(10), || idp
+        .requests()
+        .iter()
+        .filter(|p| p.ends_with("/keys"))
+        .count()
+        >= 3));
+    let start = Instant::now();
+    pg.sql("SELECT pgaadauth_create_principal('member@contoso.example', false, false)");
+    let took = start.elapsed();
+    println!("directory answer while a key fetch stalls: {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    idp.set_mode(Mode::Normal);
+    kid_miss.join().unwrap();
+    let _ = waiting.join();
+}
+
+#[test]
+fn waits_end_at_authentication_timeout_and_statement_timeout() {
+    let (idp, pg) = with_directory(
+        "timeouts",
+        &[
+            ("pgaadauth.http_timeout", "20s"),
+            ("authentication_timeout", "2s"),
+        ],
+    );
+    // A login waiting for the directory ends at authentication_timeout, not after 3 x 20 s.
+    idp.dir_set_stall(Some(Duration::from_secs(25)));
+    let start = Instant::now();
+    let login = pg.connect("grp", &overage_token(&idp, MEMBER));
+    let took = start.elapsed();
+    assert!(login.is_err());
+    println!("login waiting for a stalled directory ended after {took:?}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    assert!(
+        Cluster::wait_for(Duration::from_secs(5), || pg
+            .log()
+            .contains("canceling authentication due to timeout")),
+        "{}",
+        pg.log()
+    );
+
+    // create_principal ends at statement_timeout and on cancel.
+    let start = Instant::now();
+    let err = pg
+        .try_sql(
+            "postgres",
+            "SET statement_timeout = '1s'; SELECT pgaadauth_create_principal('user@contoso.example', false, false)",
+        )
+        .expect_err("statement timeout");
+    assert!(err.contains("statement timeout"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // refresh_jwks ends at statement_timeout while the key set stalls.
+    idp.set_mode(Mode::Stall);
+    let start = Instant::now();
+    let err = pg
+        .try_sql(
+            "postgres",
+            "SET statement_timeout = '1s'; SELECT pgaadauth_refresh_jwks()",
+        )
+        .expect_err("statement timeout");
+    assert!(err.contains("statement timeout"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    idp.set_mode(Mode::Normal);
+
+    // Every question given up is freed once the worker is done with it.
+    idp.dir_set_stall(None);
+    assert!(
+        Cluster::wait_for(Duration::from_secs(60), || slots_in_use(&pg) == "0"),
+        "slots in use: {}",
+        slots_in_use(&pg)
+    );
+    // And the directory answers again.
+    pg.connect("grp", &overage_token(&idp, MEMBER))
+        .expect("a member logs in once the directory answers");
+}
+
+#[test]
+fn a_login_waiting_for_the_directory_ends_at_fast_shutdown() {
+    let (idp, pg) = with_directory("shutdown", &[("pgaadauth.http_timeout", "20s")]);
+    idp.dir_set_stall(Some(Duration::from_secs(25)));
+    let port = pg.port;
+    let token = overage_token(&idp, MEMBER);
+    let waiting = std::thread::spawn(move || {
+        let _ = postgres::Config::new()
+            .host("127.0.0.1")
+            .port(port)
+            .user("grp")
+            .password(token)
+            .dbname("postgres")
+            .connect(postgres::NoTls);
+    });
+    assert!(Cluster::wait_for(Duration::from_secs(10), || idp
+        .count("checkMemberGroups")
+        > 0));
+    let start = Instant::now();
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(pg.bindir().join("pg_ctl"))
+        .args(["stop", "-m", "fast", "-t", "60", "-D"])
+        .arg(pg.dir.join("data"))
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("fast shutdown with a login waiting for the directory: {took:?}");
+    // The directory worker itself is in a 20 s request; the login must not add its 60 s wait.
+    assert!(took < Duration::from_secs(25), "{took:?}");
+    waiting.join().unwrap();
+}
+
+#[test]
+fn createrole_cannot_make_itself_an_entra_administrator() {
+    let pg = Cluster::start(
+        "createrole",
+        &[
+            ("pgaadauth.tenant_id", TENANT.into()),
+            ("pgaadauth.jwks_uri", "http://127.0.0.1:1/keys".into()),
+            ("pgaadauth.allow_http", "on".into()),
+        ],
+    );
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('entra-admin', '{USER}', 'user', true, false)"
+    ));
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('entra-user', '{MEMBER}', 'user', false, false)"
+    ));
+    pg.sql("CREATE ROLE mallory LOGIN CREATEROLE PASSWORD 'mallory-secret'");
+    let mut mallory = pg
+        .connect("mallory", "mallory-secret")
+        .expect("password login");
+    // PostgreSQL 15 and older let CREATEROLE grant itself any non-superuser role; 16 does not.
+    let granted = mallory
+        .batch_execute("GRANT \"entra-admin\" TO mallory")
+        .is_ok();
+    if granted {
+        mallory
+            .batch_execute("SET ROLE \"entra-admin\"")
+            .expect("SET ROLE to a granted role");
+    }
+    println!("GRANT of the administrator's role to itself: {granted}");
+    for attempt in [
+        format!(
+            "SELECT pgaadauth_create_principal_with_oid('evil', '{GROUP}', 'user', true, false)"
+        ),
+        "DROP ROLE \"entra-user\"".to_string(),
+        "SECURITY LABEL FOR pgaadauth ON ROLE \"entra-user\" IS NULL".to_string(),
+        format!(
+            "SECURITY LABEL FOR pgaadauth ON ROLE mallory IS 'aadauth,oid={GROUP},type=user,admin'"
+        ),
+        "SELECT pgaadauth_refresh_jwks()".to_string(),
+    ] {
+        let err = mallory.batch_execute(&attempt).expect_err(&attempt);
+        assert_eq!(
+            err.as_db_error().map(|d| d.code()),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{attempt}: {err}"
+        );
+    }
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_roles WHERE rolname IN ('evil', 'entra-user')"),
+        "1"
+    );
+    // The administrator itself, in its own session (here: a superuser acting as it, which
+    // both judge), still may.
+    pg.sql(&format!(
+        "SET SESSION AUTHORIZATION \"entra-admin\"; SELECT pgaadauth_create_principal_with_oid('by-admin', '{GROUP}', 'group', false, false)"
+    ));
+}
+
+/// The first authentication request the server sends for `user`: 3 = cleartext password,
+/// 10 = SASL (SCRAM), 5 = MD5.
+fn first_auth_request(port: u16, user: &str) -> i32 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608i32.to_be_bytes()); // protocol 3.0
+    for (k, v) in [("user", user), ("database", "postgres")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    msg.extend_from_slice(&body);
+    s.write_all(&msg).unwrap();
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], b'R', "not an authentication request");
+    i32::from_be_bytes(head[5..9].try_into().unwrap())
+}
+
+#[test]
+fn password_auth_off_never_asks_an_unlabelled_role_for_its_password_in_clear() {
+    let pg = Cluster::start(
+        "noclear",
+        &[
+            ("pgaadauth.tenant_id", TENANT.into()),
+            ("pgaadauth.jwks_uri", "http://127.0.0.1:1/keys".into()),
+            ("pgaadauth.allow_http", "on".into()),
+            ("pgaadauth.password_auth", "off".into()),
+        ],
+    );
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('entra-user', '{USER}', 'user', false, false)"
+    ));
+    pg.sql("CREATE ROLE judy LOGIN PASSWORD 'judy-secret'");
+    assert_eq!(first_auth_request(pg.port, "entra-user"), 3, "a token");
+    assert_eq!(
+        first_auth_request(pg.port, "judy"),
+        10,
+        "SCRAM, never cleartext"
+    );
+    assert_eq!(first_auth_request(pg.port, "nobody"), 10, "as for judy");
+    let err = pg.connect("judy", "judy-secret").err().expect("refused");
+    assert_eq!(
+        err.as_db_error().unwrap().code(),
+        &SqlState::INVALID_PASSWORD
+    );
+    let detail = pg.failure_detail("judy").unwrap();
+    assert!(
+        detail.contains("pgaadauth.password_auth is off"),
+        "{detail}"
+    );
+    // psql (libpq) too: refused after a SCRAM exchange.
+    let (ok, out) = pg.psql_login("judy", Some("judy-secret"), "SELECT 1");
+    assert!(
+        !ok && out.contains("password authentication failed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_group_cache_never_matches_a_prefix_of_a_long_principal() {
+    // Principals named by upn: a long one is a member; one whose upn is its first 64 bytes
+    // is not (and is unknown to the directory).
+    let long = format!("{}@contoso.example", "l".repeat(70));
+    let prefix = long[..64].to_string();
+    let (idp, pg) = with_directory(
+        "prefix",
+        &[
+            ("pgaadauth.principal_claim", "upn"),
+            ("pgaadauth.group_cache_ttl", "300s"),
+        ],
+    );
+    idp.dir_add(&long, "user", &long);
+    idp.dir_add_member(GROUP, &long);
+    let token = |upn: &str| {
+        let mut c = claims(&idp.entra_issuer(), USER);
+        c["upn"] = json!(upn);
+        c["_claim_names"] = json!({"groups": "src1"});
+        mint(&RSA1, &c)
+    };
+    pg.connect("grp", &token(&long))
+        .expect("the long member logs in (and is cached)");
+    let err = pg.connect("grp", &token(&prefix)).err().expect("refused");
+    assert_eq!(
+        err.as_db_error().unwrap().code(),
+        &SqlState::INVALID_PASSWORD
+    );
+    let detail = pg.failure_detail("grp").unwrap();
+    assert!(
+        detail.contains("could not be learned from the directory")
+            || detail.contains("is not a member"),
+        "{detail}"
+    );
+    // A value longer than a directory question holds is refused, never cut.
+    let huge = format!("{}@contoso.example", "h".repeat(300));
+    let err = pg.connect("grp", &token(&huge)).err().expect("refused");
+    assert_eq!(
+        err.as_db_error().unwrap().code(),
+        &SqlState::INVALID_PASSWORD
+    );
+    let detail = pg.failure_detail("grp").unwrap();
+    assert!(detail.contains("longer than the 256 bytes"), "{detail}");
+}
