@@ -30,6 +30,8 @@ mod worker;
 
 #[cfg(test)]
 mod bench;
+#[cfg(test)]
+mod proptests;
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
 
