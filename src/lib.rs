@@ -30,10 +30,10 @@ mod worker;
 
 #[cfg(test)]
 mod bench;
-#[cfg(test)]
-mod proptests;
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
+#[cfg(test)]
+mod proptests;
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;

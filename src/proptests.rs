@@ -88,7 +88,9 @@ fn any_json() -> impl Strategy<Value = Value> {
 
 /// Claims close to valid ones: each member kept, dropped or replaced by anything.
 fn near_claims() -> impl Strategy<Value = Value> {
-    let names = ["iss", "aud", "exp", "nbf", "iat", "oid", "tid", "groups", "amr"];
+    let names = [
+        "iss", "aud", "exp", "nbf", "iat", "oid", "tid", "groups", "amr",
+    ];
     prop::collection::vec((0u8..3, any_json()), names.len()).prop_map(move |choices| {
         let base = good_claims();
         let mut out = serde_json::Map::new();

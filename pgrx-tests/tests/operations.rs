@@ -52,10 +52,15 @@ impl World {
         ));
     }
 
+    /// A token for `role` with claims of `extra` set (`null`: the claim removed).
     fn token(&self, role: &str, extra: Value) -> String {
         let mut c = claims(&self.idp.entra_issuer(), &oid_for(role));
         for (k, v) in extra.as_object().unwrap() {
-            c[k] = v.clone();
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
         }
         mint(&RSA1, &c)
     }
@@ -318,6 +323,12 @@ fn validate_token_agrees_with_the_login_decision() {
             "missing_exp",
         ),
         (
+            "v_exp_text",
+            "",
+            with("v_exp_text", json!({"exp": "tomorrow"})),
+            "bad_time_claim",
+        ),
+        (
             "v_expired",
             "",
             with("v_expired", json!({"exp": now - 1000})),
@@ -464,7 +475,8 @@ fn stats_counters_move() {
     assert!(grew("password_logins_accepted") >= 1);
     assert!(grew("password_logins_rejected") >= 1);
     assert!(after["key_fetches_ok"] >= 1);
-    assert_eq!(after.len(), 29, "{after:?}");
+    assert_eq!(after.len(), 33, "{after:?}");
+    assert_eq!(after["mailbox_slots_in_use"], 0, "no directory question in flight");
     // pg_monitor members may read them too.
     w.pg.sql("CREATE ROLE watcher LOGIN PASSWORD 'w-secret' IN ROLE pg_monitor");
     let mut watcher = w.pg.connect("watcher", "w-secret").unwrap();
