@@ -485,7 +485,7 @@ fn stats_counters_move() {
             .query("SELECT * FROM pgaadauth_stats()", &[])
             .unwrap()
             .len()
-            == 29
+            == 33
     );
 }
 
