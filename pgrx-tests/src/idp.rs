@@ -100,6 +100,8 @@ struct State {
     requests: Vec<String>,
     mode: Mode,
     max_age: Option<u32>,
+    /// A `jwks_uri` for discovery documents to name instead of the provider's own.
+    jwks_uri: Option<String>,
     directory: Directory,
 }
 
@@ -177,6 +179,7 @@ impl Idp {
             requests: Vec::new(),
             mode: Mode::Normal,
             max_age: None,
+            jwks_uri: None,
             directory: Directory::default(),
         }));
         let shared = state.clone();
@@ -232,6 +235,11 @@ impl Idp {
             assert_eq!(unsafe { listen(fd, 128) }, 0, "listen again");
         }
         s.mode = mode;
+    }
+
+    /// Make discovery documents name `uri` as their `jwks_uri` (a hostile provider).
+    pub fn set_discovery_jwks_uri(&self, uri: &str) {
+        self.state.lock().unwrap().jwks_uri = Some(uri.into());
     }
 
     /// Send `Cache-Control: max-age=N` with key sets.
@@ -363,7 +371,8 @@ fn serve(mut stream: impl Read + Write, port: u16, scheme: &str, state: &Mutex<S
             (status, body, None, false)
         } else if let Some(prefix) = path.strip_suffix("/.well-known/openid-configuration") {
             let issuer = format!("{scheme}://127.0.0.1:{port}{prefix}");
-            let doc = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")});
+            let jwks_uri = s.jwks_uri.clone().unwrap_or(format!("{issuer}/keys"));
+            let doc = json!({"issuer": issuer, "jwks_uri": jwks_uri});
             (200, doc.to_string(), None, false)
         } else if path.ends_with("/keys") {
             let keys = format!("{{\"keys\":[{}]}}", s.published.join(","));

@@ -476,7 +476,10 @@ fn stats_counters_move() {
     assert!(grew("password_logins_rejected") >= 1);
     assert!(after["key_fetches_ok"] >= 1);
     assert_eq!(after.len(), 33, "{after:?}");
-    assert_eq!(after["mailbox_slots_in_use"], 0, "no directory question in flight");
+    assert_eq!(
+        after["mailbox_slots_in_use"], 0,
+        "no directory question in flight"
+    );
     // pg_monitor members may read them too.
     w.pg.sql("CREATE ROLE watcher LOGIN PASSWORD 'w-secret' IN ROLE pg_monitor");
     let mut watcher = w.pg.connect("watcher", "w-secret").unwrap();

@@ -1,6 +1,7 @@
 //! Connection-rate benchmark: pgbench -C (a new connection per transaction) against
 //! - trust and SCRAM on a server without pgaadauth,
 //! - token logins (a ~2.5 KB RS256 token) on servers with pgaadauth, audit lines on and off,
+//!   and with 10 or 10,000 Entra roles in the catalog,
 //!
 //! alternating the configurations within each round, for 1 and 2 clients; prints medians and
 //! ratios, the identity provider's requests during the token runs, and pgaadauth's shared memory.
@@ -108,7 +109,8 @@ fn main() {
         .collect();
 
     let idp = Idp::start(&[&RSA1]);
-    let aad = |name: &str, log: &str| {
+    // A pgaadauth server whose catalog holds `roles` Entra principals (bench_user among them).
+    let aad = |name: &str, log: &str, roles: u32| {
         let pg = Cluster::start(
             name,
             &[
@@ -121,10 +123,16 @@ fn main() {
         pg.sql(&format!(
             "SELECT pgaadauth_create_principal_with_oid('bench_user', '{OID}', 'user', false, false)"
         ));
+        pg.sql(&format!(
+            "SELECT count(pgaadauth_create_principal_with_oid('entra_' || i, md5(i::text)::uuid::text, 'user', false, false)) \
+             FROM generate_series(2, {roles}) AS i"
+        ));
         pg
     };
-    // One pgaadauth server for both audit settings: log_logins is switched by reload.
-    let aad_pg = aad("bench-token", "all");
+    // One pgaadauth server for both audit settings (log_logins is switched by reload), with 10
+    // Entra roles; another with 10,000 (audit lines on in both).
+    let aad_pg = aad("bench-token", "all", 10);
+    let many_pg = aad("bench-token-10k", "all", 10_000);
     let plain = Cluster::start_plain(
         "bench-plain",
         "host all scram_user 127.0.0.1/32 scram-sha-256\nhost all all 127.0.0.1/32 trust\n",
@@ -143,13 +151,15 @@ fn main() {
         }
         pad += 50;
     };
-    assert!(
-        Cluster::wait_for(Duration::from_secs(20), || aad_pg
-            .connect("bench_user", &token)
-            .is_ok()),
-        "no keys: {}",
-        aad_pg.log()
-    );
+    for pg in [&aad_pg, &many_pg] {
+        assert!(
+            Cluster::wait_for(Duration::from_secs(20), || pg
+                .connect("bench_user", &token)
+                .is_ok()),
+            "no keys: {}",
+            pg.log()
+        );
+    }
 
     let script = std::env::temp_dir().join("pgaadauth-bench-select1.sql");
     std::fs::write(&script, "SELECT 1;\n").unwrap();
@@ -180,6 +190,13 @@ fn main() {
             name: "token, log_logins=none",
             log_logins: Some("none"),
             port: aad_pg.port,
+            user: "bench_user",
+            password: Some(token.clone()),
+        },
+        Config {
+            name: "token, 10,000 roles",
+            log_logins: None,
+            port: many_pg.port,
             user: "bench_user",
             password: Some(token.clone()),
         },
@@ -245,6 +262,10 @@ fn main() {
         println!(
             "  audit line cost          {:>7.1} %   goal <= 5 %  (log_logins none vs all)",
             (paired(3, 2) - 1.0) * 100.0
+        );
+        println!(
+            "  10,000 roles / 10 roles  {:>8.2}   goal >= 0.95 (token logins, audit on)",
+            paired(4, 2)
         );
         println!(
             "  cost of a token login over trust: {:.3} ms per connection (from the medians)",
