@@ -85,7 +85,15 @@ pub fn decide_token(token: &str, label: &Label) -> Result<Verified, (Reject, Str
         )
     };
     let result = check();
-    if !matches!(result, Err(Reject::UnknownKid(_))) {
+    // An unknown kid, or a kid that only another issuer's key set holds: perhaps this
+    // issuer's new key (issuers may name keys alike).
+    let key_miss = |r: &Result<Verified, Reject>| {
+        matches!(
+            r,
+            Err(Reject::UnknownKid(_)) | Err(Reject::IssuerNotServedByKey { .. })
+        )
+    };
+    if !key_miss(&result) {
         return result.map_err(|r| (r, String::new()));
     }
     // Perhaps a new signing key: have the worker refresh (once for every login waiting now,
@@ -111,7 +119,7 @@ pub fn decide_token(token: &str, label: &Label) -> Result<Verified, (Reject, Str
     };
     result.map_err(|r| {
         let mut note = note.to_string();
-        if !matches!(r, Reject::UnknownKid(_)) {
+        if !matches!(r, Reject::UnknownKid(_) | Reject::IssuerNotServedByKey { .. }) {
             note.clear();
         } else if keytable::key_count() == 0 {
             note.push_str(" No signing keys are cached yet; see the pgaadauth key worker's messages in this log.");

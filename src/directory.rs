@@ -11,6 +11,9 @@ pub struct Request {
     pub headers: Vec<(&'static str, String)>,
     /// `application/x-www-form-urlencoded` or JSON body, when there is one.
     pub body: Option<(&'static str, String)>,
+    /// Plain http is fine without `pgaadauth.allow_http`: only the managed identity token
+    /// request to the instance metadata service (which carries no secret).
+    pub plain_http_ok: bool,
 }
 
 /// How the server proves itself to the directory.
@@ -66,6 +69,7 @@ pub fn token_request(credential: &Credential, graph_endpoint: &str) -> Request {
                     encode(&format!("{graph}/.default"))
                 ),
             )),
+            plain_http_ok: false,
         },
         Credential::ManagedIdentity { endpoint } => {
             let sep = if endpoint.contains('?') { '&' } else { '?' };
@@ -77,6 +81,7 @@ pub fn token_request(credential: &Credential, graph_endpoint: &str) -> Request {
                 ),
                 headers: vec![("Metadata", "true".into())],
                 body: None,
+                plain_http_ok: crate::config::is_instance_metadata(endpoint),
             }
         }
     }
@@ -107,6 +112,7 @@ fn get(url: String, token: &str) -> Request {
         url,
         headers: vec![("Authorization", format!("Bearer {token}"))],
         body: None,
+        plain_http_ok: false,
     }
 }
 
@@ -233,6 +239,7 @@ pub fn membership_request(graph_endpoint: &str, member: &str, group: &str, token
             "application/json",
             serde_json::json!({ "groupIds": [group] }).to_string(),
         )),
+        plain_http_ok: false,
     }
 }
 
@@ -293,6 +300,20 @@ mod tests {
             .url
             .ends_with("token?api-version=2018-02-01&resource=https%3A%2F%2Fgraph.microsoft.com"));
         assert_eq!(r.headers, vec![("Metadata", "true".to_string())]);
+        assert!(
+            r.plain_http_ok,
+            "the instance metadata service is plain http by design"
+        );
+        // Any other plain-http endpoint, and every Graph request, needs pgaadauth.allow_http.
+        let elsewhere = Credential::ManagedIdentity {
+            endpoint: "http://127.0.0.1:40342/msi/token".into(),
+        };
+        assert!(!token_request(&elsewhere, GRAPH).plain_http_ok);
+        let graph_on_imds = "http://169.254.169.254";
+        assert!(!membership_request(graph_on_imds, "m", "g", "t").plain_http_ok);
+        assert!(!lookup_requests(graph_on_imds, "a@b.example", "t")
+            .iter()
+            .any(|(_, r)| r.plain_http_ok));
     }
 
     #[test]

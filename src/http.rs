@@ -71,9 +71,9 @@ impl Fetcher {
     /// Send `request`: its status and body (at most [`MAX_BODY`] bytes).
     pub fn send(&self, request: &crate::directory::Request) -> Result<(u16, Vec<u8>), String> {
         let url = &request.url;
-        // Directory requests include the managed identity token request, which may go to the
-        // instance metadata service over plain http without pgaadauth.allow_http.
-        let http_ok = self.allow_http || crate::config::is_instance_metadata(url);
+        // The managed identity token request may go to the instance metadata service over
+        // plain http without pgaadauth.allow_http; nothing else may.
+        let http_ok = self.allow_http || request.plain_http_ok;
         crate::config::check_url(url, http_ok)?;
         let shown = url.split('?').next().unwrap_or(url);
         let result = match (request.method, &request.body) {

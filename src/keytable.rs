@@ -444,28 +444,28 @@ pub fn refresh_and_wait(
         return Refresh::NoWorker;
     };
     let before = h.generation.load(Ordering::Acquire);
-    let ticket = {
-        let Some(t) = exclusive() else {
-            return Refresh::NoWorker;
-        };
-        if t.0.worker_latch.is_null() {
-            return Refresh::NoWorker;
-        }
-        let requests = t.0.requests.load(Ordering::Acquire);
-        if rate_limit && requests > t.0.served.load(Ordering::Acquire) {
-            requests // a login's refresh is already on its way: wait for the same one
-        } else if rate_limit && !schedule::forced_refresh_allowed(t.0.last_forced, now, timing) {
-            return Refresh::RateLimited;
-        } else {
-            if rate_limit {
-                t.0.last_forced = now;
+    let deadline = std::time::Instant::now() + wait;
+    let mut now = now;
+    let ticket = loop {
+        match ask_for_refresh(now, timing, rate_limit) {
+            Asked::Ticket(ticket) => break ticket,
+            Asked::NoWorker => return Refresh::NoWorker,
+            // A refresh ran less than min_refresh_interval ago (perhaps for a forged kid): the
+            // next one may start when the interval is over. Wait for that if it comes before
+            // the deadline, so that a new key is not refused for someone else's refresh.
+            Asked::RateLimited { opens_at } => {
+                let opens_in = std::time::Duration::from_secs((opens_at - now).max(0) as u64);
+                if std::time::Instant::now() + opens_in > deadline {
+                    return Refresh::RateLimited;
+                }
+                if h.generation.load(Ordering::Acquire) != before {
+                    return Refresh::Changed;
+                }
+                crate::wait::nap_until(deadline, std::time::Duration::from_millis(20));
+                now = crate::worker::unix_now();
             }
-            t.0.requests.fetch_add(1, Ordering::AcqRel);
-            unsafe { pg_sys::SetLatch(t.0.worker_latch) };
-            requests + 1
         }
     };
-    let deadline = std::time::Instant::now() + wait;
     loop {
         if h.generation.load(Ordering::Acquire) != before {
             return Refresh::Changed;
@@ -479,6 +479,41 @@ pub fn refresh_and_wait(
         // The worker does not know who waits: look every 5 ms (interrupts honoured).
         crate::wait::nap_until(deadline, std::time::Duration::from_millis(5));
     }
+}
+
+enum Asked {
+    /// The refresh round to wait for.
+    Ticket(u64),
+    /// No refresh may start before `opens_at` (Unix seconds).
+    RateLimited {
+        opens_at: i64,
+    },
+    NoWorker,
+}
+
+/// Join the refresh a login already asked for, or ask for a new one if allowed.
+fn ask_for_refresh(now: i64, timing: &Timing, rate_limit: bool) -> Asked {
+    let Some(t) = exclusive() else {
+        return Asked::NoWorker;
+    };
+    if t.0.worker_latch.is_null() {
+        return Asked::NoWorker;
+    }
+    let requests = t.0.requests.load(Ordering::Acquire);
+    if rate_limit && requests > t.0.served.load(Ordering::Acquire) {
+        return Asked::Ticket(requests); // a login's refresh is on its way: wait for the same one
+    }
+    if rate_limit && !schedule::forced_refresh_allowed(t.0.last_forced, now, timing) {
+        return Asked::RateLimited {
+            opens_at: t.0.last_forced + timing.min_refresh_interval,
+        };
+    }
+    if rate_limit {
+        t.0.last_forced = now;
+    }
+    t.0.requests.fetch_add(1, Ordering::AcqRel);
+    unsafe { pg_sys::SetLatch(t.0.worker_latch) };
+    Asked::Ticket(requests + 1)
 }
 
 /// One row of `pgaadauth_jwks_status()`: a cached key, or a source that has none.

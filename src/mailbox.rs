@@ -9,7 +9,7 @@
 
 use crate::keytable::Text;
 use pgrx::pg_sys;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const SLOTS: usize = 16;
@@ -47,6 +47,8 @@ struct Slot {
     answered: AtomicU64,
     /// The asking backend's latch, set when the answer is in.
     waiter: AtomicPtr<pg_sys::Latch>,
+    /// Unix milliseconds after which its backend no longer waits: the worker skips it.
+    deadline_ms: AtomicI64,
     question: u8,
     ok: bool,
     arg1: Text<MAX_NAME>,
@@ -99,6 +101,12 @@ pub(crate) unsafe fn startup() {
 fn mailbox() -> Option<&'static mut Mailbox> {
     // SAFETY: set once in the postmaster before any child is forked.
     unsafe { (*std::ptr::addr_of!(MAILBOX)).as_mut() }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 // ---- backends ---------------------------------------------------------------------------
@@ -261,6 +269,8 @@ pub fn ask(question: Question, arg1: &str, arg2: &str, wait: Duration) -> Result
     slot.arg2.set(arg2);
     slot.waiter
         .store(unsafe { pg_sys::MyLatch }, Ordering::Release);
+    slot.deadline_ms
+        .store(unix_ms() + wait.as_millis() as i64, Ordering::Release);
     slot.seq.store(seq, Ordering::Release);
     unsafe { MINE = Some((index, seq)) };
     let asking = Asking { index, seq };
@@ -347,7 +357,12 @@ pub fn serve(mut answer: impl FnMut(Question, &str, &str) -> Result<String, Stri
         } else {
             Question::Membership
         };
-        let result = answer(question, slot.arg1.get(), slot.arg2.get());
+        // A question whose backend stopped waiting costs no directory request.
+        let result = if slot.deadline_ms.load(Ordering::Acquire) < unix_ms() {
+            Err("the question waited longer than its backend".to_string())
+        } else {
+            answer(question, slot.arg1.get(), slot.arg2.get())
+        };
         if slot.finish(seq, result) {
             let waiter = slot.waiter.load(Ordering::Acquire);
             if !waiter.is_null() {

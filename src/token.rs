@@ -652,20 +652,20 @@ pub fn validate<K: KeyLookup + ?Sized>(
         return Err(Reject::IssuerNotAccepted(iss.into()));
     }
     let candidates = keys_for_issuer(keys, kid, iss)?;
-    let mut first_failure = None;
-    for candidate in &candidates {
+    let mut verified = false;
+    let mut first_failure = Reject::UnknownKid(kid.into());
+    for (i, candidate) in candidates.iter().enumerate() {
         match verify_with(&parts, &candidate.key, alg, kid) {
             Ok(()) => {
-                first_failure = None;
+                verified = true;
                 break;
             }
-            Err(why) => {
-                first_failure.get_or_insert(why);
-            }
+            Err(why) if i == 0 => first_failure = why,
+            Err(_) => {}
         }
     }
-    if let Some(why) = first_failure {
-        return Err(why);
+    if !verified {
+        return Err(first_failure);
     }
 
     // Claims: audience, time.

@@ -21,7 +21,6 @@ use std::time::Duration;
 /// The key worker and the directory worker: separate processes, so that a slow directory never
 /// delays a key refresh and a stalled key fetch never delays a directory answer.
 pub fn register() {
-    crate::directory_worker::register();
     BackgroundWorkerBuilder::new("pgaadauth key worker")
         .set_type("pgaadauth key worker")
         .set_library("pgaadauth")
@@ -30,6 +29,8 @@ pub fn register() {
         .set_start_time(BgWorkerStartTime::PostmasterStart)
         .set_restart_time(Some(Duration::from_secs(1)))
         .load();
+    // Second: when max_worker_processes is short, the key worker (every login needs it) wins.
+    crate::directory_worker::register();
 }
 
 pub fn unix_now() -> i64 {

@@ -530,3 +530,37 @@ fn text_from_the_provider_never_starts_a_log_line() {
         "{log}"
     );
 }
+
+#[test]
+fn a_forged_kid_refresh_does_not_make_a_new_key_wait_for_the_next_rotation() {
+    let idp = Idp::start(&[&RSA1]);
+    let pg = Cluster::start(
+        "forgedfirst",
+        &[
+            ("pgaadauth.tenant_id", TENANT.into()),
+            ("pgaadauth.authority_host", idp.base()),
+            ("pgaadauth.allow_http", "on".into()),
+            ("pgaadauth.min_refresh_interval", "2s".into()),
+            ("pgaadauth.kid_miss_wait", "5s".into()),
+        ],
+    );
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('user1', '{USER}', 'user', false, false)"
+    ));
+    let iss = idp.entra_issuer();
+    let first = mint(&RSA1, &claims(&iss, USER));
+    assert!(Cluster::wait_for(Duration::from_secs(20), || pg
+        .connect("user1", &first)
+        .is_ok()));
+    // A forged kid spends the refresh allowance; the provider rotates right after.
+    let forged = pgaadauth_e2e::idp::mint_as(&RSA1, Some("forged"), &claims(&iss, USER));
+    assert!(pg.connect("user1", &forged).is_err());
+    idp.publish(&[&RSA1, &RSA2]);
+    let start = Instant::now();
+    pg.connect("user1", &mint(&RSA2, &claims(&iss, USER)))
+        .unwrap_or_else(|e| panic!("new key refused after a forged kid's refresh: {e}"));
+    println!(
+        "new key accepted {:?} after a forged kid's refresh",
+        start.elapsed()
+    );
+}
