@@ -60,7 +60,7 @@ fn free_port() -> u16 {
     crate::ports::reserve()
 }
 
-/// Stop clusters left behind by test processes that no longer run.
+/// Stop clusters, and remove files, left behind by test processes that no longer run.
 fn reap_stale(bin: &Path) {
     let Ok(entries) = fs::read_dir(base_dir()) else {
         return;
@@ -69,11 +69,15 @@ fn reap_stale(bin: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         let owner = name.rsplit('-').next().unwrap_or("");
         if !owner.is_empty() && !Path::new(&format!("/proc/{owner}")).exists() {
-            let _ = as_postgres(&bin.join("pg_ctl"))
-                .args(["stop", "-m", "immediate", "-D"])
-                .arg(e.path().join("data"))
-                .output();
-            let _ = fs::remove_dir_all(e.path());
+            if e.path().is_dir() {
+                let _ = as_postgres(&bin.join("pg_ctl"))
+                    .args(["stop", "-m", "immediate", "-D"])
+                    .arg(e.path().join("data"))
+                    .output();
+                let _ = fs::remove_dir_all(e.path());
+            } else {
+                let _ = fs::remove_file(e.path()); // a private_file of a finished test run
+            }
         }
     }
 }

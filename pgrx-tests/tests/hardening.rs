@@ -196,6 +196,8 @@ fn waits_end_at_authentication_timeout_and_statement_timeout() {
         "timeouts",
         &[
             ("pgaadauth.http_timeout", "20s"),
+            ("pgaadauth.kid_miss_wait", "30s"),
+            ("pgaadauth.min_refresh_interval", "1s"),
             ("authentication_timeout", "2s"),
         ],
     );
@@ -240,6 +242,25 @@ fn waits_end_at_authentication_timeout_and_statement_timeout() {
         )
         .expect_err("statement timeout");
     assert!(err.contains("statement timeout"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    // validate_token with an unknown kid waits for a refresh (kid_miss_wait 30 s): it too ends
+    // at statement_timeout.
+    std::thread::sleep(Duration::from_millis(1100)); // past min_refresh_interval
+    let unknown =
+        pgaadauth_e2e::idp::mint_as(&RSA1, Some("new"), &claims(&idp.entra_issuer(), USER));
+    let start = Instant::now();
+    let err = pg
+        .try_sql(
+            "postgres",
+            &format!("SET statement_timeout = '1s'; SELECT pgaadauth_validate_token('{unknown}', 'user1')"),
+        )
+        .expect_err("statement timeout");
+    assert!(err.contains("statement timeout"), "{err}");
+    assert!(!err.contains(&unknown), "the token in an error: {err}");
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "{:?}",

@@ -101,7 +101,8 @@ fn children(postmaster: &str) -> Vec<(String, u64, u64, String)> {
         .filter_map(|l| {
             let mut it = l.split_whitespace();
             let pid = it.next()?.to_string();
-            let age = it.next()?.parse().ok()?;
+            // A process forked within the last instant may show a wrapped-around age: skip it.
+            let age = it.next()?.parse().ok().filter(|a| *a < 86_400)?;
             let rss = it.next()?.parse().ok()?;
             Some((pid, age, rss, it.collect::<Vec<_>>().join(" ")))
         })
