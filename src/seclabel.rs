@@ -72,13 +72,11 @@ pub fn require_principal_manager(what: &str) {
     }
 }
 
-/// As [`require_principal_manager`], but the error leaves the statement out of the server log
-/// (for functions whose arguments may hold a token): `log_min_error_statement` is raised to
-/// `panic` for the failing transaction, which the error then aborts (restoring it).
+/// As [`require_principal_manager`], for functions whose arguments may hold a token: from here
+/// to the end of the transaction no error logs its statement (`log_min_error_statement` is
+/// raised to `panic` for the transaction), whether it is this refusal, a cancel, or
+/// `statement_timeout` while the function waits for a key refresh.
 pub fn require_principal_manager_quietly(what: &str) {
-    if session_may_manage_principals() {
-        return;
-    }
     unsafe {
         pg_sys::set_config_option(
             c"log_min_error_statement".as_ptr(),

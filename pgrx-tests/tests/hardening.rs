@@ -262,6 +262,10 @@ fn waits_end_at_authentication_timeout_and_statement_timeout() {
     assert!(err.contains("statement timeout"), "{err}");
     assert!(!err.contains(&unknown), "the token in an error: {err}");
     assert!(
+        !pg.log().contains(&unknown[unknown.len() - 40..]),
+        "the token reached the server log"
+    );
+    assert!(
         start.elapsed() < Duration::from_secs(5),
         "{:?}",
         start.elapsed()

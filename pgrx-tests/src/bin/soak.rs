@@ -26,10 +26,9 @@ const GROUP: &str = "50a50000-1111-4222-8333-000000000003";
 const MEMBER: &str = "50a50000-1111-4222-8333-000000000004";
 const OUTSIDER: &str = "50a50000-1111-4222-8333-000000000005";
 const AUTH_TIMEOUT: u64 = 4;
-/// A backend still authenticating this long after authentication_timeout counts as stuck (the
-/// margin absorbs the fork and startup-packet time before the timeout starts, on 2 busy cores;
-/// a backend that sleeps through the timeout stays far longer).
-const STUCK_MARGIN: u64 = 2;
+/// `ps` counts whole seconds: a backend is stuck when it is still authenticating more than one
+/// second after authentication_timeout.
+const STUCK_MARGIN: u64 = 1;
 
 /// What a login attempt must come to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
