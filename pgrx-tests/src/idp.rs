@@ -170,9 +170,9 @@ impl Idp {
     fn start_with(keys: &[&Key], mode: Mode, tls: Option<Arc<rustls::ServerConfig>>) -> Idp {
         // The port is this provider's for the life of the test process: going `Down` stops
         // listening on the same socket, which keeps the port bound, so nobody else can take it.
-        let port = crate::ports::reserve();
-        let listener =
-            Arc::new(TcpListener::bind(("127.0.0.1", port)).expect("bind provider port"));
+        // The socket that proved the port free is the one that serves: it is never unbound.
+        let listener = Arc::new(crate::ports::listener());
+        let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let state = Arc::new(Mutex::new(State {
             published: keys.iter().map(|k| k.jwk).collect(),

@@ -41,8 +41,22 @@ fn candidates() -> impl Iterator<Item = u16> {
     (0..pool.len()).map(move |i| pool[(start + i) % pool.len()])
 }
 
-/// Reserve a port for this process: locked for us, and not in use by anything else now.
+/// Reserve a port for this process: locked for us, and not in use by anything else now. For a
+/// server that binds it itself (PostgreSQL).
 pub fn reserve() -> u16 {
+    let (port, probe) = reserve_bound();
+    drop(probe);
+    port
+}
+
+/// A listening socket on a reserved port, for a server of the test process itself (the test
+/// identity provider): the socket that proved the port free is the one kept, so there is no
+/// moment at which the port is unbound.
+pub fn listener() -> TcpListener {
+    reserve_bound().1
+}
+
+fn reserve_bound() -> (u16, TcpListener) {
     let dir = std::env::temp_dir().join("pgaadauth-e2e-ports");
     fs::create_dir_all(&dir).expect("create the port lock directory");
     let mut held = HELD.lock().unwrap();
@@ -55,11 +69,11 @@ pub fn reserve() -> u16 {
             continue; // another test (thread or process) holds it
         }
         // Nothing outside the tests may be listening on it either.
-        if TcpListener::bind(("127.0.0.1", port)).is_err() {
+        let Ok(socket) = TcpListener::bind(("127.0.0.1", port)) else {
             continue; // keep no lock on a port we cannot use; the file closes here
-        }
+        };
         held.push(file);
-        return port;
+        return (port, socket);
     }
     panic!("no free port outside the ephemeral range");
 }
