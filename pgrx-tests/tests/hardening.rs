@@ -65,6 +65,21 @@ fn directory_asked(idp: &Idp) -> bool {
     idp.count("/oauth2/v2.0/token") + idp.count("checkMemberGroups") > 0
 }
 
+/// Run `sql` with a 1 s statement_timeout: it must end by that timeout, within 5 s. The error.
+fn ends_at_statement_timeout(pg: &Cluster, sql: &str) -> String {
+    let start = Instant::now();
+    let err = pg
+        .try_sql("postgres", &format!("SET statement_timeout = '1s'; {sql}"))
+        .expect_err("statement timeout");
+    assert!(err.contains("statement timeout"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    err
+}
+
 fn slots_in_use(pg: &Cluster) -> String {
     pg.sql("SELECT value FROM pgaadauth_stats() WHERE counter = 'mailbox_slots_in_use'")
 }
@@ -218,57 +233,27 @@ fn waits_end_at_authentication_timeout_and_statement_timeout() {
     );
 
     // create_principal ends at statement_timeout and on cancel.
-    let start = Instant::now();
-    let err = pg
-        .try_sql(
-            "postgres",
-            "SET statement_timeout = '1s'; SELECT pgaadauth_create_principal('user@contoso.example', false, false)",
-        )
-        .expect_err("statement timeout");
-    assert!(err.contains("statement timeout"), "{err}");
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
+    ends_at_statement_timeout(
+        &pg,
+        "SELECT pgaadauth_create_principal('user@contoso.example', false, false)",
     );
 
     // refresh_jwks ends at statement_timeout while the key set stalls.
     idp.set_mode(Mode::Stall);
-    let start = Instant::now();
-    let err = pg
-        .try_sql(
-            "postgres",
-            "SET statement_timeout = '1s'; SELECT pgaadauth_refresh_jwks()",
-        )
-        .expect_err("statement timeout");
-    assert!(err.contains("statement timeout"), "{err}");
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
-    );
+    ends_at_statement_timeout(&pg, "SELECT pgaadauth_refresh_jwks()");
     // validate_token with an unknown kid waits for a refresh (kid_miss_wait 30 s): it too ends
     // at statement_timeout.
     std::thread::sleep(Duration::from_millis(1100)); // past min_refresh_interval
     let unknown =
         pgaadauth_e2e::idp::mint_as(&RSA1, Some("new"), &claims(&idp.entra_issuer(), USER));
-    let start = Instant::now();
-    let err = pg
-        .try_sql(
-            "postgres",
-            &format!("SET statement_timeout = '1s'; SELECT pgaadauth_validate_token('{unknown}', 'user1')"),
-        )
-        .expect_err("statement timeout");
-    assert!(err.contains("statement timeout"), "{err}");
+    let err = ends_at_statement_timeout(
+        &pg,
+        &format!("SELECT pgaadauth_validate_token('{unknown}', 'user1')"),
+    );
     assert!(!err.contains(&unknown), "the token in an error: {err}");
     assert!(
         !pg.log().contains(&unknown[unknown.len() - 40..]),
         "the token reached the server log"
-    );
-    assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        start.elapsed()
     );
     idp.set_mode(Mode::Normal);
 
