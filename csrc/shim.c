@@ -1,9 +1,12 @@
 /*
  * shim.c — bridges the few PostgreSQL server APIs that pgrx does not bind:
  * the ClientAuthentication hook, fields of Port, the authentication-request
- * protocol calls, the SCRAM exchange, and ereport with a log-only detail.
+ * protocol calls, the SCRAM exchange, the authenticated identity, and ereport
+ * with a log-only detail.
  *
- * Every function here is a direct call-through; all decisions are made in Rust.
+ * Every function here is a call-through; all decisions are made in Rust.
+ * PostgreSQL 14 keeps sendAuthRequest and its SASL loop static: there the
+ * request is framed here and the loop runs in Rust (src/sasl.rs).
  */
 #include "postgres.h"
 
@@ -12,9 +15,24 @@
 #include "libpq/hba.h"
 #include "libpq/libpq.h"
 #include "libpq/libpq-be.h"
-#if PG_VERSION_NUM >= 140000
-#include "libpq/sasl.h"
+#include "libpq/pqformat.h"
 #include "libpq/scram.h"
+#include "miscadmin.h"
+#if PG_VERSION_NUM >= 150000
+#include "libpq/sasl.h"
+#endif
+#include "utils/memutils.h"
+#if PG_VERSION_NUM < 180000
+#include "postmaster/postmaster.h"
+#include "utils/guc.h"
+#endif
+
+/*
+ * Port's layout differs between majors: a shim compiled against other headers
+ * than the Rust bindings (feature pgNN) could misread the hba method.
+ */
+#if !defined(PGAADAUTH_PG_MAJOR) || PG_VERSION_NUM / 10000 != PGAADAUTH_PG_MAJOR
+#error "csrc/shim.c is compiled against the headers of another PostgreSQL major than the pgNN feature"
 #endif
 
 static ClientAuthentication_hook_type prev_client_auth_hook = NULL;
@@ -60,7 +78,20 @@ pgaadauth_port_hba_line(Port *port)
 void
 pgaadauth_send_auth_request(Port *port, int areq, const char *extradata, int extralen)
 {
+#if PG_VERSION_NUM >= 150000
 	sendAuthRequest(port, (AuthRequest) areq, extradata, extralen);
+#else
+	/* The AuthenticationRequest message ('R'), sent at once: the client answers it. */
+	StringInfoData msg;
+
+	pq_beginmessage(&msg, 'R');
+	pq_sendint32(&msg, (int32) areq);
+	if (extralen > 0)
+		pq_sendbytes(&msg, extradata, extralen);
+	pq_endmessage(&msg);
+	pq_flush();
+	CHECK_FOR_INTERRUPTS();
+#endif
 }
 
 void
@@ -81,15 +112,60 @@ pgaadauth_pq_getmessage(StringInfo buf, int maxlen)
 	return pq_getmessage(buf, maxlen);
 }
 
+#if PG_VERSION_NUM >= 150000
 /* The SCRAM-SHA-256 exchange; a NULL shadow_pass runs PostgreSQL's mock exchange. */
 int
 pgaadauth_check_scram(Port *port, char *shadow_pass, const char **logdetail)
 {
-#if PG_VERSION_NUM >= 140000
 	return CheckSASLAuth(&pg_be_scram_mech, port, shadow_pass, logdetail);
+}
 #else
-	*logdetail = "SCRAM authentication through pgaadauth needs PostgreSQL 14 or later.";
-	return STATUS_ERROR;
+/* PostgreSQL 14: the SCRAM mechanism's steps, for the exchange in src/sasl.rs. */
+void
+pgaadauth_scram_mechanisms(Port *port, StringInfo buf)
+{
+	pg_be_scram_get_mechanisms(port, buf);
+}
+
+void *
+pgaadauth_scram_init(Port *port, const char *mech, const char *shadow_pass)
+{
+	return pg_be_scram_init(port, mech, shadow_pass);
+}
+
+int
+pgaadauth_scram_exchange(void *state, const char *input, int inputlen,
+						 char **output, int *outputlen, const char **logdetail)
+{
+	return pg_be_scram_exchange(state, input, inputlen, output, outputlen,
+								(char **) logdetail);
+}
+#endif
+
+/*
+ * Record who authenticated, as PostgreSQL's own methods do (set_authn_id):
+ * SYSTEM_USER (16+) and log_connections show it. Exported only from 18.
+ */
+void
+pgaadauth_set_authn_id(Port *port, const char *id)
+{
+#if PG_VERSION_NUM >= 180000
+	set_authn_id(port, id);
+#elif PG_VERSION_NUM >= 160000
+	MyClientConnectionInfo.authn_id = MemoryContextStrdup(TopMemoryContext, id);
+	MyClientConnectionInfo.auth_method = port->hba->auth_method;
+	if (Log_connections)
+		ereport(LOG,
+				errmsg("connection authenticated: identity=\"%s\" method=%s (%s:%d)",
+					   id, hba_authname(port->hba->auth_method),
+					   port->hba->sourcefile, port->hba->linenumber));
+#else
+	port->authn_id = MemoryContextStrdup(TopMemoryContext, id);
+	if (Log_connections)
+		ereport(LOG,
+				errmsg("connection authenticated: identity=\"%s\" method=%s (%s:%d)",
+					   id, hba_authname(port->hba->auth_method),
+					   HbaFileName, port->hba->linenumber));
 #endif
 }
 

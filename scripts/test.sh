@@ -1,26 +1,50 @@
 #!/usr/bin/env bash
-# Runs every test: formatting and lints, unit tests and #[pg_test]s (cargo pgrx test), then the
-# end-to-end tests against real clusters (pgrx-tests/).
+# Runs every test: formatting and lints; the pure core's unit tests once; then, for each
+# PostgreSQL major of $PG_VERSIONS (default all: 14 15 16 17 18; e.g. PG_VERSIONS="16 18"),
+# the extension's tests and #[pg_test]s (cargo pgrx test) and the end-to-end tests against real
+# clusters (pgrx-tests/). Ends with one line over everything: "all: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+. scripts/pg.sh
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
-PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/15/bin/pg_config}
-export PG_CONFIG
+failed_steps=()
+# Run a test step, its output counted; a failing step is recorded and the run goes on.
+step() {
+    local name=$1
+    shift
+    "$@" 2>&1 | tee -a "$results" || failed_steps+=("$name")
+}
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Code under cfg(feature = "pg14") is compiled only there.
+if [[ " $PG_VERSIONS " == *" 14 "* ]]; then
+    cargo clippy -p pgaadauth --lib --tests --no-default-features --features pg14,pg_test -- -D warnings
+fi
 
-# Layers 1 and 2: pure unit tests and #[pg_test]s in a server with pgaadauth preloaded.
-pgdata=$(mktemp -d /tmp/pgaadauth-pgtest.XXXXXX)
-if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$pgdata"; runas=(--runas postgres); else runas=(); fi
-cargo pgrx test pg15 "${runas[@]}" --pgdata "$pgdata" 2>&1 | tee -a "$results"
-rm -rf "$pgdata"
+# Layer 1: the pure core, once.
+step core cargo test -p pgaadauth-core
 
-# Layer 3: end to end, with the extension installed into the system PostgreSQL.
-scripts/install.sh
-cargo test -p pgaadauth-e2e --test '*' -- --test-threads 4 2>&1 | tee -a "$results"
+for v in $PG_VERSIONS; do
+    echo "=== PostgreSQL $v"
+    PG_CONFIG=$(pg_config_for "$v")
+    export PG_CONFIG
+    # Layer 2: the extension's unit tests and #[pg_test]s, in a server with pgaadauth preloaded.
+    pgdata=$(mktemp -d /tmp/pgaadauth-pgtest.XXXXXX)
+    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$pgdata"; runas=(--runas postgres); else runas=(); fi
+    step "pg$v pg_tests" cargo pgrx test "pg$v" "${runas[@]}" --pgdata "$pgdata"
+    rm -rf "$pgdata"
+
+    # Layer 3: end to end, with the extension installed into this major's PostgreSQL.
+    PG_VERSIONS=$v scripts/install.sh
+    step "pg$v end-to-end" cargo test -p pgaadauth-e2e --test '*' -- --test-threads 4
+done
 
 # One closing line for the whole run.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all: %d passed, %d failed\n", p, f }' "$results"
+if [ ${#failed_steps[@]} -gt 0 ]; then
+    echo "failed: ${failed_steps[*]}"
+    exit 1
+fi

@@ -6,10 +6,11 @@ use crate::audit;
 use crate::keytable::{self, Refresh, SharedKeys};
 use crate::label::{normalize_guid, Label, PrincipalType};
 use crate::mailbox::{self, Question};
+use crate::sasl;
 use crate::seclabel::{label_of_role_name, RoleLabel};
 use crate::settings;
 use crate::settings::LogLogins;
-use crate::shim::{self, Port};
+use crate::shim::{self, ClientMessage, Port};
 use crate::stats::{self, Counter};
 use crate::token::Verified;
 use crate::token::{self, Membership, NoDirectory, Reject};
@@ -17,8 +18,6 @@ use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 use std::ffi::{c_char, c_int, CStr, CString};
-
-const EOF: c_int = -1;
 
 pub fn install() {
     unsafe { shim::pgaadauth_install_auth_hook(client_auth_hook) };
@@ -146,36 +145,34 @@ impl Login {
         unsafe { shim::pgaadauth_auth_failed(self.port, detail.as_ptr()) }
     }
 
+    /// Record the authenticated identity (`SYSTEM_USER` on 16+, `log_connections`).
+    fn set_authn_id(&self, id: &str) {
+        let id = CString::new(id.replace('\0', "")).unwrap_or_default();
+        unsafe { shim::pgaadauth_set_authn_id(self.port, id.as_ptr()) }
+    }
+
     /// End quietly, as PostgreSQL does when a client hangs up at the password request
     /// (psql does so before prompting for a password).
+    /// (pgrx binds proc_exit as returning on some majors.)
+    #[allow(unreachable_code)]
     fn hung_up(&self) -> ! {
-        unsafe { pg_sys::proc_exit(0) }
+        unsafe { pg_sys::proc_exit(0) };
+        unreachable!("proc_exit returned")
     }
 
     /// Read one password message; `None` when the client hung up.
     fn read_password_message(&self) -> Option<Vec<u8>> {
-        unsafe {
-            shim::pgaadauth_pq_startmsgread();
-            let mtype = shim::pgaadauth_pq_getbyte();
-            if mtype == EOF {
-                return None;
-            }
-            if mtype != b'p' as c_int {
-                self.fail(&format!(
-                    "Expected a password response, got message type {mtype}."
-                ));
-            }
-            let mut buf: pg_sys::StringInfoData = std::mem::zeroed();
-            pg_sys::initStringInfo(&mut buf);
-            if shim::pgaadauth_pq_getmessage(&mut buf, token::MAX_TOKEN_LEN as c_int) == EOF {
-                return None;
-            }
-            let bytes = std::slice::from_raw_parts(buf.data as *const u8, buf.len as usize);
-            // The message is the password and its terminating NUL.
-            match bytes.iter().position(|b| *b == 0) {
-                Some(end) if end + 1 == bytes.len() => Some(bytes[..end].to_vec()),
-                _ => self.fail("The password message is malformed."),
-            }
+        let bytes = match shim::read_client_message(token::MAX_TOKEN_LEN) {
+            ClientMessage::Password(bytes) => bytes,
+            ClientMessage::HungUp => return None,
+            ClientMessage::Other(mtype) => self.fail(&format!(
+                "Expected a password response, got message type {mtype}."
+            )),
+        };
+        // The message is the password and its terminating NUL.
+        match bytes.iter().position(|b| *b == 0) {
+            Some(end) if end + 1 == bytes.len() => Some(bytes[..end].to_vec()),
+            _ => self.fail("The password message is malformed."),
         }
     }
 
@@ -212,7 +209,12 @@ impl Login {
             decision.as_ref().map_err(|(r, _)| r.code()),
         );
         match decision {
-            Ok(_) => stats::bump(Counter::LoginsAccepted),
+            Ok(verified) => {
+                // The principal who logged in (for a group login, the member): SYSTEM_USER
+                // and log_connections show it.
+                self.set_authn_id(&verified.principal);
+                stats::bump(Counter::LoginsAccepted)
+            }
             Err((reject, note)) => {
                 stats::bump_rejected(reject.code());
                 self.fail(&format!(
@@ -286,9 +288,8 @@ impl Login {
             // password, in clear on a line without SSL. PostgreSQL's mock SCRAM exchange (no
             // secret) learns nothing and always fails.
             let mut logdetail: *const c_char = std::ptr::null();
-            let status = unsafe {
-                shim::pgaadauth_check_scram(self.port, std::ptr::null_mut(), &mut logdetail)
-            };
+            let status =
+                unsafe { sasl::check_scram(self.port, std::ptr::null_mut(), &mut logdetail) };
             if status == pg_sys::STATUS_EOF {
                 self.hung_up();
             }
@@ -300,16 +301,18 @@ impl Login {
         }
         unsafe {
             let mut logdetail: *const c_char = std::ptr::null();
-            let shadow = pg_sys::get_role_password(self.user.as_ptr(), &mut logdetail);
+            let shadow = pg_sys::get_role_password(self.user.as_ptr(), (&raw mut logdetail).cast());
             let is_md5 = !shadow.is_null()
                 && pg_sys::get_password_type(shadow) == pg_sys::PasswordType::PASSWORD_TYPE_MD5;
             let status = if is_md5 {
                 self.md5_exchange(shadow, &mut logdetail)
             } else {
                 // SCRAM, or PostgreSQL's mock SCRAM exchange when the role has no usable secret.
-                shim::pgaadauth_check_scram(self.port, shadow, &mut logdetail)
+                sasl::check_scram(self.port, shadow, &mut logdetail)
             };
             if status == pg_sys::STATUS_OK as c_int {
+                // As PostgreSQL's password methods do: the identity is the role.
+                self.set_authn_id(&self.user());
                 stats::bump(Counter::PasswordLoginsAccepted);
                 return;
             }
@@ -352,7 +355,7 @@ impl Login {
                 password.as_ptr(),
                 salt.as_ptr().cast(),
                 salt.len() as c_int,
-                logdetail,
+                logdetail.cast(),
             )
         }
     }

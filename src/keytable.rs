@@ -568,10 +568,10 @@ const _: () = assert!(crate::config::ALL_ALGS.len() < 255 && MAX_SOURCES < 255);
 // ---- shared memory hooks ----------------------------------------------------------------
 
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
-#[cfg(not(any(feature = "pg13", feature = "pg14")))]
+#[cfg(not(feature = "pg14"))]
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 
-#[cfg(not(any(feature = "pg13", feature = "pg14")))]
+#[cfg(not(feature = "pg14"))]
 #[pgrx::pg_guard]
 unsafe extern "C-unwind" fn shmem_request_hook() {
     unsafe {
@@ -595,12 +595,12 @@ unsafe extern "C-unwind" fn shmem_startup_hook() {
 /// From `_PG_init`: reserve the table's shared memory and create it at startup.
 pub fn install_hooks() {
     unsafe {
-        #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+        #[cfg(not(feature = "pg14"))]
         {
             PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
             pg_sys::shmem_request_hook = Some(shmem_request_hook);
         }
-        #[cfg(any(feature = "pg13", feature = "pg14"))]
+        #[cfg(feature = "pg14")]
         request();
         PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
         pg_sys::shmem_startup_hook = Some(shmem_startup_hook);

@@ -1,24 +1,20 @@
 //! pgaadauth: Microsoft Entra ID (and OpenID Connect) access-token login for PostgreSQL.
 //!
-//! Pure modules (no pgrx): `audit`, `config`, `directory`, `jwks`, `label`, `schedule`,
-//! `strict_json`, `token`.
-//! Glue: `auth` (the login hook), `utility` (DROP ROLE guard), `mailbox`, `seclabel`, `keytable` (shared memory), `worker` (keys), `directory_worker`, `wait`, `http`,
+//! The decisions live in the pure core crate (`pgaadauth-core`, crates/core), re-exported
+//! here under their module names. This crate is the PostgreSQL glue: `auth` (the login hook),
+//! `sasl` (the SCRAM exchange), `utility` (the DROP ROLE guard), `seclabel`, `keytable`,
+//! `mailbox` and `stats` (shared memory), `worker` (keys), `directory_worker`, `wait`,
 //! `settings`, `sql_api`, `shim` (the C bridge).
 
-pub mod audit;
-pub mod config;
-pub mod directory;
-pub mod jwks;
-pub mod label;
-pub mod schedule;
-pub mod strict_json;
-pub mod token;
+pub use pgaadauth_core::{
+    audit, clock, config, directory, http, jwks, label, schedule, strict_json, token,
+};
 
 pub(crate) mod auth;
 mod directory_worker;
-mod http;
 mod keytable;
 mod mailbox;
+mod sasl;
 mod seclabel;
 mod settings;
 mod shim;
@@ -28,12 +24,8 @@ mod utility;
 mod wait;
 mod worker;
 
-#[cfg(test)]
-mod bench;
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
-#[cfg(test)]
-mod proptests;
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;

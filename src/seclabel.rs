@@ -92,6 +92,25 @@ pub fn require_principal_manager_quietly(what: &str) {
     require_principal_manager(what);
 }
 
+/// Run `f` with the bootstrap superuser's rights, for statements on Entra roles that this
+/// session was already found allowed to run ([`require_principal_manager`]). PostgreSQL 16
+/// made CREATEROLE a per-role right (ADMIN OPTION); with this an Entra administrator creates,
+/// promotes and drops Entra principals on every major as CREATEROLE did up to 15. The previous
+/// user comes back after `f`, and on an error with the transaction's abort.
+pub fn as_bootstrap_superuser<R>(f: impl FnOnce() -> R) -> R {
+    let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
+            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+        );
+    }
+    let result = f();
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    result
+}
+
 pub fn role_name(roleid: pg_sys::Oid) -> String {
     let name = unsafe { pg_sys::GetUserNameFromId(roleid, true) };
     if name.is_null() {

@@ -459,11 +459,11 @@ pub fn define() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
-    #[cfg(not(any(feature = "pg13", feature = "pg14")))]
+    #[cfg(not(feature = "pg14"))]
     unsafe {
         pg_sys::MarkGUCPrefixReserved(c"pgaadauth".as_ptr())
     };
-    #[cfg(any(feature = "pg13", feature = "pg14"))]
+    #[cfg(feature = "pg14")]
     unsafe {
         pg_sys::EmitWarningsOnPlaceholders(c"pgaadauth".as_ptr())
     };

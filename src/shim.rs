@@ -14,6 +14,46 @@ pub type ClientAuthHook = unsafe extern "C-unwind" fn(port: *mut Port, status: c
 /// Protocol codes of `AuthenticationRequest` messages (src/include/libpq/protocol.h).
 pub const AUTH_REQ_PASSWORD: c_int = 3;
 pub const AUTH_REQ_MD5: c_int = 5;
+#[cfg(feature = "pg14")]
+pub const AUTH_REQ_SASL: c_int = 10;
+#[cfg(feature = "pg14")]
+pub const AUTH_REQ_SASL_CONT: c_int = 11;
+#[cfg(feature = "pg14")]
+pub const AUTH_REQ_SASL_FIN: c_int = 12;
+
+const EOF: c_int = -1;
+
+/// One message of the client during authentication.
+pub enum ClientMessage {
+    /// A password message ('p'): its body.
+    Password(Vec<u8>),
+    /// The client hung up.
+    HungUp,
+    /// A message of another type.
+    Other(c_int),
+}
+
+/// Read the client's next message, of at most `maxlen` bytes.
+pub fn read_client_message(maxlen: usize) -> ClientMessage {
+    unsafe {
+        pgaadauth_pq_startmsgread();
+        let mtype = pgaadauth_pq_getbyte();
+        if mtype == EOF {
+            return ClientMessage::HungUp;
+        }
+        if mtype != b'p' as c_int {
+            return ClientMessage::Other(mtype);
+        }
+        let mut buf: pg_sys::StringInfoData = std::mem::zeroed();
+        pg_sys::initStringInfo(&mut buf);
+        if pgaadauth_pq_getmessage(&mut buf, maxlen as c_int) == EOF {
+            return ClientMessage::HungUp;
+        }
+        let body = std::slice::from_raw_parts(buf.data as *const u8, buf.len as usize).to_vec();
+        pg_sys::pfree(buf.data.cast());
+        ClientMessage::Password(body)
+    }
+}
 
 unsafe extern "C-unwind" {
     pub fn pgaadauth_install_auth_hook(hook: ClientAuthHook);
@@ -31,10 +71,29 @@ unsafe extern "C-unwind" {
     pub fn pgaadauth_pq_startmsgread();
     pub fn pgaadauth_pq_getbyte() -> c_int;
     pub fn pgaadauth_pq_getmessage(buf: *mut pg_sys::StringInfoData, maxlen: c_int) -> c_int;
+    #[cfg(not(feature = "pg14"))]
     pub fn pgaadauth_check_scram(
         port: *mut Port,
         shadow_pass: *mut c_char,
         logdetail: *mut *const c_char,
     ) -> c_int;
+    #[cfg(feature = "pg14")]
+    pub fn pgaadauth_scram_mechanisms(port: *mut Port, buf: *mut pg_sys::StringInfoData);
+    #[cfg(feature = "pg14")]
+    pub fn pgaadauth_scram_init(
+        port: *mut Port,
+        mech: *const c_char,
+        shadow_pass: *const c_char,
+    ) -> *mut std::ffi::c_void;
+    #[cfg(feature = "pg14")]
+    pub fn pgaadauth_scram_exchange(
+        state: *mut std::ffi::c_void,
+        input: *const c_char,
+        inputlen: c_int,
+        output: *mut *mut c_char,
+        outputlen: *mut c_int,
+        logdetail: *mut *const c_char,
+    ) -> c_int;
+    pub fn pgaadauth_set_authn_id(port: *mut Port, id: *const c_char);
     pub fn pgaadauth_auth_failed(port: *mut Port, logdetail: *const c_char) -> !;
 }

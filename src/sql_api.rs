@@ -1,7 +1,7 @@
 //! SQL functions with Azure Database for PostgreSQL's names and shapes.
 
 use crate::label::{normalize_guid, Label, PrincipalType};
-use crate::seclabel::{c_string, require_principal_manager};
+use crate::seclabel::{as_bootstrap_superuser, c_string, require_principal_manager};
 use crate::settings;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -88,19 +88,24 @@ fn pgaadauth_create_principal_with_oid(
     };
     let role = quote_ident(rolename);
     let extra = if isadmin { " CREATEROLE CREATEDB" } else { "" };
-    Spi::run(&format!("CREATE ROLE {role} LOGIN{extra}"))
-        .unwrap_or_else(|e| error!("could not create role \"{rolename}\": {e}"));
-    if isadmin {
-        let admin_role = settings::admin_role();
-        ensure_admin_role(&admin_role);
-        Spi::run(&format!("GRANT {} TO {role}", quote_ident(&admin_role)))
-            .unwrap_or_else(|e| error!("could not grant \"{admin_role}\" to \"{rolename}\": {e}"));
-    }
-    Spi::run(&format!(
-        "SECURITY LABEL FOR \"pgaadauth\" ON ROLE {role} IS {}",
-        quote_literal(&label.to_string())
-    ))
-    .unwrap_or_else(|e| error!("could not label role \"{rolename}\": {e}"));
+    // Authorized above; the statements need rights that PostgreSQL 16+ gives a CREATEROLE
+    // administrator only over roles it created itself.
+    as_bootstrap_superuser(|| {
+        Spi::run(&format!("CREATE ROLE {role} LOGIN{extra}"))
+            .unwrap_or_else(|e| error!("could not create role \"{rolename}\": {e}"));
+        if isadmin {
+            let admin_role = settings::admin_role();
+            ensure_admin_role(&admin_role);
+            Spi::run(&format!("GRANT {} TO {role}", quote_ident(&admin_role))).unwrap_or_else(
+                |e| error!("could not grant \"{admin_role}\" to \"{rolename}\": {e}"),
+            );
+        }
+        Spi::run(&format!(
+            "SECURITY LABEL FOR \"pgaadauth\" ON ROLE {role} IS {}",
+            quote_literal(&label.to_string())
+        ))
+        .unwrap_or_else(|e| error!("could not label role \"{rolename}\": {e}"));
+    });
     format!("Created role for {rolename}")
 }
 

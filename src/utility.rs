@@ -1,7 +1,9 @@
 //! The ProcessUtility hook: dropping a role mapped to an Entra principal is reserved to
 //! superusers and Entra administrators, as creating one is.
 
-use crate::seclabel::{label_of_role_name, require_principal_manager, RoleLabel};
+use crate::seclabel::{
+    as_bootstrap_superuser, label_of_role_name, require_principal_manager, RoleLabel,
+};
 use pgrx::pg_sys;
 use pgrx::PgList;
 use std::ffi::{c_char, CStr};
@@ -22,24 +24,11 @@ unsafe extern "C-unwind" fn process_utility(
 ) {
     unsafe {
         let node = (*pstmt).utilityStmt;
+        let mut elevate = false;
         if !node.is_null() && (*node).type_ == pg_sys::NodeTag::T_DropRoleStmt {
-            let stmt = node as *mut pg_sys::DropRoleStmt;
-            for spec in PgList::<pg_sys::RoleSpec>::from_pg((*stmt).roles).iter_ptr() {
-                if (*spec).roletype != pg_sys::RoleSpecType::ROLESPEC_CSTRING
-                    || (*spec).rolename.is_null()
-                {
-                    continue;
-                }
-                let name = CStr::from_ptr((*spec).rolename);
-                if !matches!(label_of_role_name(name), RoleLabel::None) {
-                    require_principal_manager(&format!(
-                        "drop role \"{}\", which is mapped to an Entra principal",
-                        name.to_string_lossy()
-                    ));
-                }
-            }
+            elevate = check_drop_role(node as *mut pg_sys::DropRoleStmt);
         }
-        match PREV_PROCESS_UTILITY {
+        let run = || match PREV_PROCESS_UTILITY {
             Some(prev) => prev(
                 pstmt,
                 query_string,
@@ -60,8 +49,48 @@ unsafe extern "C-unwind" fn process_utility(
                 dest,
                 qc,
             ),
+        };
+        if elevate {
+            as_bootstrap_superuser(run)
+        } else {
+            run()
         }
     }
+}
+
+/// Refuse a DROP ROLE of an Entra role by anyone but a principal manager. Whether to run it
+/// with the bootstrap superuser's rights: when a principal manager drops only existing Entra
+/// roles that are neither superusers nor itself, so that an Entra administrator drops Entra
+/// roles on PostgreSQL 16+ (where CREATEROLE covers only roles one created) as on 15.
+unsafe fn check_drop_role(stmt: *mut pg_sys::DropRoleStmt) -> bool {
+    let mut elevate = true;
+    let mut any = false;
+    let (session, current) = unsafe { (pg_sys::GetSessionUserId(), pg_sys::GetUserId()) };
+    for spec in unsafe { PgList::<pg_sys::RoleSpec>::from_pg((*stmt).roles).iter_ptr() } {
+        let spec = unsafe { &*spec };
+        if spec.roletype != pg_sys::RoleSpecType::ROLESPEC_CSTRING || spec.rolename.is_null() {
+            elevate = false;
+            continue;
+        }
+        let name = unsafe { CStr::from_ptr(spec.rolename) };
+        let roleid = unsafe { pg_sys::get_role_oid(name.as_ptr(), true) };
+        if roleid == pg_sys::InvalidOid {
+            continue;
+        }
+        if matches!(label_of_role_name(name), RoleLabel::None) {
+            elevate = false;
+            continue;
+        }
+        require_principal_manager(&format!(
+            "drop role \"{}\", which is mapped to an Entra principal",
+            name.to_string_lossy()
+        ));
+        any = true;
+        if roleid == session || roleid == current || unsafe { pg_sys::superuser_arg(roleid) } {
+            elevate = false;
+        }
+    }
+    elevate && any
 }
 
 pub fn install() {

@@ -33,11 +33,7 @@ pub fn register() {
     crate::directory_worker::register();
 }
 
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+pub use crate::clock::unix_now;
 
 /// The configured sources, at most as many as the table holds.
 fn configured_sources() -> Vec<KeySource> {

@@ -12,6 +12,21 @@ pub fn pg_config() -> String {
     std::env::var("PG_CONFIG").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/pg_config".into())
 }
 
+/// The major version of the PostgreSQL under test (that of `PG_CONFIG`).
+pub fn major() -> u32 {
+    let out = Command::new(pg_config())
+        .arg("--version")
+        .output()
+        .expect("run pg_config");
+    let text = String::from_utf8(out.stdout).unwrap();
+    // "PostgreSQL 18.6", "PostgreSQL 15.14 (Debian 15.14-0+deb12u1)"
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected pg_config --version: {text}"))
+}
+
 fn bindir() -> PathBuf {
     let out = Command::new(pg_config())
         .arg("--bindir")
@@ -332,12 +347,22 @@ impl Cluster {
 
     /// Log in over TCP as `user` with `password` using the Rust client.
     pub fn connect(&self, user: &str, password: &str) -> Result<postgres::Client, postgres::Error> {
+        self.connect_to("postgres", user, password)
+    }
+
+    /// As [`Cluster::connect`], to database `db`.
+    pub fn connect_to(
+        &self,
+        db: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<postgres::Client, postgres::Error> {
         postgres::Config::new()
             .host("127.0.0.1")
             .port(self.port)
             .user(user)
             .password(password)
-            .dbname("postgres")
+            .dbname(db)
             .connect_timeout(Duration::from_secs(20))
             .connect(postgres::NoTls)
     }

@@ -27,20 +27,20 @@ pub struct Key {
 pub const RSA1: Key = Key {
     kid: "rsa1",
     alg: Algorithm::RS256,
-    jwk: include_str!("../fixtures/rsa1.jwk.json"),
-    pem: include_str!("../fixtures/rsa1.pem"),
+    jwk: include_str!("../../crates/core/testdata/rsa1.jwk.json"),
+    pem: include_str!("../../crates/core/testdata/rsa1.pem"),
 };
 pub const RSA2: Key = Key {
     kid: "rsa2",
     alg: Algorithm::RS256,
-    jwk: include_str!("../fixtures/rsa2.jwk.json"),
-    pem: include_str!("../fixtures/rsa2.pem"),
+    jwk: include_str!("../../crates/core/testdata/rsa2.jwk.json"),
+    pem: include_str!("../../crates/core/testdata/rsa2.pem"),
 };
 pub const EC1: Key = Key {
     kid: "ec1",
     alg: Algorithm::ES256,
-    jwk: include_str!("../fixtures/ec1.jwk.json"),
-    pem: include_str!("../fixtures/ec1.pem"),
+    jwk: include_str!("../../crates/core/testdata/ec1.jwk.json"),
+    pem: include_str!("../../crates/core/testdata/ec1.pem"),
 };
 
 /// How the provider answers key set requests (discovery always answers, unless `Down`).

@@ -766,9 +766,9 @@ mod tests {
     use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
 
-    const RSA1: &str = include_str!("../pgrx-tests/fixtures/rsa1.pem");
-    const RSA2: &str = include_str!("../pgrx-tests/fixtures/rsa2.pem");
-    const EC1: &str = include_str!("../pgrx-tests/fixtures/ec1.pem");
+    const RSA1: &str = include_str!("../testdata/rsa1.pem");
+    const RSA2: &str = include_str!("../testdata/rsa2.pem");
+    const EC1: &str = include_str!("../testdata/ec1.pem");
     const OID: &str = "6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b";
     const TID: &str = "11111111-2222-3333-4444-555555555555";
     const ISS: &str = "https://sts.windows.net/11111111-2222-3333-4444-555555555555/";

@@ -40,8 +40,8 @@ fn measure(name: &str, iterations: usize, mut f: impl FnMut()) -> (f64, f64) {
 fn validator_benchmark() {
     let jwks = format!(
         "{{\"keys\":[{},{}]}}",
-        include_str!("../pgrx-tests/fixtures/rsa1.jwk.json"),
-        include_str!("../pgrx-tests/fixtures/ec1.jwk.json")
+        include_str!("../testdata/rsa1.jwk.json"),
+        include_str!("../testdata/ec1.jwk.json")
     );
     let keys = parse_jwks(jwks.as_bytes()).unwrap().keys;
     let policy = Policy {
@@ -64,12 +64,12 @@ fn validator_benchmark() {
     let rs = mint(
         Algorithm::RS256,
         "rsa1",
-        EncodingKey::from_rsa_pem(include_bytes!("../pgrx-tests/fixtures/rsa1.pem")).unwrap(),
+        EncodingKey::from_rsa_pem(include_bytes!("../testdata/rsa1.pem")).unwrap(),
     );
     let es = mint(
         Algorithm::ES256,
         "ec1",
-        EncodingKey::from_ec_pem(include_bytes!("../pgrx-tests/fixtures/ec1.pem")).unwrap(),
+        EncodingKey::from_ec_pem(include_bytes!("../testdata/ec1.pem")).unwrap(),
     );
     println!(
         "token sizes: RS256 {} bytes, ES256 {} bytes",

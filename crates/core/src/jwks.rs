@@ -230,9 +230,9 @@ pub(crate) mod tests {
     use super::*;
 
     /// The public half of pgrx-tests/fixtures/rsa1.pem, as its JWK.
-    pub const RSA1_JWK: &str = include_str!("../pgrx-tests/fixtures/rsa1.jwk.json");
-    pub const RSA2_JWK: &str = include_str!("../pgrx-tests/fixtures/rsa2.jwk.json");
-    pub const EC1_JWK: &str = include_str!("../pgrx-tests/fixtures/ec1.jwk.json");
+    pub const RSA1_JWK: &str = include_str!("../testdata/rsa1.jwk.json");
+    pub const RSA2_JWK: &str = include_str!("../testdata/rsa2.jwk.json");
+    pub const EC1_JWK: &str = include_str!("../testdata/ec1.jwk.json");
 
     pub fn jwks_of(jwks: &[&str]) -> String {
         format!("{{\"keys\":[{}]}}", jwks.join(","))

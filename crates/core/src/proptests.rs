@@ -13,9 +13,9 @@ use base64::Engine;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-const RSA1_PEM: &str = include_str!("../pgrx-tests/fixtures/rsa1.pem");
-const RSA2_PEM: &str = include_str!("../pgrx-tests/fixtures/rsa2.pem");
-const RSA1_JWK: &str = include_str!("../pgrx-tests/fixtures/rsa1.jwk.json");
+const RSA1_PEM: &str = include_str!("../testdata/rsa1.pem");
+const RSA2_PEM: &str = include_str!("../testdata/rsa2.pem");
+const RSA1_JWK: &str = include_str!("../testdata/rsa1.jwk.json");
 const OID: &str = "6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b";
 const ISS: &str = "https://issuer.example/";
 const AUD: &str = "api://pg";

@@ -1,0 +1,21 @@
+//! pgaadauth-core: everything about a token login that never touches PostgreSQL — the token
+//! validator, key-set and discovery parsing, the label grammar, settings derivation, key
+//! refresh schedules, the directory's requests and answers, the audit line, the HTTPS
+//! transport and the clock. No pgrx: the extension, the PostgreSQL 18 OAuth validator and the
+//! PgBouncer module all link this crate, so all three decide alike.
+
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod directory;
+pub mod http;
+pub mod jwks;
+pub mod label;
+pub mod schedule;
+pub mod strict_json;
+pub mod token;
+
+#[cfg(test)]
+mod bench;
+#[cfg(test)]
+mod proptests;

@@ -1,0 +1,165 @@
+//! The SCRAM-SHA-256 exchange of a password login. From PostgreSQL 15 it is PostgreSQL's own
+//! (`CheckSASLAuth`); PostgreSQL 14 keeps that loop static, so there it runs here, over
+//! PostgreSQL's exported SCRAM steps (SASL messages: protocol docs, "SASL Authentication").
+
+use crate::shim::Port;
+use std::ffi::{c_char, c_int, CStr};
+
+/// STATUS_OK, STATUS_ERROR or STATUS_EOF; a NULL `shadow` runs PostgreSQL's mock exchange,
+/// which always fails and learns nothing.
+pub unsafe fn check_scram(
+    port: *mut Port,
+    shadow: *mut c_char,
+    logdetail: &mut *const c_char,
+) -> c_int {
+    #[cfg(not(feature = "pg14"))]
+    unsafe {
+        crate::shim::pgaadauth_check_scram(port, shadow, logdetail)
+    }
+    #[cfg(feature = "pg14")]
+    unsafe {
+        pg14::exchange(port, shadow, logdetail)
+    }
+}
+
+/// The body of a client's first SASL message: the mechanism it chose and its initial response
+/// (`None` when it sent none, length -1).
+#[cfg_attr(not(any(test, feature = "pg14")), allow(dead_code))]
+fn parse_initial_response(body: &[u8]) -> Result<(&[u8], Option<&[u8]>), &'static CStr> {
+    let end = body
+        .iter()
+        .position(|b| *b == 0)
+        .ok_or(c"The SASL mechanism name is not terminated.")?;
+    let (mech, rest) = (&body[..end], &body[end + 1..]);
+    let len_bytes: [u8; 4] = rest
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or(c"The SASL initial response has no length.")?;
+    let data = &rest[4..];
+    match i32::from_be_bytes(len_bytes) {
+        -1 if data.is_empty() => Ok((mech, None)),
+        n if n >= 0 && n as usize == data.len() => Ok((mech, Some(data))),
+        _ => Err(c"The SASL initial response's length does not match its message."),
+    }
+}
+
+#[cfg(feature = "pg14")]
+mod pg14 {
+    use super::parse_initial_response;
+    use crate::shim::{self, ClientMessage, Port};
+    use pgrx::pg_sys;
+    use std::ffi::{c_char, c_int, CString};
+
+    /// PostgreSQL's limit on one SASL message (PG_MAX_AUTH_TOKEN_LENGTH).
+    const MAX_SASL_MESSAGE: usize = 65535;
+    const EXCHANGE_CONTINUE: c_int = 0;
+    const EXCHANGE_SUCCESS: c_int = 1;
+
+    pub unsafe fn exchange(
+        port: *mut Port,
+        shadow: *mut c_char,
+        logdetail: &mut *const c_char,
+    ) -> c_int {
+        unsafe {
+            // AuthenticationSASL: the mechanisms offered, each NUL-terminated, then a NUL.
+            let mut mechs: pg_sys::StringInfoData = std::mem::zeroed();
+            pg_sys::initStringInfo(&mut mechs);
+            shim::pgaadauth_scram_mechanisms(port, &mut mechs);
+            pg_sys::appendStringInfoChar(&mut mechs, 0);
+            shim::pgaadauth_send_auth_request(port, shim::AUTH_REQ_SASL, mechs.data, mechs.len);
+
+            let mut state: *mut std::ffi::c_void = std::ptr::null_mut();
+            loop {
+                let body = match shim::read_client_message(MAX_SASL_MESSAGE) {
+                    ClientMessage::Password(body) => body,
+                    ClientMessage::HungUp => return pg_sys::STATUS_EOF,
+                    ClientMessage::Other(_) => {
+                        *logdetail = c"Expected a SASL response.".as_ptr();
+                        return pg_sys::STATUS_ERROR;
+                    }
+                };
+                let input = if state.is_null() {
+                    let (mech, input) = match parse_initial_response(&body) {
+                        Ok(parsed) => parsed,
+                        Err(why) => {
+                            *logdetail = why.as_ptr();
+                            return pg_sys::STATUS_ERROR;
+                        }
+                    };
+                    let mech = CString::new(mech).unwrap_or_default();
+                    state = shim::pgaadauth_scram_init(port, mech.as_ptr(), shadow);
+                    input.map(<[u8]>::to_vec)
+                } else {
+                    Some(body)
+                };
+                let (ptr, len) = match &input {
+                    Some(i) => (i.as_ptr().cast(), i.len() as c_int),
+                    None => (std::ptr::null(), 0),
+                };
+                let mut output: *mut c_char = std::ptr::null_mut();
+                let mut outlen: c_int = 0;
+                let result = shim::pgaadauth_scram_exchange(
+                    state,
+                    ptr,
+                    len,
+                    &mut output,
+                    &mut outlen,
+                    logdetail,
+                );
+                if !output.is_null() {
+                    let areq = if result == EXCHANGE_SUCCESS {
+                        shim::AUTH_REQ_SASL_FIN
+                    } else {
+                        shim::AUTH_REQ_SASL_CONT
+                    };
+                    shim::pgaadauth_send_auth_request(port, areq, output, outlen);
+                    pg_sys::pfree(output.cast());
+                }
+                if result != EXCHANGE_CONTINUE {
+                    return if result == EXCHANGE_SUCCESS {
+                        pg_sys::STATUS_OK as c_int
+                    } else {
+                        pg_sys::STATUS_ERROR
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_initial_response;
+
+    fn message(mech: &[u8], len: i32, data: &[u8]) -> Vec<u8> {
+        let mut m = mech.to_vec();
+        m.push(0);
+        m.extend_from_slice(&len.to_be_bytes());
+        m.extend_from_slice(data);
+        m
+    }
+
+    #[test]
+    fn initial_response_is_parsed() {
+        let m = message(b"SCRAM-SHA-256", 3, b"n,,");
+        assert_eq!(
+            parse_initial_response(&m),
+            Ok((&b"SCRAM-SHA-256"[..], Some(&b"n,,"[..])))
+        );
+        let m = message(b"SCRAM-SHA-256", -1, b"");
+        assert_eq!(
+            parse_initial_response(&m),
+            Ok((&b"SCRAM-SHA-256"[..], None))
+        );
+    }
+
+    #[test]
+    fn malformed_initial_responses_are_refused() {
+        assert!(parse_initial_response(b"SCRAM-SHA-256").is_err());
+        assert!(parse_initial_response(b"SCRAM\0\0\0").is_err());
+        assert!(parse_initial_response(&message(b"M", 4, b"abc")).is_err());
+        assert!(parse_initial_response(&message(b"M", 2, b"abc")).is_err());
+        assert!(parse_initial_response(&message(b"M", -1, b"x")).is_err());
+        assert!(parse_initial_response(&message(b"M", -2, b"")).is_err());
+    }
+}
