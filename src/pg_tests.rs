@@ -76,8 +76,10 @@ mod tests {
     }
 
     /// An Entra admin is not a superuser: mapping a superuser role to its own object id would
-    /// hand it the superuser. PostgreSQL's ownership check refuses before pgaadauth's.
-    #[pg_test(error = "must be superuser")]
+    /// hand it the superuser.
+    #[pg_test(
+        error = "permission denied to set the pgaadauth label of role \"t_super\": it is a superuser"
+    )]
     fn entra_admin_cannot_label_a_superuser() {
         Spi::run("CREATE ROLE t_admin2 CREATEROLE").unwrap();
         Spi::run(&format!(

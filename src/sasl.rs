@@ -78,6 +78,8 @@ mod pg14 {
                         return pg_sys::STATUS_ERROR;
                     }
                 };
+                // PostgreSQL 14's SCRAM step expects its input NUL-terminated, as PostgreSQL's
+                // own message buffers are (the NUL is not counted in its length).
                 let input = if state.is_null() {
                     let (mech, input) = match parse_initial_response(&body) {
                         Ok(parsed) => parsed,
@@ -92,8 +94,13 @@ mod pg14 {
                 } else {
                     Some(body)
                 };
+                let input = input.map(|mut i| {
+                    let len = i.len() as c_int;
+                    i.push(0);
+                    (i, len)
+                });
                 let (ptr, len) = match &input {
-                    Some(i) => (i.as_ptr().cast(), i.len() as c_int),
+                    Some((i, len)) => (i.as_ptr().cast(), *len),
                     None => (std::ptr::null(), 0),
                 };
                 let mut output: *mut c_char = std::ptr::null_mut();

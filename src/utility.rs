@@ -1,11 +1,13 @@
-//! The ProcessUtility hook: dropping a role mapped to an Entra principal is reserved to
-//! superusers and Entra administrators, as creating one is.
+//! The ProcessUtility hook: dropping a role mapped to an Entra principal, or setting a role's
+//! pgaadauth label, is reserved to superusers and Entra administrators, as creating one is.
 
 use crate::seclabel::{
-    as_bootstrap_superuser, label_of_role_name, require_principal_manager, RoleLabel,
+    as_bootstrap_superuser, label_of_role_name, require_principal_manager, RoleLabel, PROVIDER,
 };
 use pgrx::pg_sys;
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgList;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
 use std::ffi::{c_char, CStr};
 
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
@@ -27,6 +29,9 @@ unsafe extern "C-unwind" fn process_utility(
         let mut elevate = false;
         if !node.is_null() && (*node).type_ == pg_sys::NodeTag::T_DropRoleStmt {
             elevate = check_drop_role(node as *mut pg_sys::DropRoleStmt);
+        }
+        if !node.is_null() && (*node).type_ == pg_sys::NodeTag::T_SecLabelStmt {
+            elevate = check_security_label(node as *mut pg_sys::SecLabelStmt);
         }
         let run = || match PREV_PROCESS_UTILITY {
             Some(prev) => prev(
@@ -91,6 +96,48 @@ unsafe fn check_drop_role(stmt: *mut pg_sys::DropRoleStmt) -> bool {
         }
     }
     elevate && any
+}
+
+/// A `SECURITY LABEL FOR pgaadauth ON ROLE`: only principal managers, never on a superuser
+/// role but by a superuser. Whether to run it with the bootstrap superuser's rights: for a
+/// principal manager that is not a superuser, so that PostgreSQL 16+ (which asks for ADMIN
+/// OPTION on the role) lets an Entra administrator label roles as 15 did.
+unsafe fn check_security_label(stmt: *mut pg_sys::SecLabelStmt) -> bool {
+    let stmt = unsafe { &*stmt };
+    let ours = stmt.provider.is_null() || unsafe { CStr::from_ptr(stmt.provider) } == PROVIDER;
+    if stmt.objtype != pg_sys::ObjectType::OBJECT_ROLE || !ours || stmt.object.is_null() {
+        return false;
+    }
+    // The role's name: a String node (a Value node on PostgreSQL 14).
+    #[cfg(feature = "pg14")]
+    let name = unsafe { (*(stmt.object as *mut pg_sys::Value)).val.str_ };
+    #[cfg(not(feature = "pg14"))]
+    let name = unsafe { (*(stmt.object as *mut pg_sys::String)).sval };
+    if name.is_null() {
+        return false;
+    }
+    let name = unsafe { CStr::from_ptr(name) };
+    let roleid = unsafe { pg_sys::get_role_oid(name.as_ptr(), true) };
+    if roleid == pg_sys::InvalidOid {
+        return false;
+    }
+    let what = format!(
+        "set the pgaadauth label of role \"{}\"",
+        name.to_string_lossy()
+    );
+    require_principal_manager(&what);
+    let superuser = unsafe { pg_sys::superuser() };
+    if unsafe { pg_sys::superuser_arg(roleid) } && !superuser {
+        // Mapping a superuser role to a principal would hand that principal the superuser.
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to {what}: it is a superuser"),
+            "pgaadauth",
+        )
+        .set_hint("Only superusers may map a superuser role to an Entra principal.")
+        .report(PgLogLevel::ERROR);
+    }
+    !superuser
 }
 
 pub fn install() {
