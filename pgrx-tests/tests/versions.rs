@@ -207,3 +207,41 @@ fn an_entra_administrator_creates_promotes_and_drops_principals_on_every_major()
         "2"
     );
 }
+
+/// csrc/shim.c reads `Port`, whose layout differs between majors: compiled against one major's
+/// headers for another major's build (feature pgNN) it must not compile at all.
+#[test]
+fn the_shim_refuses_the_headers_of_another_major() {
+    let major = cluster::major();
+    let out = std::process::Command::new(cluster::pg_config())
+        .arg("--includedir-server")
+        .output()
+        .unwrap();
+    let include = String::from_utf8(out.stdout).unwrap();
+    let shim = concat!(env!("CARGO_MANIFEST_DIR"), "/../csrc/shim.c");
+    let compile = |claimed: u32| {
+        std::process::Command::new("cc")
+            .args(["-fsyntax-only", "-I", include.trim(), shim])
+            .arg(format!("-DPGAADAUTH_PG_MAJOR={claimed}"))
+            .output()
+            .unwrap()
+    };
+    let same = compile(major);
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stderr)
+    );
+    for other in (14..=18).filter(|m| *m != major) {
+        let out = compile(other);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "pg{other} against {major}'s headers compiled"
+        );
+        assert!(
+            stderr.contains("compiled against the headers of another PostgreSQL major"),
+            "{stderr}"
+        );
+    }
+}
