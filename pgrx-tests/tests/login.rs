@@ -1,5 +1,5 @@
-//! Token and password logins against a real PostgreSQL 15 cluster with pgaadauth preloaded,
-//! keys served by the test identity provider (Entra-style: tenant + authority_host).
+//! Token and password logins against a real cluster (the major of PG_CONFIG) with pgaadauth
+//! preloaded, keys served by the test identity provider (Entra-style: tenant + authority_host).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

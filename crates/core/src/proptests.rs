@@ -2,7 +2,7 @@
 //! a token that a cached key did not sign, and canonical forms round-trip.
 //!
 //! Cases per property: `PGAADAUTH_PROPTEST_CASES` (default 1000, a few thousand over all the
-//! properties in CI); the long run sets it to 100000 (see README, "Tests").
+//! properties in CI); the long run sets it to 100000 (see docs/development.md, "Tests").
 
 use crate::config::Alg;
 use crate::jwks::{parse_discovery, parse_jwks, PublicKey};
