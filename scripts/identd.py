@@ -14,8 +14,11 @@ import sys
 import threading
 
 
+ESTABLISHED = "01"
+
+
 def owner(client_port, server_port):
-    """The user owning the TCP connection from client_port to server_port, or None."""
+    """The user owning the established TCP connection from client_port to server_port."""
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as f:
@@ -24,6 +27,8 @@ def owner(client_port, server_port):
             continue
         for row in rows:
             fields = row.split()
+            if fields[3] != ESTABLISHED:
+                continue
             local_port = int(fields[1].rsplit(":", 1)[1], 16)
             remote_port = int(fields[2].rsplit(":", 1)[1], 16)
             if local_port == client_port and remote_port == server_port:

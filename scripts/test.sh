@@ -9,8 +9,9 @@ scripts/setup.sh
 . scripts/pg.sh
 results=$(mktemp)
 identd_pid=
-trap 'rm -f "$results"; if [ -n "$identd_pid" ]; then kill "$identd_pid" 2>/dev/null || true; fi' EXIT
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+stop_identd() { if [ -n "$identd_pid" ]; then as_root pkill -P "$identd_pid" 2>/dev/null; as_root kill "$identd_pid" 2>/dev/null; fi; }
+trap 'rm -f "$results"; stop_identd || true' EXIT
 failed_steps=()
 # Run a test step, its output counted; a failing step is recorded and the run goes on.
 step() {
@@ -32,6 +33,10 @@ step core cargo test -p pgaadauth-core
 # The #[pg_test] harness logs in through `ident` (pgrx-tests/pg_test_hba.conf).
 as_root python3 scripts/identd.py &
 identd_pid=$!
+for _ in $(seq 50); do
+    (exec 3<>/dev/tcp/127.0.0.1/113) 2>/dev/null && break
+    sleep 0.1
+done
 
 for v in $PG_VERSIONS; do
     echo "=== PostgreSQL $v"
@@ -44,8 +49,11 @@ for v in $PG_VERSIONS; do
     rm -rf "$pgdata"
 
     # Layer 3: end to end, with the extension installed into this major's PostgreSQL.
-    PG_VERSIONS=$v scripts/install.sh
-    step "pg$v end-to-end" cargo test -p pgaadauth-e2e --test '*' --no-fail-fast -- --test-threads 4
+    if PG_VERSIONS=$v scripts/install.sh; then
+        step "pg$v end-to-end" cargo test -p pgaadauth-e2e --test '*' --no-fail-fast -- --test-threads 4
+    else
+        failed_steps+=("pg$v install")
+    fi
 done
 
 # One closing line for the whole run.

@@ -65,8 +65,9 @@ mod tests {
             "SECURITY LABEL FOR \"pgaadauth\" ON ROLE t_admin IS 'aadauth,oid={OID},type=group,admin'"
         ))
         .unwrap();
-        Spi::run("CREATE ROLE t_member LOGIN").unwrap();
+        // A role it may administer (from 16: one it created, which gives it ADMIN OPTION).
         Spi::run("SET ROLE t_admin").unwrap();
+        Spi::run("CREATE ROLE t_member LOGIN").unwrap();
         Spi::run(
             "SECURITY LABEL FOR \"pgaadauth\" ON ROLE t_member IS 'aadauth,oid=00000000-0000-0000-0000-000000000001,type=user'",
         )

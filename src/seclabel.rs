@@ -95,19 +95,50 @@ pub fn require_principal_manager_quietly(what: &str) {
 /// Run `f` with the bootstrap superuser's rights, for statements on Entra roles that this
 /// session was already found allowed to run ([`require_principal_manager`]). PostgreSQL 16
 /// made CREATEROLE a per-role right (ADMIN OPTION); with this an Entra administrator creates,
-/// promotes and drops Entra principals on every major as CREATEROLE did up to 15. The previous
-/// user comes back after `f`, and on an error with the transaction's abort.
+/// promotes and drops Entra principals on every major as CREATEROLE did up to 15.
+///
+/// While elevated, `search_path` is `pg_catalog, pg_temp` (no function or operator of the
+/// caller's schemas can run as the superuser), and the context is a security-restricted
+/// operation. The previous user comes back when `f` returns or unwinds (a PostgreSQL error
+/// inside `f` unwinds through here), and the search path at the end of `f` or with the
+/// (sub)transaction's abort.
 pub fn as_bootstrap_superuser<R>(f: impl FnOnce() -> R) -> R {
+    /// Gives the user id and security context back, also during an unwind.
+    struct Restore {
+        user: pg_sys::Oid,
+        context: i32,
+    }
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            unsafe { pg_sys::SetUserIdAndSecContext(self.user, self.context) };
+        }
+    }
     let (mut user, mut context) = (pg_sys::InvalidOid, 0);
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+    unsafe { pg_sys::GetUserIdAndSecContext(&mut user, &mut context) };
+    let restore = Restore { user, context };
+    let nest_level = unsafe {
         pg_sys::SetUserIdAndSecContext(
             pg_sys::Oid::from(pg_sys::BOOTSTRAP_SUPERUSERID),
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32,
+            context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
-    }
+        let nest_level = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        nest_level
+    };
     let result = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
+    drop(restore);
     result
 }
 

@@ -33,13 +33,9 @@ fn invalid_argument(message: String, hint: &str) -> ! {
 }
 
 fn role_exists(name: &str) -> bool {
-    Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
-        &[name.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+    // A catalog lookup, no SQL: it also runs with the superuser's rights.
+    let name = c_string(name);
+    unsafe { pg_sys::get_role_oid(name.as_ptr(), true) != pg_sys::InvalidOid }
 }
 
 /// Create the role Entra administrators are members of, when it does not exist yet.

@@ -31,7 +31,7 @@ unsafe extern "C-unwind" fn process_utility(
             elevate = check_drop_role(node as *mut pg_sys::DropRoleStmt);
         }
         if !node.is_null() && (*node).type_ == pg_sys::NodeTag::T_SecLabelStmt {
-            elevate = check_security_label(node as *mut pg_sys::SecLabelStmt);
+            check_security_label(node as *mut pg_sys::SecLabelStmt);
         }
         let run = || match PREV_PROCESS_UTILITY {
             Some(prev) => prev(
@@ -64,9 +64,11 @@ unsafe extern "C-unwind" fn process_utility(
 }
 
 /// Refuse a DROP ROLE of an Entra role by anyone but a principal manager. Whether to run it
-/// with the bootstrap superuser's rights: when a principal manager drops only existing Entra
-/// roles that are neither superusers nor itself, so that an Entra administrator drops Entra
-/// roles on PostgreSQL 16+ (where CREATEROLE covers only roles one created) as on 15.
+/// with the bootstrap superuser's rights: when a principal manager that is not a superuser
+/// drops only existing Entra roles, none of them a superuser, a REPLICATION or BYPASSRLS role,
+/// a predefined role, the session user or the current user; so that an Entra administrator
+/// drops Entra roles on PostgreSQL 16+ (where CREATEROLE covers only roles one created) as on
+/// 15. Anything else follows PostgreSQL's own rules.
 unsafe fn check_drop_role(stmt: *mut pg_sys::DropRoleStmt) -> bool {
     let mut elevate = true;
     let mut any = false;
@@ -91,22 +93,28 @@ unsafe fn check_drop_role(stmt: *mut pg_sys::DropRoleStmt) -> bool {
             name.to_string_lossy()
         ));
         any = true;
-        if roleid == session || roleid == current || unsafe { pg_sys::superuser_arg(roleid) } {
+        let protected = unsafe {
+            pg_sys::superuser_arg(roleid)
+                || pg_sys::has_rolreplication(roleid)
+                || pg_sys::has_bypassrls_privilege(roleid)
+        };
+        let predefined = roleid.to_u32() < pg_sys::FirstNormalObjectId;
+        if roleid == session || roleid == current || protected || predefined {
             elevate = false;
         }
     }
-    elevate && any
+    elevate && any && !unsafe { pg_sys::superuser() }
 }
 
 /// A `SECURITY LABEL FOR pgaadauth ON ROLE`: only principal managers, never on a superuser
-/// role but by a superuser. Whether to run it with the bootstrap superuser's rights: for a
-/// principal manager that is not a superuser, so that PostgreSQL 16+ (which asks for ADMIN
-/// OPTION on the role) lets an Entra administrator label roles as 15 did.
-unsafe fn check_security_label(stmt: *mut pg_sys::SecLabelStmt) -> bool {
+/// role but by a superuser. PostgreSQL's own rules apply on top (from 16: ADMIN OPTION on the
+/// role), and are never lifted: a label lets whoever holds its principal's token log in as the
+/// role, so labelling a role one may not administer would be taking it over.
+unsafe fn check_security_label(stmt: *mut pg_sys::SecLabelStmt) {
     let stmt = unsafe { &*stmt };
     let ours = stmt.provider.is_null() || unsafe { CStr::from_ptr(stmt.provider) } == PROVIDER;
     if stmt.objtype != pg_sys::ObjectType::OBJECT_ROLE || !ours || stmt.object.is_null() {
-        return false;
+        return;
     }
     // The role's name: a String node (a Value node on PostgreSQL 14).
     #[cfg(feature = "pg14")]
@@ -114,20 +122,19 @@ unsafe fn check_security_label(stmt: *mut pg_sys::SecLabelStmt) -> bool {
     #[cfg(not(feature = "pg14"))]
     let name = unsafe { (*(stmt.object as *mut pg_sys::String)).sval };
     if name.is_null() {
-        return false;
+        return;
     }
     let name = unsafe { CStr::from_ptr(name) };
     let roleid = unsafe { pg_sys::get_role_oid(name.as_ptr(), true) };
     if roleid == pg_sys::InvalidOid {
-        return false;
+        return;
     }
     let what = format!(
         "set the pgaadauth label of role \"{}\"",
         name.to_string_lossy()
     );
     require_principal_manager(&what);
-    let superuser = unsafe { pg_sys::superuser() };
-    if unsafe { pg_sys::superuser_arg(roleid) } && !superuser {
+    if unsafe { pg_sys::superuser_arg(roleid) && !pg_sys::superuser() } {
         // Mapping a superuser role to a principal would hand that principal the superuser.
         ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -137,7 +144,6 @@ unsafe fn check_security_label(stmt: *mut pg_sys::SecLabelStmt) -> bool {
         .set_hint("Only superusers may map a superuser role to an Entra principal.")
         .report(PgLogLevel::ERROR);
     }
-    !superuser
 }
 
 pub fn install() {

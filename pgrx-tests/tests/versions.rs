@@ -245,3 +245,97 @@ fn the_shim_refuses_the_headers_of_another_major() {
         );
     }
 }
+
+/// What an Entra administrator runs with the superuser's rights (creating principals, dropping
+/// Entra roles) never runs its own code as the superuser, never outlasts the statement (an
+/// error caught in PL/pgSQL included), and never lifts PostgreSQL 16's rules for labelling a
+/// role or dropping a REPLICATION role.
+#[test]
+fn an_entra_administrator_never_gets_the_superusers_rights() {
+    let w = &*WORLD;
+    w.principal("hijacker", "user", true);
+    w.pg.sql("CREATE SCHEMA evil AUTHORIZATION hijacker");
+    let mut admin =
+        w.pg.connect("hijacker", &w.token("hijacker", json!({})))
+            .unwrap();
+    let is_superuser = |c: &mut postgres::Client| {
+        one(
+            c,
+            "SELECT rolsuper::text FROM pg_roles WHERE rolname = 'hijacker'",
+        )
+    };
+
+    // An operator of its own schema first in search_path: never called while elevated.
+    admin
+        .batch_execute(
+            "CREATE FUNCTION evil.eq(name, text) RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN EXECUTE 'ALTER ROLE hijacker SUPERUSER'; RETURN $1::text = $2; END $$;
+             CREATE OPERATOR evil.= (LEFTARG = name, RIGHTARG = text, FUNCTION = evil.eq);
+             CREATE FUNCTION evil.eq(text, text) RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN EXECUTE 'ALTER ROLE hijacker SUPERUSER'; RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+             CREATE OPERATOR evil.= (LEFTARG = text, RIGHTARG = text, FUNCTION = evil.eq);
+             SET search_path = evil, pg_catalog",
+        )
+        .unwrap();
+    let made = one(
+        &mut admin,
+        &format!(
+            "SELECT pgaadauth_create_principal_with_oid('hijacked-admin', '{}', 'user', true, false)",
+            oid_for("hijacked-admin")
+        ),
+    );
+    assert_eq!(made, "Created role for hijacked-admin");
+    assert_eq!(is_superuser(&mut admin), "false");
+    admin.batch_execute("RESET search_path").unwrap();
+
+    // An error inside the elevated statements, caught in PL/pgSQL: back to itself.
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+               PERFORM pgaadauth_create_principal_with_oid('hijacked-admin', '{}', 'user', false, false);
+             EXCEPTION WHEN others THEN NULL; END $$",
+            oid_for("hijacked-admin")
+        ))
+        .unwrap();
+    assert_eq!(one(&mut admin, "SELECT current_user::text"), "hijacker");
+    let err = admin
+        .batch_execute("CREATE ROLE sneaky SUPERUSER")
+        .expect_err("CREATE ROLE SUPERUSER");
+    assert_eq!(
+        err.as_db_error().map(|d| d.code()),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+
+    // PostgreSQL 16+'s own rules stay: no label on a role it may not administer, and no
+    // DROP of an Entra role that has REPLICATION.
+    w.pg.sql("CREATE ROLE app_owner LOGIN");
+    w.pg.sql(&format!(
+        "CREATE ROLE repl_entra LOGIN REPLICATION; SECURITY LABEL FOR pgaadauth ON ROLE repl_entra IS 'aadauth,oid={},type=user'",
+        oid_for("repl-entra")
+    ));
+    if cluster::major() >= 16 {
+        for statement in [
+            format!(
+                "SECURITY LABEL FOR pgaadauth ON ROLE app_owner IS 'aadauth,oid={},type=user'",
+                oid_for("hijacker")
+            ),
+            "DROP ROLE repl_entra".to_string(),
+        ] {
+            let err = admin.batch_execute(&statement).expect_err(&statement);
+            assert_eq!(
+                err.as_db_error().map(|d| d.code()),
+                Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+                "{statement}: {err:?}"
+            );
+        }
+        assert_eq!(
+            w.pg.sql("SELECT count(*) FROM pg_shseclabel l JOIN pg_roles r ON r.oid = l.objoid WHERE r.rolname = 'app_owner'"),
+            "0"
+        );
+    }
+    assert_eq!(
+        w.pg.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'repl_entra'"),
+        "1"
+    );
+    assert_eq!(is_superuser(&mut admin), "false");
+}
