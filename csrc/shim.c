@@ -7,6 +7,8 @@
  * Every function here is a call-through; all decisions are made in Rust.
  * PostgreSQL 14 keeps sendAuthRequest and its SASL loop static: there the
  * request is framed here and the loop runs in Rust (src/sasl.rs).
+ * PostgreSQL 18: the OAuth validator's callback table and the oauth options
+ * of the pg_hba.conf line (src/oauth.rs).
  */
 #include "postgres.h"
 
@@ -20,6 +22,9 @@
 #include "miscadmin.h"
 #if PG_VERSION_NUM >= 150000
 #include "libpq/sasl.h"
+#endif
+#if PG_VERSION_NUM >= 180000
+#include "libpq/oauth.h"
 #endif
 #include "utils/memutils.h"
 #if PG_VERSION_NUM < 180000
@@ -179,3 +184,51 @@ pgaadauth_auth_failed(Port *port, const char *logdetail)
 			 logdetail ? errdetail_log("%s", logdetail) : 0));
 }
 
+
+#if PG_VERSION_NUM >= 180000
+/*
+ * The OAuth validator's callbacks (PostgreSQL 18's oauth method): only
+ * validate_cb, which Rust passes in. Rust exports
+ * _PG_oauth_validator_module_init, which returns this table.
+ */
+static OAuthValidatorCallbacks oauth_callbacks = {
+	.magic = PG_OAUTH_VALIDATOR_MAGIC,
+};
+
+const OAuthValidatorCallbacks *
+pgaadauth_oauth_callbacks(ValidatorValidateCB validate)
+{
+	oauth_callbacks.validate_cb = validate;
+	return &oauth_callbacks;
+}
+
+/* The session's Port: the validator is not handed one. */
+Port *
+pgaadauth_my_port(void)
+{
+	return MyProcPort;
+}
+
+/* The issuer option of the connection's oauth line. */
+const char *
+pgaadauth_port_oauth_issuer(Port *port)
+{
+	return port->hba != NULL ? port->hba->oauth_issuer : NULL;
+}
+
+/* Whether the oauth line says delegate_ident_mapping=1. */
+bool
+pgaadauth_port_oauth_delegates_mapping(Port *port)
+{
+	return port->hba != NULL && port->hba->oauth_skip_usermap;
+}
+
+/* Fill the validator's result; authn_id is copied (PostgreSQL pfrees it). */
+void
+pgaadauth_oauth_set_result(ValidatorModuleResult *result, bool authorized,
+						   const char *authn_id)
+{
+	result->authorized = authorized;
+	result->authn_id = authn_id != NULL ? pstrdup(authn_id) : NULL;
+}
+#endif

@@ -2,21 +2,18 @@
 //!
 //! Reads only shared memory and the catalogs; never touches the network.
 
-use crate::audit;
+use crate::audit::Method;
 use crate::keytable::{self, Refresh, SharedKeys};
-use crate::label::{normalize_guid, Label, PrincipalType};
+use crate::label::{normalize_guid, Label};
+use crate::login_audit::{self, LoginAttempt};
 use crate::mailbox::{self, Question};
 use crate::sasl;
 use crate::seclabel::{label_of_role_name, RoleLabel};
 use crate::settings;
-use crate::settings::LogLogins;
 use crate::shim::{self, ClientMessage, Port};
 use crate::stats::{self, Counter};
-use crate::token::Verified;
-use crate::token::{self, Membership, NoDirectory, Reject};
+use crate::token::{self, Authentic, Membership, NoDirectory, Policy, Reject, Verified};
 use pgrx::pg_sys;
-use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
 use std::ffi::{c_char, c_int, CStr, CString};
 
 pub fn install() {
@@ -65,28 +62,38 @@ impl Membership for DirectoryMembership {
     }
 }
 
-/// What a login with `token` to a role labelled `label` decides, now: the validator against
-/// the shared keys, and on an unknown kid one coalesced, rate-limited refresh first. The error
-/// carries a note on that refresh for the log. Shared by logins and `pgaadauth_validate_token`.
+/// What a login with `token` to a role labelled `label` decides, now: [`verify_token`] with
+/// the settings' policy, then the label's rules. The error carries a note on a key refresh for
+/// the log. Shared by logins and `pgaadauth_validate_token`.
 pub fn decide_token(token: &str, label: &Label) -> Result<Verified, (Reject, String)> {
     let policy = settings::policy();
+    let authentic = verify_token(token, &policy)?;
+    authorize_token(&authentic, label, &policy).map_err(|r| (r, String::new()))
+}
+
+/// The label's rules for a verified token (group membership through the directory).
+pub fn authorize_token(
+    authentic: &Authentic,
+    label: &Label,
+    policy: &Policy,
+) -> Result<Verified, Reject> {
+    let now = crate::worker::unix_now();
+    token::authorize(authentic, label, &DirectoryMembership { now }, policy)
+}
+
+/// Everything about `token` that does not depend on the role, against the shared keys; on an
+/// unknown kid one coalesced, rate-limited refresh first. The error carries a note on that
+/// refresh for the log.
+pub fn verify_token(token: &str, policy: &Policy) -> Result<Authentic, (Reject, String)> {
     let timing = settings::timing();
     let check = || {
         let now = crate::worker::unix_now();
-        let keys = SharedKeys { now, timing };
-        token::validate(
-            token,
-            &keys,
-            &DirectoryMembership { now },
-            &policy,
-            label,
-            now,
-        )
+        token::verify(token, &SharedKeys { now, timing }, policy, now)
     };
     let result = check();
     // An unknown kid, or a kid that only another issuer's key set holds: perhaps this
     // issuer's new key (issuers may name keys alike).
-    let key_miss = |r: &Result<Verified, Reject>| {
+    let key_miss = |r: &Result<Authentic, Reject>| {
         matches!(
             r,
             Err(Reject::UnknownKid(_)) | Err(Reject::IssuerNotServedByKey { .. })
@@ -225,61 +232,19 @@ impl Login {
         }
     }
 
-    /// The audit line of a token login, at LOG, server only, as `pgaadauth.log_logins` says.
+    /// The audit line of a token login, as `pgaadauth.log_logins` says.
     fn audit(&self, token: &str, label: Option<&Label>, outcome: Result<&Verified, &str>) {
-        let wanted = match settings::LOG_LOGINS.get() {
-            LogLogins::All => true,
-            LogLogins::Failures => outcome.is_err(),
-            LogLogins::None => false,
-        };
-        if !wanted {
-            return;
-        }
         let client = unsafe { shim::pgaadauth_port_remote_host(self.port) };
         let client =
             (!client.is_null()).then(|| unsafe { CStr::from_ptr(client) }.to_string_lossy());
-        // A refused token's claims are decoded (unverified) only for its audit line.
-        let claims = match outcome {
-            Ok(_) => Default::default(),
-            Err(_) => audit::unverified_claims(token).unwrap_or_default(),
-        };
-        let principal_claim = settings::text(&settings::PRINCIPAL_CLAIM);
-        let (oid, tid, upn, appid, via_group) = match outcome {
-            Ok(v) => (
-                Some(v.principal.as_str()),
-                v.tid.as_deref(),
-                v.upn.as_deref(),
-                v.appid.as_deref(),
-                v.via_group.as_deref(),
-            ),
-            Err(_) => (
-                audit::claim(&claims, &[&principal_claim]),
-                audit::claim(&claims, &["tid"]),
-                audit::claim(&claims, &["upn", "preferred_username"]),
-                audit::claim(&claims, &["appid", "azp"]),
-                label
-                    .filter(|l| l.principal_type == PrincipalType::Group)
-                    .map(|l| l.oid.as_str()),
-            ),
-        };
-        let line = audit::AuditLine {
-            accepted: outcome.is_ok(),
+        login_audit::write(LoginAttempt {
             role: &self.user(),
-            principal_type: label.map(|l| l.principal_type.as_str()),
-            oid,
-            tid,
-            upn,
-            appid,
-            via_group,
             client: client.as_deref(),
-            reason: outcome.err(),
-        };
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
-            line.to_string(),
-            "pgaadauth",
-        )
-        .report(PgLogLevel::LOG_SERVER_ONLY);
+            token,
+            label,
+            outcome,
+            method: Method::Token,
+        });
     }
 
     fn with_password(&self) {

@@ -7,13 +7,16 @@
 //! `settings`, `sql_api`, `shim` (the C bridge).
 
 pub use pgaadauth_core::{
-    audit, clock, config, directory, http, jwks, label, schedule, strict_json, token,
+    audit, clock, config, directory, http, jwks, label, oauth_line, schedule, strict_json, token,
 };
 
 pub(crate) mod auth;
 mod directory_worker;
 mod keytable;
+mod login_audit;
 mod mailbox;
+#[cfg(feature = "pg18")]
+mod oauth;
 mod sasl;
 mod seclabel;
 mod settings;

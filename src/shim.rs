@@ -96,4 +96,34 @@ unsafe extern "C-unwind" {
     ) -> c_int;
     pub fn pgaadauth_set_authn_id(port: *mut Port, id: *const c_char);
     pub fn pgaadauth_auth_failed(port: *mut Port, logdetail: *const c_char) -> !;
+    #[cfg(feature = "pg18")]
+    pub fn pgaadauth_oauth_callbacks(validate: OAuthValidate) -> *const std::ffi::c_void;
+    #[cfg(feature = "pg18")]
+    pub fn pgaadauth_my_port() -> *mut Port;
+    #[cfg(feature = "pg18")]
+    pub fn pgaadauth_port_oauth_issuer(port: *mut Port) -> *const c_char;
+    #[cfg(feature = "pg18")]
+    pub fn pgaadauth_port_oauth_delegates_mapping(port: *mut Port) -> bool;
+    #[cfg(feature = "pg18")]
+    pub fn pgaadauth_oauth_set_result(
+        result: *mut OAuthResult,
+        authorized: bool,
+        authn_id: *const c_char,
+    );
 }
+
+/// PostgreSQL 18's `ValidatorModuleResult`, opaque: only the shim fills it.
+#[cfg(feature = "pg18")]
+#[repr(C)]
+pub struct OAuthResult {
+    _opaque: [u8; 0],
+}
+
+/// PostgreSQL 18's `ValidatorValidateCB` (the module state is not used).
+#[cfg(feature = "pg18")]
+pub type OAuthValidate = unsafe extern "C-unwind" fn(
+    state: *const std::ffi::c_void,
+    token: *const c_char,
+    role: *const c_char,
+    result: *mut OAuthResult,
+) -> bool;

@@ -10,6 +10,8 @@ pub enum Counter {
     LoginsAccepted = 0,
     PasswordLoginsAccepted,
     PasswordLoginsRejected,
+    OAuthLoginsAccepted,
+    OAuthLoginsRejected,
     KeyFetchesOk,
     KeyFetchesFailed,
     KidMisses,
@@ -19,10 +21,12 @@ pub enum Counter {
     GroupCacheHits,
 }
 
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 12] = [
     "logins_accepted",
     "password_logins_accepted",
     "password_logins_rejected",
+    "oauth_logins_accepted",
+    "oauth_logins_rejected",
     "key_fetches_ok",
     "key_fetches_failed",
     "kid_misses",

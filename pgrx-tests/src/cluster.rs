@@ -147,8 +147,13 @@ impl Cluster {
     /// initdb, pgaadauth preloaded with `settings`, pg_hba.conf rewritten, started, and
     /// `CREATE EXTENSION pgaadauth` done.
     pub fn start(name: &str, settings: &[(&str, String)]) -> Cluster {
+        Cluster::start_with_hba(name, settings, "host all all 127.0.0.1/32 trust\n")
+    }
+
+    /// As [`Cluster::start`], with `hba` as the TCP lines of pg_hba.conf.
+    pub fn start_with_hba(name: &str, settings: &[(&str, String)], hba: &str) -> Cluster {
         let cluster = Cluster::create(name, "shared_preload_libraries = 'pgaadauth'\n", settings);
-        cluster.write_hba("host all all 127.0.0.1/32 trust\n");
+        cluster.write_hba(hba);
         cluster.launch();
         cluster.sql("CREATE EXTENSION pgaadauth");
         cluster
@@ -194,6 +199,11 @@ impl Cluster {
             &self.dir.join("data/pg_hba.conf"),
             &format!("local all postgres peer\nlocal replication postgres peer\n{tcp_lines}"),
         );
+    }
+
+    /// Replace pg_ident.conf with `lines` (takes effect at the next reload).
+    pub fn write_ident(&self, lines: &str) {
+        self.write_as_postgres(&self.dir.join("data/pg_ident.conf"), lines);
     }
 
     pub fn bindir(&self) -> &Path {

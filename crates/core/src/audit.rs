@@ -1,5 +1,8 @@
 //! The audit line of a token login (pure, no pgrx):
-//! `pgaadauth: login outcome=… role=… type=… oid=… tid=… upn=… appid=… via_group=… client=… reason=…`
+//! `pgaadauth: login outcome=… role=… type=… oid=… tid=… upn=… appid=… via_group=… client=… reason=… method=…`
+//!
+//! `method` says how the token came: `token` (the password message of a `trust` line) or
+//! `oauth` (PostgreSQL 18's SASL OAUTHBEARER, on an `oauth` line).
 //!
 //! Values are percent-encoded outside a safe set, so a crafted claim cannot add fields or lines
 //! (spaces, `=`, newlines and `%` are encoded), and cut to [`MAX_VALUE`] characters.
@@ -21,6 +24,26 @@ pub struct AuditLine<'a> {
     pub via_group: Option<&'a str>,
     pub client: Option<&'a str>,
     pub reason: Option<&'a str>,
+    pub method: Method,
+}
+
+/// How the token reached the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    /// As the password, on a `trust` line.
+    #[default]
+    Token,
+    /// In a SASL OAUTHBEARER exchange, on an `oauth` line (PostgreSQL 18).
+    OAuth,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Token => "token",
+            Method::OAuth => "oauth",
+        }
+    }
 }
 
 /// A value made safe for a key=value line.
@@ -50,7 +73,7 @@ impl std::fmt::Display for AuditLine<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "pgaadauth: login outcome={} role={} type={} oid={} tid={} upn={} appid={} via_group={} client={} reason={}",
+            "pgaadauth: login outcome={} role={} type={} oid={} tid={} upn={} appid={} via_group={} client={} reason={} method={}",
             if self.accepted { "accepted" } else { "rejected" },
             escape(Some(self.role)),
             escape(self.principal_type),
@@ -61,6 +84,7 @@ impl std::fmt::Display for AuditLine<'_> {
             escape(self.via_group),
             escape(self.client),
             escape(self.reason),
+            self.method.as_str(),
         )
     }
 }
@@ -106,7 +130,7 @@ mod tests {
             line.to_string(),
             "pgaadauth: login outcome=accepted role=alice@contoso.com type=user \
              oid=6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b tid=11111111-2222-3333-4444-555555555555 \
-             upn=alice@contoso.com appid=- via_group=- client=10.0.0.7 reason=-"
+             upn=alice@contoso.com appid=- via_group=- client=10.0.0.7 reason=- method=token"
         );
     }
 

@@ -11,6 +11,7 @@ pub mod directory;
 pub mod http;
 pub mod jwks;
 pub mod label;
+pub mod oauth_line;
 pub mod schedule;
 pub mod strict_json;
 pub mod token;

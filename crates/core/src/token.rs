@@ -607,7 +607,8 @@ pub fn warm_up() -> bool {
     rs && es
 }
 
-/// Decide whether `token` lets its bearer log in as the principal of `label`.
+/// Decide whether `token` lets its bearer log in as the principal of `label`: [`verify`],
+/// then [`authorize`].
 pub fn validate<K: KeyLookup + ?Sized>(
     token: &str,
     keys: &K,
@@ -616,6 +617,51 @@ pub fn validate<K: KeyLookup + ?Sized>(
     label: &Label,
     now: i64,
 ) -> Result<Verified, Reject> {
+    let authentic = verify(token, keys, policy, now)?;
+    authorize(&authentic, label, membership, policy)
+}
+
+/// A token whose signature, issuer, audience, times and tenant (`pgaadauth.tenant_id`) hold,
+/// and which names its principal: who it speaks for, not yet for which role.
+#[derive(Clone, Debug)]
+pub struct Authentic {
+    claims: Map<String, Value>,
+    /// The principal claim's value, GUIDs in canonical form.
+    pub principal: String,
+    pub kid: String,
+}
+
+impl Authentic {
+    /// The verified claims.
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
+    }
+
+    /// Who the token speaks for, with no role's rules applied (no group).
+    pub fn identity(&self) -> Verified {
+        Verified {
+            principal: self.principal.clone(),
+            via_group: None,
+            kid: self.kid.clone(),
+            tid: string(&self.claims, "tid").map(String::from),
+            upn: string(&self.claims, "upn")
+                .or_else(|| string(&self.claims, "preferred_username"))
+                .map(String::from),
+            appid: string(&self.claims, "appid")
+                .or_else(|| string(&self.claims, "azp"))
+                .map(String::from),
+        }
+    }
+}
+
+/// Check everything about `token` that does not depend on the role: its form, signature,
+/// issuer, audience, times, the tenant setting, and that it names a principal.
+pub fn verify<K: KeyLookup + ?Sized>(
+    token: &str,
+    keys: &K,
+    policy: &Policy,
+    now: i64,
+) -> Result<Authentic, Reject> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(Reject::TooLong(token.len()));
     }
@@ -700,27 +746,48 @@ pub fn validate<K: KeyLookup + ?Sized>(
         }
     }
 
-    // Tenant: the setting, and the label's own tid.
-    let tid = string(&claims, "tid");
-    for want in [policy.tenant_id.as_deref(), label.tid.as_deref()]
-        .into_iter()
-        .flatten()
-    {
-        let got = tid.ok_or(Reject::TenantMissing)?;
-        if !same_id(got, want) {
-            return Err(Reject::TenantMismatch {
-                tid: got.into(),
-                want: want.into(),
-            });
-        }
+    // Tenant: the setting.
+    if let Some(want) = policy.tenant_id.as_deref() {
+        check_tenant(&claims, want)?;
     }
 
-    // Principal.
     let principal = string(&claims, &policy.principal_claim)
+        .ok_or_else(|| Reject::PrincipalMissing(policy.principal_claim.clone()))?;
+    Ok(Authentic {
+        principal: normalize_guid(principal).unwrap_or_else(|| principal.to_string()),
+        kid: kid.into(),
+        claims,
+    })
+}
+
+fn check_tenant(claims: &Map<String, Value>, want: &str) -> Result<(), Reject> {
+    let got = string(claims, "tid").ok_or(Reject::TenantMissing)?;
+    if !same_id(got, want) {
+        return Err(Reject::TenantMismatch {
+            tid: got.into(),
+            want: want.into(),
+        });
+    }
+    Ok(())
+}
+
+/// Decide whether the verified token lets its bearer log in as the principal of `label`: the
+/// label's tenant, its principal (or, for a group, membership), and its MFA requirement.
+pub fn authorize(
+    authentic: &Authentic,
+    label: &Label,
+    membership: &dyn Membership,
+    policy: &Policy,
+) -> Result<Verified, Reject> {
+    let claims = &authentic.claims;
+    if let Some(want) = label.tid.as_deref() {
+        check_tenant(claims, want)?;
+    }
+    let principal = string(claims, &policy.principal_claim)
         .ok_or_else(|| Reject::PrincipalMissing(policy.principal_claim.clone()))?;
     let via_group = match label.principal_type {
         PrincipalType::Group => {
-            check_group_member(&claims, principal, &label.oid, membership)?;
+            check_group_member(claims, principal, &label.oid, membership)?;
             Some(label.oid.clone())
         }
         PrincipalType::User | PrincipalType::Service => {
@@ -745,16 +812,8 @@ pub fn validate<K: KeyLookup + ?Sized>(
     }
 
     Ok(Verified {
-        principal: normalize_guid(principal).unwrap_or_else(|| principal.to_string()),
         via_group,
-        kid: kid.into(),
-        tid: tid.map(String::from),
-        upn: string(&claims, "upn")
-            .or_else(|| string(&claims, "preferred_username"))
-            .map(String::from),
-        appid: string(&claims, "appid")
-            .or_else(|| string(&claims, "azp"))
-            .map(String::from),
+        ..authentic.identity()
     })
 }
 

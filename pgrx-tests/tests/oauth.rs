@@ -1,0 +1,668 @@
+//! PostgreSQL 18's `oauth` method with pgaadauth as the validator (`oauth_validator_libraries`),
+//! beside `trust` lines on the same server: a libpq 18 client handing over its token through
+//! PQAUTHDATA_OAUTH_BEARER_TOKEN (clients/oauth_client.c), labels and groups with
+//! delegate_ident_mapping, pg_ident.conf maps without it, issuers of the line, one key table
+//! and one set of counters, discovery, and malformed OAUTHBEARER messages from a raw client.
+//!
+//! On PostgreSQL 14–17 the library must not carry the validator entry point at all.
+
+use once_cell::sync::Lazy;
+use pgaadauth_e2e::cluster::{self, base_dir, private_file, Cluster};
+use pgaadauth_e2e::idp::{
+    claims, mint, mint_as, oid_for, Idp, CLIENT_ID, CLIENT_SECRET, RSA1, RSA2, TENANT,
+};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+const SCOPE: &str = "https://ossrdbms-aad.database.windows.net/.default";
+const GROUP: &str = "0a7a0000-1111-4222-8333-000000000001";
+const MEMBER: &str = "0a7a0000-1111-4222-8333-000000000002";
+
+/// Tests here change the provider's key set and count its requests: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `token` with a character inside its signature changed.
+fn tampered(token: &str) -> String {
+    let at = token.len() - 10;
+    let new = if &token[at..at + 1] == "A" { "B" } else { "A" };
+    format!("{}{new}{}", &token[..at], &token[at + 1..])
+}
+
+struct World {
+    idp: Idp,
+    pg: Cluster,
+}
+
+/// The oauth lines, by database: `oauthdb` delegates to labels, `mapdb` uses the map `entra`,
+/// `v1db` names Entra's v1 issuer of the tenant, `otherdb` an issuer pgaadauth does not accept.
+fn hba(idp: &Idp) -> String {
+    let v2 = idp.entra_issuer();
+    let v1 = format!("https://sts.windows.net/{TENANT}/");
+    format!(
+        "host oauthdb all 127.0.0.1/32 oauth issuer=\"{v2}\" scope=\"{SCOPE}\" delegate_ident_mapping=1\n\
+         host mapdb all 127.0.0.1/32 oauth issuer=\"{v2}\" scope=\"{SCOPE}\" map=entra\n\
+         host v1db all 127.0.0.1/32 oauth issuer=\"{v1}\" scope=\"{SCOPE}\" delegate_ident_mapping=1\n\
+         host otherdb all 127.0.0.1/32 oauth issuer=\"https://login.example/elsewhere/v2.0\" scope=\"{SCOPE}\" delegate_ident_mapping=1\n\
+         host all all 127.0.0.1/32 trust\n"
+    )
+}
+
+static WORLD: Lazy<Option<World>> = Lazy::new(|| {
+    if cluster::major() < 18 {
+        return None;
+    }
+    let idp = Idp::start(&[&RSA1]);
+    idp.dir_add(GROUP, "group", "OAuth Readers");
+    idp.dir_add(MEMBER, "user", "member@contoso.example");
+    idp.dir_add_member(GROUP, MEMBER);
+    let secret = private_file("oauth-secret", &format!("{CLIENT_SECRET}\n"));
+    let pg = Cluster::start_with_hba(
+        "oauth",
+        &[
+            ("oauth_validator_libraries", "pgaadauth".into()),
+            ("pgaadauth.tenant_id", TENANT.into()),
+            ("pgaadauth.authority_host", idp.base()),
+            ("pgaadauth.graph_endpoint", idp.base()),
+            ("pgaadauth.client_id", CLIENT_ID.into()),
+            ("pgaadauth.client_secret_file", secret.display().to_string()),
+            ("pgaadauth.allow_http", "on".into()),
+            ("pgaadauth.min_refresh_interval", "1s".into()),
+            ("log_connections", "on".into()),
+        ],
+        &hba(&idp),
+    );
+    for db in ["oauthdb", "mapdb", "v1db", "otherdb"] {
+        pg.sql(&format!("CREATE DATABASE {db}"));
+    }
+    pg.write_ident(&format!(
+        "entra {} mapped_role\nentra {} mapped_role\n",
+        oid_for("mapped-user"),
+        oid_for("oauth-user")
+    ));
+    pg.sql("CREATE ROLE mapped_role LOGIN; CREATE ROLE unlabelled LOGIN");
+    pg.sql("SELECT pg_reload_conf()");
+    let w = World { idp, pg };
+    w.principal("oauth-user", &oid_for("oauth-user"), "user", false);
+    w.principal("oauth-mfa", &oid_for("oauth-mfa"), "user", true);
+    w.principal("oauth-group", GROUP, "group", false);
+    let token = w.token(&oid_for("oauth-user"), json!({}));
+    assert!(
+        Cluster::wait_for(Duration::from_secs(20), || w
+            .pg
+            .connect("oauth-user", &token)
+            .is_ok()),
+        "keys were never fetched:\n{}",
+        w.pg.log()
+    );
+    Some(w)
+});
+
+/// The world on PostgreSQL 18; `None` (the test has nothing to do) before.
+fn world() -> Option<&'static World> {
+    WORLD.as_ref()
+}
+
+impl World {
+    fn principal(&self, role: &str, oid: &str, kind: &str, mfa: bool) {
+        self.pg.sql(&format!(
+            "SELECT pgaadauth_create_principal_with_oid('{role}', '{oid}', '{kind}', false, {mfa})"
+        ));
+    }
+
+    fn token(&self, oid: &str, extra: Value) -> String {
+        let mut c = claims(&self.idp.entra_issuer(), oid);
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        mint(&RSA1, &c)
+    }
+
+    /// libpq's `oauth_issuer` for a line whose issuer is `issuer`: the discovery document's
+    /// URL, so that a client holding a token logs in with one connection.
+    fn conninfo(&self, db: &str, user: &str, issuer: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} dbname={db} user={user} \
+             oauth_issuer={issuer}/.well-known/openid-configuration oauth_client_id=pgaadauth-test \
+             connect_timeout=20",
+            self.pg.port
+        )
+    }
+
+    /// Log in through the libpq 18 client with `token` on the line of `db`:
+    /// Ok("current_user|system_user") or Err(what the client printed).
+    fn oauth_login(&self, db: &str, user: &str, token: &str) -> Result<String, String> {
+        let issuer = if db == "v1db" {
+            format!("https://sts.windows.net/{TENANT}/")
+        } else {
+            self.idp.entra_issuer()
+        };
+        run_client(&["login", &self.conninfo(db, user, &issuer)], token)
+    }
+
+    /// The log from `mark` on.
+    fn log_since(&self, mark: usize) -> String {
+        self.pg.log()[mark..].to_string()
+    }
+
+    /// Wait for `text` in the log after `mark`.
+    fn logged(&self, mark: usize, text: &str) -> bool {
+        Cluster::wait_for(Duration::from_secs(5), || {
+            self.log_since(mark).contains(text)
+        })
+    }
+
+    fn stat(&self, name: &str) -> i64 {
+        self.pg
+            .sql(&format!(
+                "SELECT value FROM pgaadauth_stats() WHERE counter = '{name}'"
+            ))
+            .parse()
+            .unwrap()
+    }
+}
+
+/// clients/oauth_client.c, built once against the libpq of the PostgreSQL under test.
+static CLIENT: Lazy<PathBuf> = Lazy::new(|| {
+    let pg_config = cluster::pg_config();
+    let ask = |flag: &str| {
+        let out = Command::new(&pg_config).arg(flag).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (include, lib) = (ask("--includedir"), ask("--libdir"));
+    std::fs::create_dir_all(base_dir()).unwrap();
+    let out = base_dir().join(format!("oauth_client-{}", std::process::id()));
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/oauth_client.c");
+    let built = Command::new("cc")
+        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(source)
+        .arg(format!("-I{include}"))
+        .arg(format!("-L{lib}"))
+        .arg(format!("-Wl,-rpath,{lib}"))
+        .arg("-lpq")
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "building oauth_client: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out
+});
+
+/// Run the client with the token in its environment (never on its command line). The test
+/// provider serves plain http on 127.0.0.1, which libpq accepts only with PGOAUTHDEBUG=UNSAFE.
+fn run_client(args: &[&str], token: &str) -> Result<String, String> {
+    let out = Command::new(&*CLIENT)
+        .args(args)
+        .env("PGAADAUTH_TOKEN", token)
+        .env("PGOAUTHDEBUG", "UNSAFE")
+        .env_remove("PGPASSWORD")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+#[test]
+fn the_library_carries_the_validator_entry_point_on_18_only() {
+    let out = Command::new(cluster::pg_config())
+        .arg("--pkglibdir")
+        .output()
+        .unwrap();
+    let lib = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("pgaadauth.so");
+    let symbols = Command::new("nm").arg("-D").arg(&lib).output().unwrap();
+    assert!(symbols.status.success(), "nm -D {}", lib.display());
+    let symbols = String::from_utf8_lossy(&symbols.stdout);
+    let exported = symbols
+        .lines()
+        .any(|l| l.ends_with(" T _PG_oauth_validator_module_init"));
+    assert_eq!(exported, cluster::major() >= 18, "{}", lib.display());
+    // Before 18 nothing of the OAuth API is referenced (an undefined symbol would be).
+    if cluster::major() < 18 {
+        assert!(
+            !symbols.to_lowercase().contains("oauth"),
+            "{}",
+            symbols
+                .lines()
+                .filter(|l| l.to_lowercase().contains("oauth"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+#[test]
+fn a_labelled_role_logs_in_on_an_oauth_line_as_on_a_trust_line() {
+    let _serial = serial();
+    let Some(w) = world() else { return };
+    let oid = oid_for("oauth-user");
+    let token = w.token(&oid, json!({}));
+    let mark = w.pg.log().len();
+    let accepted_before = w.stat("oauth_logins_accepted");
+    assert_eq!(
+        w.oauth_login("oauthdb", "oauth-user", &token),
+        Ok(format!("oauth-user|oauth:{oid}"))
+    );
+    assert!(w.logged(
+        mark,
+        &format!("connection authenticated: identity=\"{oid}\" method=oauth")
+    ));
+    assert!(
+        w.logged(mark, &format!("pgaadauth: login outcome=accepted role=oauth-user type=user oid={oid} tid={TENANT}")),
+        "{}",
+        w.log_since(mark)
+    );
+    assert!(w.log_since(mark).contains("reason=- method=oauth"));
+    assert_eq!(w.stat("oauth_logins_accepted"), accepted_before + 1);
+    // The same token, as the password on the trust line of the same server.
+    let mut c = w.pg.connect("oauth-user", &token).unwrap();
+    let who: String = c.query_one("SELECT current_user", &[]).unwrap().get(0);
+    assert_eq!(who, "oauth-user");
+    assert!(w.logged(mark, "outcome=accepted role=oauth-user type=user"));
+    assert!(w.log_since(mark).contains("reason=- method=token"));
+    // Entra's v1 issuer on the line admits the tenant's v2 tokens too.
+    assert_eq!(
+        w.oauth_login("v1db", "oauth-user", &token),
+        Ok(format!("oauth-user|oauth:{oid}"))
+    );
+    assert!(!w.log_since(mark).contains(&token[token.len() - 20..]));
+}
+
+#[test]
+fn every_rule_of_the_label_holds_and_refusals_are_told_to_the_log_only() {
+    let _serial = serial();
+    let Some(w) = world() else { return };
+    let oid = oid_for("oauth-user");
+    let now = pgaadauth_e2e::idp::unix_now();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "oauth-user",
+            w.token(
+                &oid,
+                json!({"exp": now - 3600, "iat": now - 7200, "nbf": now - 7200}),
+            ),
+            "The token expired at",
+        ),
+        (
+            "oauth-user",
+            w.token(&oid_for("someone-else"), json!({})),
+            "does not match the role's object id",
+        ),
+        (
+            "oauth-user",
+            w.token(&oid, json!({"tid": "99999999-2222-3333-4444-555555555555"})),
+            "is not the required tenant",
+        ),
+        (
+            "oauth-user",
+            mint_as(
+                &RSA2,
+                Some("never-published"),
+                &claims(&w.idp.entra_issuer(), &oid),
+            ),
+            "No cached signing key has kid \"never-published\"",
+        ),
+        (
+            "oauth-user",
+            w.token(&oid, json!({"aud": "https://elsewhere.example"})),
+            "is not an accepted audience",
+        ),
+        (
+            "oauth-mfa",
+            w.token(&oid_for("oauth-mfa"), json!({})),
+            "requires multi-factor authentication",
+        ),
+        (
+            "unlabelled",
+            w.token(&oid, json!({})),
+            "Role \"unlabelled\" has no pgaadauth label",
+        ),
+    ];
+    for (role, token, reason) in cases {
+        let mark = w.pg.log().len();
+        let refused = w.oauth_login("oauthdb", role, &token).unwrap_err();
+        assert!(
+            refused.contains(&format!(
+                "OAuth bearer authentication failed for user \"{role}\""
+            )),
+            "{role}: {refused}"
+        );
+        assert!(
+            !refused.contains(reason),
+            "the client learns nothing: {refused}"
+        );
+        assert!(
+            w.logged(
+                mark,
+                &format!("pgaadauth: OAuth token for role \"{role}\" refused: ")
+            ),
+            "{role}: {}",
+            w.log_since(mark)
+        );
+        let log = w.log_since(mark);
+        assert!(log.contains(reason), "{reason}: {log}");
+        assert!(log.contains("outcome=rejected"), "{log}");
+        assert!(!log.contains(&token[token.len() - 20..]), "token in log");
+    }
+    // With MFA the MFA role logs in.
+    let mfa = w.token(&oid_for("oauth-mfa"), json!({"amr": ["pwd", "mfa"]}));
+    assert!(w.oauth_login("oauthdb", "oauth-mfa", &mfa).is_ok());
+}
+
+#[test]
+fn a_group_logs_in_with_its_members_token_by_claim_and_through_the_directory() {
+    let _serial = serial();
+    let Some(w) = world() else { return };
+    let by_claim = w.token(MEMBER, json!({"groups": [GROUP]}));
+    assert_eq!(
+        w.oauth_login("oauthdb", "oauth-group", &by_claim),
+        Ok(format!("oauth-group|oauth:{MEMBER}"))
+    );
+    let mut c = claims(&w.idp.entra_issuer(), MEMBER);
+    c["_claim_names"] = json!({"groups": "src1"});
+    let overage = mint(&RSA1, &c);
+    let mark = w.pg.log().len();
+    assert_eq!(
+        w.oauth_login("oauthdb", "oauth-group", &overage),
+        Ok(format!("oauth-group|oauth:{MEMBER}"))
+    );
+    assert!(w.logged(mark, &format!("via_group={GROUP}")));
+    // Not a member: refused, and the identity is still the principal.
+    let outsider = oid_for("outsider");
+    let mark = w.pg.log().len();
+    let token = w.token(&outsider, json!({"groups": []}));
+    assert!(w.oauth_login("oauthdb", "oauth-group", &token).is_err());
+    assert!(w.logged(mark, "is not a member of group"));
+    assert!(w.logged(
+        mark,
+        &format!("connection authenticated: identity=\"{outsider}\" method=oauth")
+    ));
+}
+
+#[test]
+fn without_delegation_the_token_must_verify_and_the_user_map_decides() {
+    let _serial = serial();
+    let Some(w) = world() else { return };
+    let oid = oid_for("mapped-user");
+    let token = w.token(&oid, json!({}));
+    assert_eq!(
+        w.oauth_login("mapdb", "mapped_role", &token),
+        Ok(format!("mapped_role|oauth:{oid}"))
+    );
+    // A labelled principal may use the map's role too: the map decides, not the label.
+    let labelled = w.token(&oid_for("oauth-user"), json!({}));
+    assert!(w.oauth_login("mapdb", "mapped_role", &labelled).is_ok());
+    // The map does not name this role for that principal.
+    let mark = w.pg.log().len();
+    assert!(w.oauth_login("mapdb", "unlabelled", &token).is_err());
+    assert!(
+        w.logged(mark, "no match in usermap \"entra\""),
+        "{}",
+        w.log_since(mark)
+    );
+    // Every rule on the token itself still holds.
+    let now = pgaadauth_e2e::idp::unix_now();
+    for (token, reason) in [
+        (
+            w.token(
+                &oid,
+                json!({"exp": now - 3600, "iat": now - 7200, "nbf": now - 7200}),
+            ),
+            "The token expired at",
+        ),
+        (
+            w.token(&oid, json!({"tid": "99999999-2222-3333-4444-555555555555"})),
+            "is not the required tenant",
+        ),
+        (
+            w.token(&oid, json!({"iss": "https://login.example/elsewhere/v2.0"})),
+            "is not an accepted issuer",
+        ),
+        (tampered(&token), "signature does not verify"),
+    ] {
+        let mark = w.pg.log().len();
+        assert!(w.oauth_login("mapdb", "mapped_role", &token).is_err());
+        assert!(w.logged(mark, reason), "{reason}: {}", w.log_since(mark));
+    }
+}
+
+#[test]
+fn an_issuer_pgaadauth_does_not_accept_is_reported_plainly() {
+    let _serial = serial();
+    let Some(w) = world() else { return };
+    let token = w.token(&oid_for("oauth-user"), json!({}));
+    let mark = w.pg.log().len();
+    let conninfo = w.conninfo(
+        "otherdb",
+        "oauth-user",
+        "https://login.example/elsewhere/v2.0",
+    );
+    assert!(run_client(&["login", &conninfo], &token).is_err());
+    assert!(
+        w.logged(
+            mark,
+            "WARNING:  pgaadauth does not accept the issuer \"https://login.example/elsewhere/v2.0\" of the oauth line 6 of pg_hba.conf"
+        ),
+        "{}",
+        w.log_since(mark)
+    );
+    let log = w.log_since(mark);
+    assert!(
+        log.contains("HINT:  Name one of them in the line's issuer option"),
+        "{log}"
+    );
+    assert!(log.contains("reason=line_issuer method=oauth"), "{log}");
+}
+
+#[test]
+fn one_key_table_an_unknown_kid_is_fetched_once_and_the_provider_is_never_asked_per_login() {
+    let _serial = serial();
+    let Some(w) = world() else { return };
+    let oid = oid_for("oauth-user");
+    // Logins with cached keys never reach the provider.
+    let requests = w.idp.requests().len();
+    for _ in 0..3 {
+        assert!(w
+            .oauth_login("oauthdb", "oauth-user", &w.token(&oid, json!({})))
+            .is_ok());
+    }
+    assert_eq!(w.idp.requests().len(), requests);
+    // A rotation: the new key's first OAuth login refreshes the shared table, and token logins
+    // then find the key without a refresh of their own.
+    let misses = w.stat("kid_misses");
+    w.idp.publish(&[&RSA1, &RSA2]);
+    let rotated = mint(&RSA2, &claims(&w.idp.entra_issuer(), &oid));
+    assert!(
+        Cluster::wait_for(Duration::from_secs(10), || w
+            .oauth_login("oauthdb", "oauth-user", &rotated)
+            .is_ok()),
+        "{}",
+        w.pg.log()
+    );
+    assert!(w.stat("kid_misses") > misses);
+    let misses = w.stat("kid_misses");
+    assert!(w.pg.connect("oauth-user", &rotated).is_ok());
+    assert_eq!(w.stat("kid_misses"), misses);
+    w.idp.publish(&[&RSA1]);
+}
+
+#[test]
+fn a_client_without_a_token_is_told_where_to_get_one() {
+    let _serial = serial();
+    let Some(w) = world() else { return };
+    let issuer = w.idp.entra_issuer();
+    let conninfo = format!(
+        "host=127.0.0.1 port={} dbname=oauthdb user=oauth-user oauth_issuer={issuer} \
+         oauth_client_id=pgaadauth-test connect_timeout=20",
+        w.pg.port
+    );
+    let mark = w.pg.log().len();
+    let out = run_client(&["discover", &conninfo], "").unwrap_err();
+    assert!(
+        out.contains(&format!(
+            "openid-configuration={issuer}/.well-known/openid-configuration scope={SCOPE}"
+        )),
+        "{out}"
+    );
+    // psql has no flow of its own without the libpq-oauth module: it fails on the client.
+    let psql = Command::new(w.pg.bindir().join("psql"))
+        .arg(&conninfo)
+        .args(["-XAtc", "SELECT 1"])
+        .env("PGOAUTHDEBUG", "UNSAFE")
+        .output()
+        .unwrap();
+    assert!(!psql.status.success());
+    // A discovery request is not a refused token: nothing of pgaadauth's in the log.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !w.log_since(mark).contains("pgaadauth: OAuth token"),
+        "{}",
+        w.log_since(mark)
+    );
+}
+
+/// One SASL OAUTHBEARER attempt by a raw protocol client: the initial response `initial`
+/// (with mechanism `mech`); a server challenge is answered with the kvsep that ends a failed
+/// exchange. True when the server ever said AuthenticationOk.
+fn raw_oauthbearer(port: u16, mech: &str, initial: &[u8]) -> bool {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    for (k, v) in [("user", "oauth-user"), ("database", "oauthdb")] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    s.write_all(&startup).unwrap();
+    let mut first = true;
+    loop {
+        let mut head = [0u8; 5];
+        if s.read_exact(&mut head).is_err() {
+            return false; // the server hung up
+        }
+        let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+        let mut payload = vec![0u8; len.saturating_sub(4)];
+        if s.read_exact(&mut payload).is_err() {
+            return false;
+        }
+        match head[0] {
+            b'R' => {
+                let code = i32::from_be_bytes(payload[..4].try_into().unwrap());
+                let reply: Vec<u8> = match code {
+                    0 => return true,
+                    10 if first => {
+                        first = false;
+                        let mut m = mech.as_bytes().to_vec();
+                        m.push(0);
+                        m.extend_from_slice(&(initial.len() as i32).to_be_bytes());
+                        m.extend_from_slice(initial);
+                        m
+                    }
+                    11 => vec![0x01],
+                    _ => return false,
+                };
+                let mut msg = vec![b'p'];
+                msg.extend_from_slice(&((reply.len() + 4) as i32).to_be_bytes());
+                msg.extend_from_slice(&reply);
+                if s.write_all(&msg).is_err() {
+                    return false;
+                }
+            }
+            b'E' => return false,
+            _ => {} // notices, parameter status: not before authentication, but harmless
+        }
+    }
+}
+
+#[test]
+fn malformed_oauthbearer_messages_are_refused_cleanly_and_never_logged() {
+    let _serial = serial();
+    let Some(w) = world() else { return };
+    let token = w.token(&oid_for("oauth-user"), json!({}));
+    let secret = &token[token.len() - 24..];
+    let with = |auth: &str| format!("n,,\x01auth={auth}\x01\x01").into_bytes();
+    let huge = format!("Bearer {}", "a".repeat(64 * 1024));
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "missing auth",
+            "OAUTHBEARER",
+            format!("n,,\x01host=x\x01\x01").into_bytes(),
+        ),
+        (
+            "Bearer misspelt",
+            "OAUTHBEARER",
+            with(&format!("Bearr {token}")),
+        ),
+        (
+            "scheme without space",
+            "OAUTHBEARER",
+            with(&format!("Bearer{token}")),
+        ),
+        ("empty token", "OAUTHBEARER", with("Bearer ")),
+        ("64 KiB token", "OAUTHBEARER", with(&huge)),
+        (
+            "no kvsep after the gs2 header",
+            "OAUTHBEARER",
+            format!("n,,auth=Bearer {token}\x01\x01").into_bytes(),
+        ),
+        (
+            "no final kvsep",
+            "OAUTHBEARER",
+            format!("n,,\x01auth=Bearer {token}").into_bytes(),
+        ),
+        (
+            "bad gs2 header",
+            "OAUTHBEARER",
+            format!("x,,\x01auth=Bearer {token}\x01\x01").into_bytes(),
+        ),
+        (
+            "NUL inside",
+            "OAUTHBEARER",
+            format!("n,,\x01auth=Bearer {token}\0\x01\x01").into_bytes(),
+        ),
+        (
+            "characters outside b64token",
+            "OAUTHBEARER",
+            with(&format!("Bearer {token}\"'")),
+        ),
+        (
+            "unknown mechanism",
+            "SCRAM-SHA-256",
+            with(&format!("Bearer {token}")),
+        ),
+    ];
+    let mark = w.pg.log().len();
+    for (what, mech, initial) in &cases {
+        assert!(
+            !raw_oauthbearer(w.pg.port, mech, initial),
+            "{what}: authenticated"
+        );
+    }
+    // The server stays up and accepts a proper OAuth login.
+    let ok = raw_oauthbearer(w.pg.port, "OAUTHBEARER", &with(&format!("Bearer {token}")));
+    assert!(ok, "{}", w.log_since(mark));
+    let log = w.log_since(mark);
+    assert!(!log.contains(secret), "a token reached the log");
+    assert!(
+        !log.contains("server process") || !log.contains("terminated by signal"),
+        "{log}"
+    );
+    assert!(!log.contains("PANIC"), "{log}");
+}

@@ -1,0 +1,197 @@
+//! PostgreSQL 18's `oauth` method: pgaadauth as the OAuth validator module
+//! (`oauth_validator_libraries = 'pgaadauth'`).
+//!
+//! PostgreSQL runs the SASL OAUTHBEARER exchange and hands the bearer token here. The decision
+//! is the token login's: the shared keys (an unknown kid asks the key worker for one coalesced,
+//! rate-limited refresh; this never touches the network), the label's rules, the same audit
+//! line. Admitted issuers are narrowed to the line's `issuer` option (see
+//! `pgaadauth_core::oauth_line`).
+
+use crate::audit::Method;
+use crate::auth::{authorize_token, verify_token};
+use crate::label::Label;
+use crate::login_audit::{self, LoginAttempt};
+use crate::oauth_line::{admitted_issuers, issuer_of_line_option};
+use crate::seclabel::{label_of_role_name, RoleLabel};
+use crate::settings;
+use crate::shim::{self, OAuthResult, Port};
+use crate::stats::{self, Counter};
+use crate::token::{self, Reject, Verified};
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+use std::ffi::{c_char, c_void, CStr, CString};
+
+/// Called by PostgreSQL when it loads the validator library (already loaded by
+/// shared_preload_libraries): the callback table.
+#[no_mangle]
+pub extern "C" fn _PG_oauth_validator_module_init() -> *const c_void {
+    unsafe { shim::pgaadauth_oauth_callbacks(validate) }
+}
+
+/// Why an OAuth login is refused: the audit code, the sentence for the log, and who the
+/// token speaks for when it verified.
+struct Refusal {
+    code: &'static str,
+    detail: String,
+    principal: Option<String>,
+}
+
+impl Refusal {
+    fn token(reject: Reject, note: &str, principal: Option<String>) -> Refusal {
+        stats::bump_rejected(reject.code());
+        Refusal {
+            code: reject.code(),
+            detail: format!("{reject}{note}"),
+            principal,
+        }
+    }
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn validate(
+    _state: *const c_void,
+    token: *const c_char,
+    role: *const c_char,
+    result: *mut OAuthResult,
+) -> bool {
+    let port = unsafe { shim::pgaadauth_my_port() };
+    // PostgreSQL has checked the token's characters (RFC 6750's b64token).
+    let token = unsafe { CStr::from_ptr(token) }.to_string_lossy();
+    let role = unsafe { CStr::from_ptr(role) };
+    let label = match label_of_role_name(role) {
+        RoleLabel::Label(l) => Ok(l),
+        RoleLabel::None => Err(None),
+        RoleLabel::Malformed(e) => Err(Some(e.to_string())),
+    };
+    let role = role.to_string_lossy();
+    let decision = decide(port, &token, &role, &label);
+    let client = unsafe { shim::pgaadauth_port_remote_host(port) };
+    let client = (!client.is_null()).then(|| unsafe { CStr::from_ptr(client) }.to_string_lossy());
+    login_audit::write(LoginAttempt {
+        role: &role,
+        client: client.as_deref(),
+        token: &token,
+        label: label.as_ref().ok(),
+        outcome: decision.as_ref().map_err(|r| r.code),
+        method: Method::OAuth,
+    });
+    let principal = match &decision {
+        Ok(v) => Some(v.principal.as_str()),
+        Err(r) => r.principal.as_deref(),
+    };
+    // The principal is the identity even when refused (log_connections shows it); only a
+    // token that verified names one.
+    let authn_id = principal.map(|p| CString::new(p.replace('\0', "")).unwrap_or_default());
+    let authn_id_ptr = authn_id.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+    match &decision {
+        Ok(_) => stats::bump(Counter::OAuthLoginsAccepted),
+        Err(refusal) => {
+            stats::bump(Counter::OAuthLoginsRejected);
+            let line = unsafe { shim::pgaadauth_port_hba_line(port) };
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+                format!(
+                    "pgaadauth: OAuth token for role \"{}\" refused: {}",
+                    token::log_safe(&role),
+                    refusal.detail
+                ),
+                "pgaadauth",
+            )
+            .set_detail(format!("Connection matched pg_hba.conf line {line}."))
+            .report(PgLogLevel::LOG_SERVER_ONLY);
+        }
+    }
+    unsafe { shim::pgaadauth_oauth_set_result(result, decision.is_ok(), authn_id_ptr) };
+    true
+}
+
+/// The decision for a bearer token on an `oauth` line: with `delegate_ident_mapping=1` the
+/// role's label decides (unlabelled roles are refused); without it, the token must verify and
+/// PostgreSQL's user map decides which roles its principal may use.
+fn decide(
+    port: *mut Port,
+    token: &str,
+    role: &str,
+    label: &Result<Label, Option<String>>,
+) -> Result<Verified, Refusal> {
+    let mut policy = settings::policy();
+    let line_issuer = unsafe { shim::pgaadauth_port_oauth_issuer(port) };
+    let line_issuer = if line_issuer.is_null() {
+        String::new()
+    } else {
+        unsafe { CStr::from_ptr(line_issuer) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let issuers = settings::issuer_settings();
+    policy.issuers = admitted_issuers(
+        &line_issuer,
+        &policy.issuers,
+        &issuers.tenant_id,
+        &issuers.authority_host,
+    );
+    if policy.issuers.is_empty() {
+        report_issuer_not_accepted(port, &line_issuer);
+        return Err(Refusal {
+            code: "line_issuer",
+            detail: format!(
+                "The issuer \"{}\" of the oauth line is not one pgaadauth accepts.",
+                token::log_safe(&issuer_of_line_option(&line_issuer))
+            ),
+            principal: None,
+        });
+    }
+    let authentic = verify_token(token, &policy)
+        .map_err(|(reject, note)| Refusal::token(reject, &note, None))?;
+    if !unsafe { shim::pgaadauth_port_oauth_delegates_mapping(port) } {
+        // PostgreSQL's map= (pg_ident.conf) decides, on this identity.
+        return Ok(authentic.identity());
+    }
+    let principal = Some(authentic.principal.clone());
+    match label {
+        Ok(label) => authorize_token(&authentic, label, &policy)
+            .map_err(|reject| Refusal::token(reject, "", principal)),
+        Err(None) => Err(Refusal {
+            code: "role_not_labelled",
+            detail: format!(
+                "Role \"{}\" has no pgaadauth label; an oauth line with delegate_ident_mapping=1 logs in only labelled roles.",
+                token::log_safe(role)
+            ),
+            principal,
+        }),
+        Err(Some(e)) => Err(Refusal {
+            code: "label_malformed",
+            detail: format!("The role's pgaadauth label is malformed: {e}."),
+            principal,
+        }),
+    }
+}
+
+/// An oauth line whose issuer pgaadauth does not accept fails every login on it: say so
+/// plainly, with what would fix it.
+fn report_issuer_not_accepted(port: *mut Port, line_issuer: &str) {
+    let line = unsafe { shim::pgaadauth_port_hba_line(port) };
+    let accepted = settings::policy().issuers;
+    let accepted = if accepted.is_empty() {
+        "none (set pgaadauth.tenant_id or pgaadauth.issuers)".to_string()
+    } else {
+        accepted
+            .iter()
+            .map(|i| format!("\"{}\"", token::log_safe(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
+        format!(
+            "pgaadauth does not accept the issuer \"{}\" of the oauth line {line} of pg_hba.conf",
+            token::log_safe(&issuer_of_line_option(line_issuer))
+        ),
+        "pgaadauth",
+    )
+    .set_detail(format!(
+        "Every OAuth login on that line is refused. pgaadauth accepts the issuers {accepted}."
+    ))
+    .set_hint("Name one of them in the line's issuer option, or add the line's issuer to pgaadauth.issuers, and reload.")
+    .report(PgLogLevel::WARNING);
+}
