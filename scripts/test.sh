@@ -22,10 +22,12 @@ step() {
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
-# Code under cfg(feature = "pg14") is compiled only there.
-if [[ " $PG_VERSIONS " == *" 14 "* ]]; then
-    cargo clippy -p pgaadauth --lib --tests --no-default-features --features pg14,pg_test -- -D warnings
-fi
+# Code under cfg(feature = "pg14") and cfg(feature = "pg18") is compiled only there.
+for v in 14 18; do
+    if [[ " $PG_VERSIONS " == *" $v "* ]]; then
+        cargo clippy -p pgaadauth --lib --tests --no-default-features --features "pg$v,pg_test" -- -D warnings
+    fi
+done
 
 # Layer 1: the pure core, once.
 step core cargo test -p pgaadauth-core

@@ -603,7 +603,7 @@ fn malformed_oauthbearer_messages_are_refused_cleanly_and_never_logged() {
         (
             "missing auth",
             "OAUTHBEARER",
-            format!("n,,\x01host=x\x01\x01").into_bytes(),
+            b"n,,\x01host=x\x01\x01".to_vec(),
         ),
         (
             "Bearer misspelt",
