@@ -7,7 +7,8 @@
 //! On PostgreSQL 14–17 the library must not carry the validator entry point at all.
 
 use once_cell::sync::Lazy;
-use pgaadauth_e2e::cluster::{self, base_dir, private_file, Cluster};
+use pgaadauth_e2e::clients;
+use pgaadauth_e2e::cluster::{self, private_file, Cluster};
 use pgaadauth_e2e::idp::{
     claims, mint, mint_as, oid_for, Idp, CLIENT_ID, CLIENT_SECRET, RSA1, RSA2, TENANT,
 };
@@ -169,51 +170,8 @@ impl World {
     }
 }
 
-/// clients/oauth_client.c, built once against the libpq of the PostgreSQL under test.
-static CLIENT: Lazy<PathBuf> = Lazy::new(|| {
-    let pg_config = cluster::pg_config();
-    let ask = |flag: &str| {
-        let out = Command::new(&pg_config).arg(flag).output().unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    let (include, lib) = (ask("--includedir"), ask("--libdir"));
-    std::fs::create_dir_all(base_dir()).unwrap();
-    let out = base_dir().join(format!("oauth_client-{}", std::process::id()));
-    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/oauth_client.c");
-    let built = Command::new("cc")
-        .args(["-O2", "-Wall", "-Werror", "-o"])
-        .arg(&out)
-        .arg(source)
-        .arg(format!("-I{include}"))
-        .arg(format!("-L{lib}"))
-        .arg(format!("-Wl,-rpath,{lib}"))
-        .arg("-lpq")
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "building oauth_client: {}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    out
-});
-
-/// Run the client with the token in its environment (never on its command line). The test
-/// provider serves plain http on 127.0.0.1, which libpq accepts only with PGOAUTHDEBUG=UNSAFE.
 fn run_client(args: &[&str], token: &str) -> Result<String, String> {
-    let out = Command::new(&*CLIENT)
-        .args(args)
-        .env("PGAADAUTH_TOKEN", token)
-        .env("PGOAUTHDEBUG", "UNSAFE")
-        .env_remove("PGPASSWORD")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
-    }
+    clients::run_oauth_client(args, token)
 }
 
 #[test]
