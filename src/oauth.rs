@@ -58,20 +58,24 @@ unsafe extern "C-unwind" fn validate(
     // PostgreSQL has checked the token's characters (RFC 6750's b64token).
     let token = unsafe { CStr::from_ptr(token) }.to_string_lossy();
     let role = unsafe { CStr::from_ptr(role) };
-    let label = match label_of_role_name(role) {
-        RoleLabel::Label(l) => Ok(l),
-        RoleLabel::None => Err(None),
-        RoleLabel::Malformed(e) => Err(Some(e.to_string())),
-    };
+    // With delegate_ident_mapping=1 the role's label decides; without it, PostgreSQL's user
+    // map does, and the label is not consulted.
+    let label = unsafe { shim::pgaadauth_port_oauth_delegates_mapping(port) }.then(|| {
+        match label_of_role_name(role) {
+            RoleLabel::Label(l) => Ok(l),
+            RoleLabel::None => Err(None),
+            RoleLabel::Malformed(e) => Err(Some(e.to_string())),
+        }
+    });
     let role = role.to_string_lossy();
-    let decision = decide(port, &token, &role, &label);
+    let decision = decide(port, &token, &role, label.as_ref());
     let client = unsafe { shim::pgaadauth_port_remote_host(port) };
     let client = (!client.is_null()).then(|| unsafe { CStr::from_ptr(client) }.to_string_lossy());
     login_audit::write(LoginAttempt {
         role: &role,
         client: client.as_deref(),
         token: &token,
-        label: label.as_ref().ok(),
+        label: label.as_ref().and_then(|l| l.as_ref().ok()),
         outcome: decision.as_ref().map_err(|r| r.code),
         method: Method::OAuth,
     });
@@ -105,14 +109,15 @@ unsafe extern "C-unwind" fn validate(
     true
 }
 
-/// The decision for a bearer token on an `oauth` line: with `delegate_ident_mapping=1` the
-/// role's label decides (unlabelled roles are refused); without it, the token must verify and
-/// PostgreSQL's user map decides which roles its principal may use.
+/// The decision for a bearer token on an `oauth` line: with `delegate_ident_mapping=1`
+/// (`label` is `Some`: the role's label, or why it has none) the label decides and unlabelled
+/// roles are refused; without it, the token must verify and PostgreSQL's user map decides
+/// which roles its principal may use.
 fn decide(
     port: *mut Port,
     token: &str,
     role: &str,
-    label: &Result<Label, Option<String>>,
+    label: Option<&Result<Label, Option<String>>>,
 ) -> Result<Verified, Refusal> {
     let mut policy = settings::policy();
     let line_issuer = unsafe { shim::pgaadauth_port_oauth_issuer(port) };
@@ -143,10 +148,10 @@ fn decide(
     }
     let authentic = verify_token(token, &policy)
         .map_err(|(reject, note)| Refusal::token(reject, &note, None))?;
-    if !unsafe { shim::pgaadauth_port_oauth_delegates_mapping(port) } {
+    let Some(label) = label else {
         // PostgreSQL's map= (pg_ident.conf) decides, on this identity.
         return Ok(authentic.identity());
-    }
+    };
     let principal = Some(authentic.principal.clone());
     match label {
         Ok(label) => authorize_token(&authentic, label, &policy)

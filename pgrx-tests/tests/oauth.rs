@@ -225,8 +225,11 @@ fn a_labelled_role_logs_in_on_an_oauth_line_as_on_a_trust_line() {
     );
     assert!(w.log_since(mark).contains("reason=- method=oauth"));
     assert_eq!(w.stat("oauth_logins_accepted"), accepted_before + 1);
-    // The same token, as the password on the trust line of the same server.
+    // The same token, as the password on the trust line of the same server: counted apart.
+    let token_logins = w.stat("logins_accepted");
     let mut c = w.pg.connect("oauth-user", &token).unwrap();
+    assert_eq!(w.stat("logins_accepted"), token_logins + 1);
+    assert_eq!(w.stat("oauth_logins_accepted"), accepted_before + 1);
     let who: String = c.query_one("SELECT current_user", &[]).unwrap().get(0);
     assert_eq!(who, "oauth-user");
     assert!(w.logged(mark, "outcome=accepted role=oauth-user type=user"));
@@ -356,10 +359,16 @@ fn without_delegation_the_token_must_verify_and_the_user_map_decides() {
     let Some(w) = world() else { return };
     let oid = oid_for("mapped-user");
     let token = w.token(&oid, json!({}));
+    let mark = w.pg.log().len();
     assert_eq!(
         w.oauth_login("mapdb", "mapped_role", &token),
         Ok(format!("mapped_role|oauth:{oid}"))
     );
+    // No label was consulted: the audit line has no type.
+    assert!(w.logged(
+        mark,
+        &format!("login outcome=accepted role=mapped_role type=- oid={oid}")
+    ));
     // A labelled principal may use the map's role too: the map decides, not the label.
     let labelled = w.token(&oid_for("oauth-user"), json!({}));
     assert!(w.oauth_login("mapdb", "mapped_role", &labelled).is_ok());
