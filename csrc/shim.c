@@ -209,6 +209,13 @@ pgaadauth_my_port(void)
 	return MyProcPort;
 }
 
+/* Whether the connection matched an oauth line. */
+bool
+pgaadauth_port_is_oauth(Port *port)
+{
+	return port->hba != NULL && port->hba->auth_method == uaOAuth;
+}
+
 /* The issuer option of the connection's oauth line. */
 const char *
 pgaadauth_port_oauth_issuer(Port *port)

@@ -24,6 +24,11 @@ pub fn install() {
 unsafe extern "C-unwind" fn client_auth_hook(port: *mut Port, status: c_int) {
     unsafe {
         shim::pgaadauth_call_prev_auth_hook(port, status);
+        #[cfg(feature = "pg18")]
+        if shim::pgaadauth_port_is_oauth(port) {
+            crate::oauth::finish(status == pg_sys::STATUS_OK as c_int);
+            return;
+        }
         if status != pg_sys::STATUS_OK as c_int || !shim::pgaadauth_port_is_trust(port) {
             return;
         }

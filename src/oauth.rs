@@ -71,25 +71,39 @@ unsafe extern "C-unwind" fn validate(
     let decision = decide(port, &token, &role, label.as_ref());
     let client = unsafe { shim::pgaadauth_port_remote_host(port) };
     let client = (!client.is_null()).then(|| unsafe { CStr::from_ptr(client) }.to_string_lossy());
-    login_audit::write(LoginAttempt {
-        role: &role,
-        client: client.as_deref(),
-        token: &token,
-        label: label.as_ref().and_then(|l| l.as_ref().ok()),
-        outcome: decision.as_ref().map_err(|r| r.code),
-        method: Method::OAuth,
-    });
+    let label = label.and_then(Result::ok);
+    // The principal is the identity even when refused (log_connections shows it); only a
+    // token that verified names one.
     let principal = match &decision {
         Ok(v) => Some(v.principal.as_str()),
         Err(r) => r.principal.as_deref(),
     };
-    // The principal is the identity even when refused (log_connections shows it); only a
-    // token that verified names one.
     let authn_id = principal.map(|p| CString::new(p.replace('\0', "")).unwrap_or_default());
     let authn_id_ptr = authn_id.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    match &decision {
-        Ok(_) => stats::bump(Counter::OAuthLoginsAccepted),
+    unsafe { shim::pgaadauth_oauth_set_result(result, decision.is_ok(), authn_id_ptr) };
+    match decision {
+        // PostgreSQL may still refuse (a user map, a client certificate): the audit line and
+        // the count wait for its outcome (`finish`).
+        Ok(verified) => {
+            PENDING.with(|p| {
+                *p.borrow_mut() = Some(Pending {
+                    role: role.into_owned(),
+                    client: client.map(|c| c.into_owned()),
+                    token: token.into_owned(),
+                    label,
+                    verified,
+                })
+            });
+        }
         Err(refusal) => {
+            login_audit::write(LoginAttempt {
+                role: &role,
+                client: client.as_deref(),
+                token: &token,
+                label: label.as_ref(),
+                outcome: Err(refusal.code),
+                method: Method::OAuth,
+            });
             stats::bump(Counter::OAuthLoginsRejected);
             let line = unsafe { shim::pgaadauth_port_hba_line(port) };
             ErrorReport::new(
@@ -105,8 +119,47 @@ unsafe extern "C-unwind" fn validate(
             .report(PgLogLevel::LOG_SERVER_ONLY);
         }
     }
-    unsafe { shim::pgaadauth_oauth_set_result(result, decision.is_ok(), authn_id_ptr) };
     true
+}
+
+/// A token the validator accepted, whose login PostgreSQL has yet to finish.
+struct Pending {
+    role: String,
+    client: Option<String>,
+    token: String,
+    label: Option<Label>,
+    verified: Verified,
+}
+
+thread_local! {
+    static PENDING: std::cell::RefCell<Option<Pending>> = const { std::cell::RefCell::new(None) };
+}
+
+/// PostgreSQL's outcome of an `oauth` line's login (from the ClientAuthentication hook): the
+/// audit line and count of a token the validator accepted. A refusal after acceptance is
+/// PostgreSQL's (the user map, a client certificate), logged by it in its own words.
+pub fn finish(authenticated: bool) {
+    let Some(p) = PENDING.with(|p| p.borrow_mut().take()) else {
+        return; // refused by the validator (already told), or no token (discovery)
+    };
+    let outcome = if authenticated {
+        Ok(&p.verified)
+    } else {
+        Err("refused_by_postgresql")
+    };
+    login_audit::write(LoginAttempt {
+        role: &p.role,
+        client: p.client.as_deref(),
+        token: &p.token,
+        label: p.label.as_ref(),
+        outcome,
+        method: Method::OAuth,
+    });
+    stats::bump(if authenticated {
+        Counter::OAuthLoginsAccepted
+    } else {
+        Counter::OAuthLoginsRejected
+    });
 }
 
 /// The decision for a bearer token on an `oauth` line: with `delegate_ident_mapping=1`
@@ -129,6 +182,7 @@ fn decide(
             .into_owned()
     };
     let issuers = settings::issuer_settings();
+    let accepted = policy.issuers.clone();
     policy.issuers = admitted_issuers(
         &line_issuer,
         &policy.issuers,
@@ -146,8 +200,15 @@ fn decide(
             principal: None,
         });
     }
-    let authentic = verify_token(token, &policy)
-        .map_err(|(reject, note)| Refusal::token(reject, &note, None))?;
+    let authentic = verify_token(token, &policy).map_err(|(reject, mut note)| {
+        if matches!(&reject, Reject::IssuerNotAccepted(iss) if accepted.contains(iss)) {
+            note.push_str(&format!(
+                " pgaadauth accepts it, but this oauth line names the issuer \"{}\".",
+                token::log_safe(&issuer_of_line_option(&line_issuer))
+            ));
+        }
+        Refusal::token(reject, &note, None)
+    })?;
     let Some(label) = label else {
         // PostgreSQL's map= (pg_ident.conf) decides, on this identity.
         return Ok(authentic.identity());

@@ -101,6 +101,8 @@ unsafe extern "C-unwind" {
     #[cfg(feature = "pg18")]
     pub fn pgaadauth_my_port() -> *mut Port;
     #[cfg(feature = "pg18")]
+    pub fn pgaadauth_port_is_oauth(port: *mut Port) -> bool;
+    #[cfg(feature = "pg18")]
     pub fn pgaadauth_port_oauth_issuer(port: *mut Port) -> *const c_char;
     #[cfg(feature = "pg18")]
     pub fn pgaadauth_port_oauth_delegates_mapping(port: *mut Port) -> bool;

@@ -42,16 +42,24 @@ struct World {
     pg: Cluster,
 }
 
+/// A second issuer pgaadauth accepts, served by the same test provider and key set.
+fn second_issuer(idp: &Idp) -> String {
+    format!("{}/second-issuer", idp.base())
+}
+
 /// The oauth lines, by database: `oauthdb` delegates to labels, `mapdb` uses the map `entra`,
-/// `v1db` names Entra's v1 issuer of the tenant, `otherdb` an issuer pgaadauth does not accept.
+/// `v1db` names Entra's v1 issuer of the tenant, `otherdb` an issuer pgaadauth does not accept,
+/// `seconddb` the second issuer.
 fn hba(idp: &Idp) -> String {
     let v2 = idp.entra_issuer();
     let v1 = format!("https://sts.windows.net/{TENANT}/");
+    let second = second_issuer(idp);
     format!(
         "host oauthdb all 127.0.0.1/32 oauth issuer=\"{v2}\" scope=\"{SCOPE}\" delegate_ident_mapping=1\n\
          host mapdb all 127.0.0.1/32 oauth issuer=\"{v2}\" scope=\"{SCOPE}\" map=entra\n\
          host v1db all 127.0.0.1/32 oauth issuer=\"{v1}\" scope=\"{SCOPE}\" delegate_ident_mapping=1\n\
          host otherdb all 127.0.0.1/32 oauth issuer=\"https://login.example/elsewhere/v2.0\" scope=\"{SCOPE}\" delegate_ident_mapping=1\n\
+         host seconddb all 127.0.0.1/32 oauth issuer=\"{second}\" scope=\"{SCOPE}\" delegate_ident_mapping=1\n\
          host all all 127.0.0.1/32 trust\n"
     )
 }
@@ -71,6 +79,18 @@ static WORLD: Lazy<Option<World>> = Lazy::new(|| {
             ("oauth_validator_libraries", "pgaadauth".into()),
             ("pgaadauth.tenant_id", TENANT.into()),
             ("pgaadauth.authority_host", idp.base()),
+            (
+                "pgaadauth.issuers",
+                format!(
+                    "{},https://sts.windows.net/{TENANT}/,{}",
+                    idp.entra_issuer(),
+                    second_issuer(&idp)
+                ),
+            ),
+            (
+                "pgaadauth.jwks_uri",
+                format!("{}/{TENANT}/discovery/v2.0/keys", idp.base()),
+            ),
             ("pgaadauth.graph_endpoint", idp.base()),
             ("pgaadauth.client_id", CLIENT_ID.into()),
             ("pgaadauth.client_secret_file", secret.display().to_string()),
@@ -80,7 +100,7 @@ static WORLD: Lazy<Option<World>> = Lazy::new(|| {
         ],
         &hba(&idp),
     );
-    for db in ["oauthdb", "mapdb", "v1db", "otherdb"] {
+    for db in ["oauthdb", "mapdb", "v1db", "otherdb", "seconddb"] {
         pg.sql(&format!("CREATE DATABASE {db}"));
     }
     pg.write_ident(&format!(
@@ -140,10 +160,10 @@ impl World {
     /// Log in through the libpq 18 client with `token` on the line of `db`:
     /// Ok("current_user|system_user") or Err(what the client printed).
     fn oauth_login(&self, db: &str, user: &str, token: &str) -> Result<String, String> {
-        let issuer = if db == "v1db" {
-            format!("https://sts.windows.net/{TENANT}/")
-        } else {
-            self.idp.entra_issuer()
+        let issuer = match db {
+            "v1db" => format!("https://sts.windows.net/{TENANT}/"),
+            "seconddb" => second_issuer(&self.idp),
+            _ => self.idp.entra_issuer(),
         };
         run_client(&["login", &self.conninfo(db, user, &issuer)], token)
     }
@@ -407,6 +427,33 @@ fn without_delegation_the_token_must_verify_and_the_user_map_decides() {
 }
 
 #[test]
+fn a_line_admits_only_its_own_issuer_of_those_pgaadauth_accepts() {
+    let _serial = serial();
+    let Some(w) = world() else { return };
+    let oid = oid_for("oauth-user");
+    let second = mint(&RSA1, &claims(&second_issuer(&w.idp), &oid));
+    let entra = w.token(&oid, json!({}));
+    assert_eq!(
+        w.oauth_login("seconddb", "oauth-user", &second),
+        Ok(format!("oauth-user|oauth:{oid}"))
+    );
+    let mark = w.pg.log().len();
+    assert!(w.oauth_login("oauthdb", "oauth-user", &second).is_err());
+    assert!(
+        w.logged(
+            mark,
+            "is not an accepted issuer (pgaadauth.issuers). pgaadauth accepts it, but this oauth line names the issuer"
+        ),
+        "{}",
+        w.log_since(mark)
+    );
+    assert!(w.oauth_login("seconddb", "oauth-user", &entra).is_err());
+    // Both are fine as passwords on the trust line, which takes every accepted issuer.
+    assert!(w.pg.connect("oauth-user", &second).is_ok());
+    assert!(w.pg.connect("oauth-user", &entra).is_ok());
+}
+
+#[test]
 fn an_issuer_pgaadauth_does_not_accept_is_reported_plainly() {
     let _serial = serial();
     let Some(w) = world() else { return };
@@ -417,7 +464,8 @@ fn an_issuer_pgaadauth_does_not_accept_is_reported_plainly() {
         "oauth-user",
         "https://login.example/elsewhere/v2.0",
     );
-    assert!(run_client(&["login", &conninfo], &token).is_err());
+    let refused = run_client(&["login", &conninfo], &token).unwrap_err();
+    assert!(!refused.contains("pgaadauth"), "told the client: {refused}");
     assert!(
         w.logged(
             mark,
@@ -451,6 +499,14 @@ fn one_key_table_an_unknown_kid_is_fetched_once_and_the_provider_is_never_asked_
     // then find the key without a refresh of their own.
     let misses = w.stat("kid_misses");
     w.idp.publish(&[&RSA1, &RSA2]);
+    // Whatever happens below, the provider publishes RSA1 alone again.
+    struct Restore<'a>(&'a Idp);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            self.0.publish(&[&RSA1]);
+        }
+    }
+    let _restore = Restore(&w.idp);
     let rotated = mint(&RSA2, &claims(&w.idp.entra_issuer(), &oid));
     assert!(
         Cluster::wait_for(Duration::from_secs(10), || w
@@ -463,7 +519,6 @@ fn one_key_table_an_unknown_kid_is_fetched_once_and_the_provider_is_never_asked_
     let misses = w.stat("kid_misses");
     assert!(w.pg.connect("oauth-user", &rotated).is_ok());
     assert_eq!(w.stat("kid_misses"), misses);
-    w.idp.publish(&[&RSA1]);
 }
 
 #[test]
@@ -503,8 +558,8 @@ fn a_client_without_a_token_is_told_where_to_get_one() {
 
 /// One SASL OAUTHBEARER attempt by a raw protocol client: the initial response `initial`
 /// (with mechanism `mech`); a server challenge is answered with the kvsep that ends a failed
-/// exchange. True when the server ever said AuthenticationOk.
-fn raw_oauthbearer(port: u16, mech: &str, initial: &[u8]) -> bool {
+/// exchange. Whether the server ever said AuthenticationOk, and everything it sent.
+fn raw_oauthbearer(port: u16, mech: &str, initial: &[u8]) -> (bool, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut body = 196608i32.to_be_bytes().to_vec();
@@ -518,44 +573,50 @@ fn raw_oauthbearer(port: u16, mech: &str, initial: &[u8]) -> bool {
     let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
     startup.extend_from_slice(&body);
     s.write_all(&startup).unwrap();
+    let mut received = Vec::new();
     let mut first = true;
-    loop {
+    let authenticated = loop {
         let mut head = [0u8; 5];
         if s.read_exact(&mut head).is_err() {
-            return false; // the server hung up
+            break false; // the server hung up
         }
         let len = i32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
         let mut payload = vec![0u8; len.saturating_sub(4)];
         if s.read_exact(&mut payload).is_err() {
-            return false;
+            break false;
         }
-        match head[0] {
-            b'R' => {
-                let code = i32::from_be_bytes(payload[..4].try_into().unwrap());
-                let reply: Vec<u8> = match code {
-                    0 => return true,
-                    10 if first => {
-                        first = false;
-                        let mut m = mech.as_bytes().to_vec();
-                        m.push(0);
-                        m.extend_from_slice(&(initial.len() as i32).to_be_bytes());
-                        m.extend_from_slice(initial);
-                        m
-                    }
-                    11 => vec![0x01],
-                    _ => return false,
-                };
-                let mut msg = vec![b'p'];
-                msg.extend_from_slice(&((reply.len() + 4) as i32).to_be_bytes());
-                msg.extend_from_slice(&reply);
-                if s.write_all(&msg).is_err() {
-                    return false;
-                }
+        received.extend_from_slice(&payload);
+        if head[0] != b'R' {
+            if head[0] == b'E' {
+                break false;
             }
-            b'E' => return false,
-            _ => {} // notices, parameter status: not before authentication, but harmless
+            continue; // nothing else is expected before authentication ends
         }
-    }
+        let code = i32::from_be_bytes(payload[..4].try_into().unwrap());
+        let reply: Vec<u8> = match code {
+            0 => break true,
+            10 if first => {
+                first = false;
+                let mut m = mech.as_bytes().to_vec();
+                m.push(0);
+                m.extend_from_slice(&(initial.len() as i32).to_be_bytes());
+                m.extend_from_slice(initial);
+                m
+            }
+            11 => vec![0x01],
+            _ => break false,
+        };
+        let mut msg = vec![b'p'];
+        msg.extend_from_slice(&((reply.len() + 4) as i32).to_be_bytes());
+        msg.extend_from_slice(&reply);
+        if s.write_all(&msg).is_err() {
+            break false;
+        }
+    };
+    (
+        authenticated,
+        String::from_utf8_lossy(&received).into_owned(),
+    )
 }
 
 #[test]
@@ -617,13 +678,13 @@ fn malformed_oauthbearer_messages_are_refused_cleanly_and_never_logged() {
     ];
     let mark = w.pg.log().len();
     for (what, mech, initial) in &cases {
-        assert!(
-            !raw_oauthbearer(w.pg.port, mech, initial),
-            "{what}: authenticated"
-        );
+        let (authenticated, received) = raw_oauthbearer(w.pg.port, mech, initial);
+        assert!(!authenticated, "{what}: authenticated");
+        assert!(!received.contains("pgaadauth"), "{what}: {received}");
+        assert!(!received.contains(secret), "{what}: the token came back");
     }
     // The server stays up and accepts a proper OAuth login.
-    let ok = raw_oauthbearer(w.pg.port, "OAUTHBEARER", &with(&format!("Bearer {token}")));
+    let (ok, _) = raw_oauthbearer(w.pg.port, "OAUTHBEARER", &with(&format!("Bearer {token}")));
     assert!(ok, "{}", w.log_since(mark));
     let log = w.log_since(mark);
     assert!(!log.contains(secret), "a token reached the log");

@@ -475,7 +475,7 @@ fn stats_counters_move() {
     assert!(grew("password_logins_accepted") >= 1);
     assert!(grew("password_logins_rejected") >= 1);
     assert!(after["key_fetches_ok"] >= 1);
-    assert_eq!(after.len(), 33, "{after:?}");
+    assert_eq!(after.len(), 35, "{after:?}");
     assert_eq!(
         after["mailbox_slots_in_use"], 0,
         "no directory question in flight"
