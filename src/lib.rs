@@ -7,7 +7,8 @@
 //! `settings`, `sql_api`, `shim` (the C bridge).
 
 pub use pgaadauth_core::{
-    audit, clock, config, directory, http, jwks, label, oauth_line, schedule, strict_json, token,
+    audit, clock, config, directory, http, jwks, label, oauth_line, pgbouncer, schedule,
+    strict_json, token,
 };
 
 pub(crate) mod auth;
@@ -17,6 +18,7 @@ mod login_audit;
 mod mailbox;
 #[cfg(feature = "pg18")]
 mod oauth;
+mod pooler;
 mod sasl;
 mod seclabel;
 mod settings;

@@ -77,6 +77,14 @@ pub fn require_principal_manager(what: &str) {
 /// raised to `panic` for the transaction), whether it is this refusal, a cancel, or
 /// `statement_timeout` while the function waits for a key refresh.
 pub fn require_principal_manager_quietly(what: &str) {
+    quiet_errors_until_end_of_transaction();
+    require_principal_manager(what);
+}
+
+/// From here to the end of the transaction no error logs its statement
+/// (`log_min_error_statement` is raised to `panic` for the transaction): for functions whose
+/// arguments may hold a token or a password.
+pub fn quiet_errors_until_end_of_transaction() {
     unsafe {
         pg_sys::set_config_option(
             c"log_min_error_statement".as_ptr(),
@@ -89,7 +97,6 @@ pub fn require_principal_manager_quietly(what: &str) {
             false,
         );
     }
-    require_principal_manager(what);
 }
 
 /// Run `f` with the bootstrap superuser's rights, for statements on Entra roles that this

@@ -15,6 +15,8 @@ pub enum Counter {
     OAuthLoginsAccepted,
     #[cfg_attr(not(feature = "pg18"), allow(dead_code))]
     OAuthLoginsRejected,
+    PoolerLoginsAccepted,
+    PoolerLoginsRejected,
     KeyFetchesOk,
     KeyFetchesFailed,
     KidMisses,
@@ -24,12 +26,14 @@ pub enum Counter {
     GroupCacheHits,
 }
 
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 14] = [
     "logins_accepted",
     "password_logins_accepted",
     "password_logins_rejected",
     "oauth_logins_accepted",
     "oauth_logins_rejected",
+    "pgbouncer_logins_accepted",
+    "pgbouncer_logins_rejected",
     "key_fetches_ok",
     "key_fetches_failed",
     "kid_misses",

@@ -35,7 +35,7 @@ fn bindir() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { geteuid() == 0 }
 }
@@ -98,7 +98,7 @@ fn reap_stale(bin: &Path) {
 }
 
 /// A fresh directory for a cluster, owned by `postgres`.
-fn new_dir(name: &str) -> PathBuf {
+pub(crate) fn new_dir(name: &str) -> PathBuf {
     let dir = base_dir().join(format!("{name}-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
@@ -246,7 +246,19 @@ impl Cluster {
         cluster
     }
 
-    fn launch(&self) {
+    /// Stop the server (fast shutdown); [`Cluster::launch`] starts it again on its port.
+    pub fn stop(&self) {
+        check(
+            as_postgres(&self.bin.join("pg_ctl"))
+                .args(["stop", "-w", "-m", "fast", "-D"])
+                .arg(self.dir.join("data"))
+                .output()
+                .unwrap(),
+            "pg_ctl stop",
+        );
+    }
+
+    pub fn launch(&self) {
         check(
             as_postgres(&self.bin.join("pg_ctl"))
                 .args(["start", "-w", "-D"])

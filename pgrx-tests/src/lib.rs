@@ -3,4 +3,5 @@
 pub mod clients;
 pub mod cluster;
 pub mod idp;
+pub mod pgbouncer;
 pub mod ports;

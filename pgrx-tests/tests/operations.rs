@@ -475,7 +475,7 @@ fn stats_counters_move() {
     assert!(grew("password_logins_accepted") >= 1);
     assert!(grew("password_logins_rejected") >= 1);
     assert!(after["key_fetches_ok"] >= 1);
-    assert_eq!(after.len(), 35, "{after:?}");
+    assert_eq!(after.len(), 37, "{after:?}");
     assert_eq!(
         after["mailbox_slots_in_use"], 0,
         "no directory question in flight"
@@ -488,7 +488,7 @@ fn stats_counters_move() {
             .query("SELECT * FROM pgaadauth_stats()", &[])
             .unwrap()
             .len()
-            == 33
+            == 37
     );
 }
 
@@ -563,7 +563,7 @@ fn create_extension_refuses_without_preload_and_update_from_the_previous_version
     assert!(pg.try_sql("old", "SELECT pgaadauth_stats()").is_err());
     pg.try_sql("old", "ALTER EXTENSION pgaadauth UPDATE")
         .unwrap();
-    assert_eq!(version_in_old(), "0.2.0");
+    assert_eq!(version_in_old(), "0.3.0");
     // The updated extension has exactly the objects of a fresh install.
     let members = "SELECT string_agg(d, E'\\n' ORDER BY d) FROM (SELECT pg_describe_object(classid, objid, 0) AS d FROM pg_depend \
                    WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e' \
@@ -582,6 +582,13 @@ fn create_extension_refuses_without_preload_and_update_from_the_previous_version
         .try_sql("old", signatures)
         .unwrap()
         .contains("pgaadauth_validate_token(token text, role name DEFAULT NULL::name) jsonb"));
+    // And the same privileges: only poolers granted EXECUTE may check logins.
+    let acl = "SELECT proacl::text FROM pg_proc WHERE proname = 'pgaadauth_pooler_login'";
+    assert_eq!(
+        pg.try_sql("old", acl).unwrap(),
+        pg.try_sql("postgres", acl).unwrap()
+    );
+    assert_eq!(pg.try_sql("old", acl).unwrap(), "{postgres=X/postgres}");
 
     // Without the library preloaded, CREATE EXTENSION refuses with a hint.
     pg.append_conf("shared_preload_libraries = ''\n");

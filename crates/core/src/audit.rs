@@ -1,8 +1,9 @@
 //! The audit line of a token login (pure, no pgrx):
 //! `pgaadauth: login outcome=… role=… type=… oid=… tid=… upn=… appid=… via_group=… client=… reason=… method=…`
 //!
-//! `method` says how the token came: `token` (the password message of a `trust` line) or
-//! `oauth` (PostgreSQL 18's SASL OAUTHBEARER, on an `oauth` line).
+//! `method` says how the token came: `token` (the password message of a `trust` line),
+//! `oauth` (PostgreSQL 18's SASL OAUTHBEARER, on an `oauth` line) or `pgbouncer` (a client
+//! login that PgBouncer's PAM module had checked, `client` being PgBouncer's client).
 //!
 //! Values are percent-encoded outside a safe set, so a crafted claim cannot add fields or lines
 //! (spaces, `=`, newlines and `%` are encoded), and cut to [`MAX_VALUE`] characters.
@@ -35,6 +36,8 @@ pub enum Method {
     Token,
     /// In a SASL OAUTHBEARER exchange, on an `oauth` line (PostgreSQL 18).
     OAuth,
+    /// As the password of a client of PgBouncer, checked through its PAM module.
+    PgBouncer,
 }
 
 impl Method {
@@ -42,6 +45,7 @@ impl Method {
         match self {
             Method::Token => "token",
             Method::OAuth => "oauth",
+            Method::PgBouncer => "pgbouncer",
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod jwks;
 pub mod label;
 pub mod oauth_line;
+pub mod pgbouncer;
 pub mod schedule;
 pub mod strict_json;
 pub mod token;

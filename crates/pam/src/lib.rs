@@ -1,0 +1,250 @@
+//! `pam_pgaadauth.so`: a PAM module for PgBouncer (`auth_type = pam`) that has the PostgreSQL
+//! server decide every client login, exactly as it would decide a direct login (the server's
+//! `pgaadauth_pooler_login`), over one connection kept open between logins (crates/pam/src/
+//! server.rs). PAM line: `auth required pam_pgaadauth.so dsn=<libpq connection string>
+//! [timeout=<ms>]`, and `account required pam_pgaadauth.so` (PgBouncer calls pam_acct_mgmt).
+//!
+//! Fails closed: no answer from the server within the timeout is a refusal, with the reason in
+//! PgBouncer's log (a PAM_ERROR_MSG, which PgBouncer logs as a warning); the next login tries
+//! again, at most one connection attempt per second while the server is unreachable.
+
+mod server;
+
+use pgaadauth_core::pgbouncer::{looks_cut_by_pgbouncer, Answer, ModuleArgs};
+use pgaadauth_core::token::log_safe;
+use server::Server;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[repr(C)]
+pub struct PamHandle {
+    _opaque: [u8; 0],
+}
+
+const PAM_SUCCESS: c_int = 0;
+const PAM_SERVICE_ERR: c_int = 3;
+const PAM_AUTH_ERR: c_int = 7;
+const PAM_AUTHINFO_UNAVAIL: c_int = 9;
+const PAM_AUTHTOK: c_int = 6;
+const PAM_RHOST: c_int = 4;
+const PAM_ERROR_MSG: c_int = 3;
+
+#[link(name = "pam")]
+unsafe extern "C" {
+    fn pam_get_user(pamh: *mut PamHandle, user: *mut *const c_char, prompt: *const c_char)
+        -> c_int;
+    fn pam_get_authtok(
+        pamh: *mut PamHandle,
+        item: c_int,
+        authtok: *mut *const c_char,
+        prompt: *const c_char,
+    ) -> c_int;
+    fn pam_get_item(pamh: *const PamHandle, item_type: c_int, item: *mut *const c_void) -> c_int;
+    fn pam_prompt(
+        pamh: *mut PamHandle,
+        style: c_int,
+        response: *mut *mut c_char,
+        fmt: *const c_char,
+        ...
+    ) -> c_int;
+}
+
+/// The connection to the server, and when connecting last failed (and why).
+struct State {
+    server: Option<Server>,
+    failed: Option<(Instant, String)>,
+}
+
+static STATE: Mutex<State> = Mutex::new(State {
+    server: None,
+    failed: None,
+});
+
+/// How long a failed connection attempt is trusted before the next one.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Tell PgBouncer's log (a PAM_ERROR_MSG through its conversation).
+fn tell(pamh: *mut PamHandle, text: &str) {
+    let text = format!("pam_pgaadauth: {text}").replace('\0', "");
+    if let Ok(text) = std::ffi::CString::new(text) {
+        let mut response: *mut c_char = std::ptr::null_mut();
+        unsafe {
+            pam_prompt(
+                pamh,
+                PAM_ERROR_MSG,
+                &mut response,
+                c"%s".as_ptr(),
+                text.as_ptr(),
+            )
+        };
+        if !response.is_null() {
+            unsafe { free(response.cast()) };
+        }
+    }
+}
+
+unsafe extern "C" {
+    fn free(p: *mut c_void);
+}
+
+fn c_text<'a>(p: *const c_char) -> Option<&'a str> {
+    (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_str().ok())?
+}
+
+/// The PAM arguments, as words.
+fn words<'a>(argc: c_int, argv: *const *const c_char) -> Vec<&'a str> {
+    (0..usize::try_from(argc).unwrap_or(0))
+        .filter_map(|i| c_text(unsafe { *argv.add(i) }))
+        .collect()
+}
+
+/// # Safety
+/// Called by libpam with a valid handle and `argc` arguments.
+#[no_mangle]
+pub unsafe extern "C" fn pam_sm_authenticate(
+    pamh: *mut PamHandle,
+    _flags: c_int,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // A panic must not unwind into libpam or PgBouncer: it is a refusal.
+    std::panic::catch_unwind(|| authenticate(pamh, &words(argc, argv))).unwrap_or_else(|_| {
+        tell(pamh, "internal error; login refused");
+        PAM_AUTH_ERR
+    })
+}
+
+fn authenticate(pamh: *mut PamHandle, args: &[&str]) -> c_int {
+    let args = match ModuleArgs::parse(args.iter().copied()) {
+        Ok(a) => a,
+        Err(e) => {
+            tell(pamh, &format!("misconfigured PAM line: {e}"));
+            return PAM_SERVICE_ERR;
+        }
+    };
+    let (mut user, mut password): (*const c_char, *const c_char) =
+        (std::ptr::null(), std::ptr::null());
+    let mut rhost: *const c_void = std::ptr::null();
+    unsafe {
+        if pam_get_user(pamh, &mut user, std::ptr::null()) != PAM_SUCCESS
+            || pam_get_authtok(pamh, PAM_AUTHTOK, &mut password, std::ptr::null()) != PAM_SUCCESS
+        {
+            tell(pamh, "no user name or password from the application");
+            return PAM_AUTH_ERR;
+        }
+        pam_get_item(pamh, PAM_RHOST, &mut rhost);
+    }
+    let (Some(user), Some(password)) = (c_text(user), c_text(password)) else {
+        tell(pamh, "the user name or password is not UTF-8");
+        return PAM_AUTH_ERR;
+    };
+    let client = c_text(rhost.cast()).unwrap_or("");
+    if let Some(why) = looks_cut_by_pgbouncer(password) {
+        tell(
+            pamh,
+            &format!("login of \"{}\" refused: {why}", log_safe(user)),
+        );
+        return PAM_AUTH_ERR;
+    }
+    let deadline = Instant::now() + Duration::from_millis(args.timeout_ms);
+    match check(&args, user, password, client, deadline) {
+        Ok(Answer::Accepted) => PAM_SUCCESS,
+        Ok(Answer::Rejected(why)) => {
+            tell(
+                pamh,
+                &format!("login of \"{}\" refused: {why}", log_safe(user)),
+            );
+            PAM_AUTH_ERR
+        }
+        Err(e) => {
+            tell(
+                pamh,
+                &format!(
+                    "login of \"{}\" refused (failing closed): {e}",
+                    log_safe(user)
+                ),
+            );
+            PAM_AUTHINFO_UNAVAIL
+        }
+    }
+}
+
+/// The server's answer, on the kept connection or a new one; an error drops the connection.
+/// A kept connection that fails at once (the server restarted since) is replaced once.
+fn check(
+    args: &ModuleArgs,
+    user: &str,
+    password: &str,
+    client: &str,
+    deadline: Instant,
+) -> Result<Answer, String> {
+    let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    let kept = state.server.is_some();
+    let answer = ask(&mut state, args, user, password, client, deadline);
+    match answer {
+        Err(_) if kept && Instant::now() < deadline => {
+            ask(&mut state, args, user, password, client, deadline)
+        }
+        answer => answer,
+    }
+}
+
+fn ask(
+    state: &mut State,
+    args: &ModuleArgs,
+    user: &str,
+    password: &str,
+    client: &str,
+    deadline: Instant,
+) -> Result<Answer, String> {
+    if state.server.is_none() {
+        if let Some((at, why)) = &state.failed {
+            if at.elapsed() < RETRY_AFTER {
+                return Err(why.clone());
+            }
+        }
+        match Server::connect(&args.dsn, Duration::from_millis(args.timeout_ms)) {
+            Ok(s) => {
+                state.server = Some(s);
+                state.failed = None;
+            }
+            Err(e) => {
+                state.failed = Some((Instant::now(), e.clone()));
+                return Err(e);
+            }
+        }
+    }
+    let server = state.server.as_mut().expect("connected above");
+    let answer = server.check(user, password, client, deadline);
+    if answer.is_err() {
+        state.server = None;
+    }
+    answer
+}
+
+/// # Safety
+/// Called by libpam.
+#[no_mangle]
+pub unsafe extern "C" fn pam_sm_setcred(
+    _pamh: *mut PamHandle,
+    _flags: c_int,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    PAM_SUCCESS
+}
+
+/// Accounts: what authentication decided is all there is (PgBouncer calls pam_acct_mgmt).
+///
+/// # Safety
+/// Called by libpam.
+#[no_mangle]
+pub unsafe extern "C" fn pam_sm_acct_mgmt(
+    _pamh: *mut PamHandle,
+    _flags: c_int,
+    _argc: c_int,
+    _argv: *const *const c_char,
+) -> c_int {
+    PAM_SUCCESS
+}

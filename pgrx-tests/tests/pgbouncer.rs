@@ -1,0 +1,369 @@
+//! PgBouncer (Debian's 1.18, `auth_type = pam`) in front of the server, with pam_pgaadauth.so
+//! asking the server to decide every client login: tokens with every rule, groups and overage,
+//! passwords of unlabelled roles, refused clients never handed a pooled connection, the
+//! 2047-byte cut, failing closed and recovering, the server's audit line, no secret in a log;
+//! in session and in transaction pooling.
+
+use once_cell::sync::Lazy;
+use pgaadauth_e2e::cluster::{private_file, Cluster};
+use pgaadauth_e2e::idp::{
+    claims, mint, oid_for, unix_now, Idp, CLIENT_ID, CLIENT_SECRET, RSA1, TENANT,
+};
+use pgaadauth_e2e::pgbouncer::{pam_lock, write_pam_service, PgBouncer};
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const POOLER_SECRET: &str = "pooler-Secret-42";
+const GROUP: &str = "b0a70000-1111-4222-8333-000000000001";
+const MEMBER: &str = "b0a70000-1111-4222-8333-000000000002";
+/// The module's timeout (PAM argument), in milliseconds.
+const TIMEOUT_MS: u64 = 1500;
+
+struct World {
+    idp: Idp,
+    pg: Cluster,
+    session: PgBouncer,
+    transaction: PgBouncer,
+}
+
+static WORLD: Lazy<World> = Lazy::new(|| {
+    let idp = Idp::start(&[&RSA1]);
+    idp.dir_add(GROUP, "group", "Bouncer Readers");
+    idp.dir_add(MEMBER, "user", "member@contoso.example");
+    idp.dir_add_member(GROUP, MEMBER);
+    let secret = private_file("bouncer-secret", &format!("{CLIENT_SECRET}\n"));
+    let pg = Cluster::start(
+        "bouncer",
+        &[
+            ("pgaadauth.tenant_id", TENANT.into()),
+            ("pgaadauth.authority_host", idp.base()),
+            ("pgaadauth.graph_endpoint", idp.base()),
+            ("pgaadauth.client_id", CLIENT_ID.into()),
+            ("pgaadauth.client_secret_file", secret.display().to_string()),
+            ("pgaadauth.allow_http", "on".into()),
+            ("log_connections", "on".into()),
+        ],
+    );
+    pg.sql(&format!(
+        "CREATE ROLE pgbouncer_auth LOGIN PASSWORD '{POOLER_SECRET}'; \
+         GRANT EXECUTE ON FUNCTION pgaadauth_pooler_login(text, text, text) TO pgbouncer_auth; \
+         CREATE ROLE bouncer_pw LOGIN PASSWORD 'pw-Secret-7'"
+    ));
+    for (role, oid, kind) in [
+        ("bouncer-user", oid_for("bouncer-user"), "user"),
+        ("bouncer-group", GROUP.to_string(), "group"),
+    ] {
+        pg.sql(&format!(
+            "SELECT pgaadauth_create_principal_with_oid('{role}', '{oid}', '{kind}', false, false)"
+        ));
+    }
+    let token = mint(
+        &RSA1,
+        &claims(&idp.entra_issuer(), &oid_for("bouncer-user")),
+    );
+    assert!(
+        Cluster::wait_for(Duration::from_secs(20), || pg
+            .connect("bouncer-user", &token)
+            .is_ok()),
+        "keys were never fetched:\n{}",
+        pg.log()
+    );
+    write_pam_service(&format!(
+        "dsn=postgresql://pgbouncer_auth:{POOLER_SECRET}@127.0.0.1:{}/postgres timeout={TIMEOUT_MS}",
+        pg.port
+    ));
+    let session = PgBouncer::start("bouncer-session", &pg, "session", &["postgres"]);
+    let transaction = PgBouncer::start("bouncer-transaction", &pg, "transaction", &["postgres"]);
+    World {
+        idp,
+        pg,
+        session,
+        transaction,
+    }
+});
+
+impl World {
+    fn token(&self, oid: &str, extra: Value) -> String {
+        let mut c = claims(&self.idp.entra_issuer(), oid);
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        mint(&RSA1, &c)
+    }
+
+    fn bouncers(&self) -> [&PgBouncer; 2] {
+        [&self.session, &self.transaction]
+    }
+
+    fn stat(&self, name: &str) -> i64 {
+        self.pg
+            .sql(&format!(
+                "SELECT value FROM pgaadauth_stats() WHERE counter = '{name}'"
+            ))
+            .parse()
+            .unwrap()
+    }
+
+    /// Neither a token's signature nor the module's password is in any log.
+    fn no_secret_logged(&self, tokens: &[&str]) {
+        let logs = [self.pg.log(), self.session.log(), self.transaction.log()];
+        for log in &logs {
+            assert!(
+                !log.contains(POOLER_SECRET),
+                "the module's password is logged"
+            );
+            for t in tokens {
+                assert!(!log.contains(&t[t.len() - 24..]), "a token is logged");
+            }
+        }
+    }
+}
+
+/// The world, with /etc/pam.d/pgbouncer ours while the test runs.
+fn world() -> (std::sync::MutexGuard<'static, ()>, &'static World) {
+    let lock = pam_lock();
+    (lock, &WORLD)
+}
+
+fn who(client: &mut postgres::Client) -> String {
+    client
+        .query_one("SELECT current_user::text", &[])
+        .unwrap()
+        .get(0)
+}
+
+/// Wait for `text` in `log()` after `mark`.
+fn logged(log: impl Fn() -> String, mark: usize, text: &str) -> bool {
+    Cluster::wait_for(Duration::from_secs(5), || {
+        log().get(mark..).is_some_and(|l| l.contains(text))
+    })
+}
+
+/// `token` with a character inside its signature changed.
+fn tampered(token: &str) -> String {
+    let at = token.len() - 10;
+    let new = if &token[at..at + 1] == "A" { "B" } else { "A" };
+    format!("{}{new}{}", &token[..at], &token[at + 1..])
+}
+
+#[test]
+fn labelled_roles_log_in_by_token_in_both_pool_modes_with_the_servers_audit_line() {
+    let (_lock, w) = world();
+    let oid = oid_for("bouncer-user");
+    let token = w.token(&oid, json!({}));
+    for b in w.bouncers() {
+        let mark = w.pg.log().len();
+        let accepted = w.stat("pgbouncer_logins_accepted");
+        let mut c = b.connect("postgres", "bouncer-user", &token).unwrap();
+        assert_eq!(who(&mut c), "bouncer-user");
+        assert!(
+            logged(|| w.pg.log(), mark, &format!(
+                "pgaadauth: login outcome=accepted role=bouncer-user type=user oid={oid} tid={TENANT}"
+            )),
+            "{}",
+            &w.pg.log()[mark..]
+        );
+        assert!(w.pg.log()[mark..].contains("client=127.0.0.1 reason=- method=pgbouncer"));
+        assert!(w.stat("pgbouncer_logins_accepted") > accepted);
+    }
+    w.no_secret_logged(&[&token]);
+}
+
+#[test]
+fn a_pooled_connection_is_never_handed_to_a_refused_client_and_logins_open_no_backend() {
+    let (_lock, w) = world();
+    let oid = oid_for("bouncer-user");
+    let good = w.token(&oid, json!({}));
+    let now = unix_now();
+    let refused = [
+        (
+            w.token(
+                &oid,
+                json!({"exp": now - 3600, "iat": now - 7200, "nbf": now - 7200}),
+            ),
+            "The token expired at",
+        ),
+        (tampered(&good), "The token signature does not verify"),
+        (
+            w.token(&oid_for("someone-else"), json!({})),
+            "does not match the role's object id",
+        ),
+        (
+            w.token(&oid, json!({"tid": "99999999-2222-3333-4444-555555555555"})),
+            "is not the required tenant",
+        ),
+    ];
+    for b in w.bouncers() {
+        // A server connection of the role, now in the pool.
+        let mut c = b.connect("postgres", "bouncer-user", &good).unwrap();
+        assert_eq!(who(&mut c), "bouncer-user");
+        drop(c);
+        for (token, reason) in &refused {
+            let mark = b.log().len();
+            assert!(
+                b.connect("postgres", "bouncer-user", token).is_err(),
+                "{reason}: a refused client got in"
+            );
+            assert!(
+                logged(
+                    || b.log(),
+                    mark,
+                    "pam_pgaadauth: login of \"bouncer-user\" refused: "
+                ),
+                "{}",
+                &b.log()[mark..]
+            );
+            assert!(
+                b.log()[mark..].contains(reason),
+                "{reason}: {}",
+                &b.log()[mark..]
+            );
+        }
+        // Twenty logins, and the server authorises at most a pool's worth of connections.
+        let mark = w.pg.log().len();
+        for _ in 0..20 {
+            let mut c = b.connect("postgres", "bouncer-user", &good).unwrap();
+            assert_eq!(who(&mut c), "bouncer-user");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let opened = w.pg.log()[mark..]
+            .matches("connection authorized: user=bouncer-user")
+            .count();
+        assert!(opened <= 4, "{opened} server logins for 20 client logins");
+    }
+    let tokens: Vec<&str> = refused.iter().map(|(t, _)| t.as_str()).collect();
+    w.no_secret_logged(&[&good]);
+    w.no_secret_logged(&tokens);
+}
+
+#[test]
+fn groups_overage_and_passwords_are_decided_as_on_the_server() {
+    let (_lock, w) = world();
+    let by_claim = w.token(MEMBER, json!({"groups": [GROUP]}));
+    let mut overage_claims = claims(&w.idp.entra_issuer(), MEMBER);
+    overage_claims["_claim_names"] = json!({"groups": "src1"});
+    let overage = mint(&RSA1, &overage_claims);
+    let outsider = w.token(&oid_for("outsider"), json!({"groups": []}));
+    for b in w.bouncers() {
+        for token in [&by_claim, &overage] {
+            let mut c = b.connect("postgres", "bouncer-group", token).unwrap();
+            assert_eq!(who(&mut c), "bouncer-group");
+        }
+        assert!(b.connect("postgres", "bouncer-group", &outsider).is_err());
+        let mut c = b.connect("postgres", "bouncer_pw", "pw-Secret-7").unwrap();
+        assert_eq!(who(&mut c), "bouncer_pw");
+        drop(c);
+        assert!(b.connect("postgres", "bouncer_pw", "wrong").is_err());
+        assert!(b.connect("postgres", "no_such_role", "x").is_err());
+    }
+    // Token-only lines: the unlabelled role is refused, pooled connection or not.
+    w.pg.set(&[("pgaadauth.password_auth", "off")]);
+    let mark = w.session.log().len();
+    let refused = w
+        .session
+        .connect("postgres", "bouncer_pw", "pw-Secret-7")
+        .is_err();
+    w.pg.set(&[("pgaadauth.password_auth", "on")]);
+    assert!(refused);
+    assert!(logged(
+        || w.session.log(),
+        mark,
+        "pgaadauth.password_auth is off"
+    ));
+    assert!(!w.session.log().contains("pw-Secret-7"));
+    w.no_secret_logged(&[&by_claim, &overage, &outsider]);
+}
+
+#[test]
+fn a_token_cut_at_2047_bytes_is_refused_naming_pgbouncers_limit() {
+    let (_lock, w) = world();
+    // Longer than PgBouncer's 2047 bytes, shorter than its packet buffer (pkt_buf, 4096),
+    // which refuses longer startup packets outright.
+    let groups: Vec<String> = (0..30).map(|i| oid_for(&format!("g{i}"))).collect();
+    let long = w.token(&oid_for("bouncer-user"), json!({ "groups": groups }));
+    assert!((2100..4000).contains(&long.len()), "{}", long.len());
+    // Directly, the server takes it.
+    assert!(w.pg.connect("bouncer-user", &long).is_ok());
+    let mark = w.session.log().len();
+    assert!(w
+        .session
+        .connect("postgres", "bouncer-user", &long)
+        .is_err());
+    assert!(
+        logged(
+            || w.session.log(),
+            mark,
+            "PgBouncer cuts passwords to 2047 bytes (MAX_PASSWORD 2048)"
+        ),
+        "{}",
+        &w.session.log()[mark..]
+    );
+    w.no_secret_logged(&[&long]);
+}
+
+#[test]
+fn with_the_server_unreachable_logins_fail_closed_within_the_timeout_and_recover() {
+    let (_lock, w) = world();
+    let token = w.token(&oid_for("bouncer-user"), json!({}));
+    let b = &w.session;
+    assert!(b.connect("postgres", "bouncer-user", &token).is_ok());
+
+    // A server that does not answer: the module's call ends at its timeout.
+    let pid = w
+        .pg
+        .sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'pam_pgaadauth' LIMIT 1");
+    assert!(!pid.is_empty(), "the module keeps a connection");
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mark = b.log().len();
+    let start = Instant::now();
+    let stalled = b.connect("postgres", "bouncer-user", &token);
+    let took = start.elapsed();
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    assert!(stalled.is_err());
+    assert!(
+        took < Duration::from_millis(TIMEOUT_MS + 3000),
+        "the PAM call took {took:?}"
+    );
+    assert!(
+        logged(|| b.log(), mark, "refused (failing closed)"),
+        "{}",
+        &b.log()[mark..]
+    );
+    // The next login uses a new connection.
+    assert!(Cluster::wait_for(Duration::from_secs(10), || b
+        .connect("postgres", "bouncer-user", &token)
+        .is_ok()));
+
+    // The server down: refused at once, with the reason in PgBouncer's log.
+    w.pg.stop();
+    let mark = b.log().len();
+    let start = Instant::now();
+    let down = b.connect("postgres", "bouncer-user", &token);
+    let took = start.elapsed();
+    w.pg.launch();
+    assert!(down.is_err());
+    assert!(took < Duration::from_millis(TIMEOUT_MS + 3000), "{took:?}");
+    assert!(
+        logged(
+            || b.log(),
+            mark,
+            "refused (failing closed): cannot connect to the PostgreSQL server"
+        ),
+        "{}",
+        &b.log()[mark..]
+    );
+    // Back: logins work again by themselves.
+    assert!(
+        Cluster::wait_for(Duration::from_secs(30), || b
+            .connect("postgres", "bouncer-user", &token)
+            .is_ok()),
+        "{}",
+        b.log()
+    );
+    w.no_secret_logged(&[&token]);
+}
