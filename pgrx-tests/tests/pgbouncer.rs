@@ -285,20 +285,19 @@ fn a_token_cut_at_2047_bytes_is_refused_naming_pgbouncers_limit() {
     assert!((2100..4000).contains(&long.len()), "{}", long.len());
     // Directly, the server takes it.
     assert!(w.pg.connect("bouncer-user", &long).is_ok());
-    let mark = w.session.log().len();
-    assert!(w
-        .session
-        .connect("postgres", "bouncer-user", &long)
-        .is_err());
-    assert!(
-        logged(
-            || w.session.log(),
-            mark,
-            "PgBouncer cuts passwords to 2047 bytes (MAX_PASSWORD 2048)"
-        ),
-        "{}",
-        &w.session.log()[mark..]
-    );
+    for b in w.bouncers() {
+        let mark = b.log().len();
+        assert!(b.connect("postgres", "bouncer-user", &long).is_err());
+        assert!(
+            logged(
+                || b.log(),
+                mark,
+                "PgBouncer cuts passwords to 2047 bytes (MAX_PASSWORD 2048)"
+            ),
+            "{}",
+            &b.log()[mark..]
+        );
+    }
     w.no_secret_logged(&[&long]);
 }
 
@@ -306,64 +305,87 @@ fn a_token_cut_at_2047_bytes_is_refused_naming_pgbouncers_limit() {
 fn with_the_server_unreachable_logins_fail_closed_within_the_timeout_and_recover() {
     let (_lock, w) = world();
     let token = w.token(&oid_for("bouncer-user"), json!({}));
-    let b = &w.session;
-    assert!(b.connect("postgres", "bouncer-user", &token).is_ok());
+    for b in w.bouncers() {
+        assert!(b.connect("postgres", "bouncer-user", &token).is_ok());
+    }
 
-    // A server that does not answer: the module's call ends at its timeout.
-    let pid = w
-        .pg
-        .sql("SELECT pid FROM pg_stat_activity WHERE application_name = 'pam_pgaadauth' LIMIT 1");
-    assert!(!pid.is_empty(), "the module keeps a connection");
-    assert!(Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let mark = b.log().len();
-    let start = Instant::now();
-    let stalled = b.connect("postgres", "bouncer-user", &token);
-    let took = start.elapsed();
-    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
-    assert!(stalled.is_err());
-    assert!(
-        took < Duration::from_millis(TIMEOUT_MS + 3000),
-        "the PAM call took {took:?}"
+    // A server that does not answer: each module's call ends at its timeout.
+    let pids = w.pg.sql(
+        "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE application_name = 'pam_pgaadauth'",
     );
-    assert!(
-        logged(|| b.log(), mark, "refused (failing closed)"),
-        "{}",
-        &b.log()[mark..]
-    );
-    // The next login uses a new connection.
-    assert!(Cluster::wait_for(Duration::from_secs(10), || b
-        .connect("postgres", "bouncer-user", &token)
-        .is_ok()));
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert_eq!(pids.len(), 2, "each PgBouncer's module keeps a connection");
+    let signal = |sig: &str| {
+        for pid in &pids {
+            Command::new("kill").args([sig, pid]).status().unwrap();
+        }
+    };
+    signal("-STOP");
+    let marks: Vec<usize> = w.bouncers().iter().map(|b| b.log().len()).collect();
+    let attempts: Vec<(bool, Duration)> = w
+        .bouncers()
+        .iter()
+        .map(|b| {
+            let start = Instant::now();
+            let refused = b.connect("postgres", "bouncer-user", &token).is_err();
+            (refused, start.elapsed())
+        })
+        .collect();
+    signal("-CONT");
+    for ((b, mark), (refused, took)) in w.bouncers().iter().zip(&marks).zip(&attempts) {
+        assert!(refused);
+        assert!(
+            *took < Duration::from_millis(TIMEOUT_MS + 3000),
+            "the PAM call took {took:?}"
+        );
+        assert!(
+            logged(
+                || b.log(),
+                *mark,
+                "did not answer within the module's timeout"
+            ),
+            "{}",
+            &b.log()[*mark..]
+        );
+        // The next login uses a new connection.
+        assert!(Cluster::wait_for(Duration::from_secs(10), || b
+            .connect("postgres", "bouncer-user", &token)
+            .is_ok()));
+    }
 
     // The server down: refused at once, with the reason in PgBouncer's log.
     w.pg.stop();
-    let mark = b.log().len();
-    let start = Instant::now();
-    let down = b.connect("postgres", "bouncer-user", &token);
-    let took = start.elapsed();
+    let marks: Vec<usize> = w.bouncers().iter().map(|b| b.log().len()).collect();
+    let attempts: Vec<(bool, Duration)> = w
+        .bouncers()
+        .iter()
+        .map(|b| {
+            let start = Instant::now();
+            let refused = b.connect("postgres", "bouncer-user", &token).is_err();
+            (refused, start.elapsed())
+        })
+        .collect();
     w.pg.launch();
-    assert!(down.is_err());
-    assert!(took < Duration::from_millis(TIMEOUT_MS + 3000), "{took:?}");
-    assert!(
-        logged(
-            || b.log(),
-            mark,
-            "refused (failing closed): cannot connect to the PostgreSQL server"
-        ),
-        "{}",
-        &b.log()[mark..]
-    );
-    // Back: logins work again by themselves.
-    assert!(
-        Cluster::wait_for(Duration::from_secs(30), || b
-            .connect("postgres", "bouncer-user", &token)
-            .is_ok()),
-        "{}",
-        b.log()
-    );
+    for ((b, mark), (refused, took)) in w.bouncers().iter().zip(&marks).zip(&attempts) {
+        assert!(refused);
+        assert!(*took < Duration::from_millis(TIMEOUT_MS + 3000), "{took:?}");
+        assert!(
+            logged(
+                || b.log(),
+                *mark,
+                "refused (failing closed): cannot connect to the PostgreSQL server"
+            ),
+            "{}",
+            &b.log()[*mark..]
+        );
+        // Back: logins work again by themselves.
+        assert!(
+            Cluster::wait_for(Duration::from_secs(30), || b
+                .connect("postgres", "bouncer-user", &token)
+                .is_ok()),
+            "{}",
+            b.log()
+        );
+    }
     w.no_secret_logged(&[&token]);
 }
