@@ -2,7 +2,8 @@
 //! module pam_pgaadauth.so (installed by scripts/install.sh), run as the `postgres` OS user.
 //!
 //! PgBouncer 1.18 always uses the PAM service `pgbouncer`: [`write_pam_service`] writes
-//! /etc/pam.d/pgbouncer, one file for the machine, so tests that use it take [`pam_lock`].
+//! /etc/pam.d/pgbouncer, one file for the machine, so whoever uses it holds [`pam_lock`] (a lock
+//! across processes), which puts back what the file held before when it is released.
 
 use crate::cluster::{new_dir, Cluster};
 use std::fs;
@@ -11,10 +12,46 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// Held by every test that writes /etc/pam.d/pgbouncer or logs in through PgBouncer.
-pub fn pam_lock() -> std::sync::MutexGuard<'static, ()> {
+const PAM_SERVICE: &str = "/etc/pam.d/pgbouncer";
+
+/// Held by whoever writes /etc/pam.d/pgbouncer or logs in through PgBouncer: a lock within
+/// this process and across processes (an advisory lock on a file), which restores the file's
+/// earlier content (or its absence) when dropped.
+pub struct PamLock {
+    _in_process: std::sync::MutexGuard<'static, ()>,
+    _across: fs::File,
+    before: Option<String>,
+}
+
+unsafe extern "C" {
+    fn flock(fd: i32, operation: i32) -> i32;
+}
+
+pub fn pam_lock() -> PamLock {
+    use std::os::fd::AsRawFd;
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    let in_process = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let file = fs::File::create(std::env::temp_dir().join("pgaadauth-pam-service.lock")).unwrap();
+    // LOCK_EX: waits for another process's tests or benchmark to finish.
+    assert_eq!(
+        unsafe { flock(file.as_raw_fd(), 2) },
+        0,
+        "lock the PAM service"
+    );
+    PamLock {
+        _in_process: in_process,
+        _across: file,
+        before: fs::read_to_string(PAM_SERVICE).ok(),
+    }
+}
+
+impl Drop for PamLock {
+    fn drop(&mut self) {
+        let _ = match &self.before {
+            Some(text) => fs::write(PAM_SERVICE, text),
+            None => fs::remove_file(PAM_SERVICE),
+        };
+    }
 }
 
 /// Point PgBouncer's PAM service at pam_pgaadauth.so with these arguments.
@@ -24,7 +61,7 @@ pub fn write_pam_service(module_args: &str) {
          auth    required pam_pgaadauth.so {module_args}\n\
          account required pam_pgaadauth.so\n"
     );
-    fs::write("/etc/pam.d/pgbouncer", text).expect("write /etc/pam.d/pgbouncer (as root)");
+    fs::write(PAM_SERVICE, text).expect("write /etc/pam.d/pgbouncer (as root)");
 }
 
 pub struct PgBouncer {

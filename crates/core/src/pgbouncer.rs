@@ -20,7 +20,7 @@ pub fn looks_cut_by_pgbouncer(password: &str) -> Option<String> {
     if !is_token_text || !password.contains('.') {
         return None;
     }
-    // PgBouncer logs it cut at about 400 bytes: the remedy comes early and short.
+    // PgBouncer cuts its log lines at about 500 bytes: the remedy comes early and short.
     Some(format!(
         "the password is {} bytes and looks like a cut token: PgBouncer cuts passwords to {} \
          bytes (MAX_PASSWORD {MAX_PASSWORD}). Use a shorter token (fewer claims, e.g. no \

@@ -12,7 +12,7 @@ mod server;
 
 use pgaadauth_core::pgbouncer::{looks_cut_by_pgbouncer, Answer, ModuleArgs};
 use pgaadauth_core::token::log_safe;
-use server::Server;
+use server::{Failure, Server};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -140,13 +140,6 @@ fn authenticate(pamh: *mut PamHandle, args: &[&str]) -> c_int {
         return PAM_AUTH_ERR;
     };
     let client = c_text(rhost.cast()).unwrap_or("");
-    if let Some(why) = looks_cut_by_pgbouncer(password) {
-        tell(
-            pamh,
-            &format!("login of \"{}\" refused: {why}", log_safe(user)),
-        );
-        return PAM_AUTH_ERR;
-    }
     let deadline = Instant::now() + Duration::from_millis(args.timeout_ms);
     match check(&args, user, password, client, deadline) {
         Ok(Answer::Accepted) => PAM_SUCCESS,
@@ -158,11 +151,16 @@ fn authenticate(pamh: *mut PamHandle, args: &[&str]) -> c_int {
             PAM_AUTH_ERR
         }
         Err(e) => {
+            // The server decides a cut token too (and audits it); without it, say so here.
+            let cut = looks_cut_by_pgbouncer(password)
+                .map(|why| format!("; besides, {why}"))
+                .unwrap_or_default();
             tell(
                 pamh,
                 &format!(
-                    "login of \"{}\" refused (failing closed): {e}",
-                    log_safe(user)
+                    "login of \"{}\" refused (failing closed): {}{cut}",
+                    log_safe(user),
+                    e.text
                 ),
             );
             PAM_AUTHINFO_UNAVAIL
@@ -170,20 +168,24 @@ fn authenticate(pamh: *mut PamHandle, args: &[&str]) -> c_int {
     }
 }
 
-/// The server's answer, on the kept connection or a new one; an error drops the connection.
-/// A kept connection that fails at once (the server restarted since) is replaced once.
+/// The server's answer, on the kept connection or a new one. A lost connection is dropped; a
+/// kept one that is found lost (the server restarted since) is replaced once, time allowing.
 fn check(
     args: &ModuleArgs,
     user: &str,
     password: &str,
     client: &str,
     deadline: Instant,
-) -> Result<Answer, String> {
+) -> Result<Answer, Failure> {
     let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    // A changed PAM line (another dsn) gets its own connection.
+    if state.server.as_ref().is_some_and(|s| s.dsn != args.dsn) {
+        state.server = None;
+        state.failed = None;
+    }
     let kept = state.server.is_some();
-    let answer = ask(&mut state, args, user, password, client, deadline);
-    match answer {
-        Err(_) if kept && Instant::now() < deadline => {
+    match ask(&mut state, args, user, password, client, deadline) {
+        Err(e) if e.connection_lost && kept && Instant::now() < deadline => {
             ask(&mut state, args, user, password, client, deadline)
         }
         answer => answer,
@@ -197,27 +199,30 @@ fn ask(
     password: &str,
     client: &str,
     deadline: Instant,
-) -> Result<Answer, String> {
+) -> Result<Answer, Failure> {
     if state.server.is_none() {
         if let Some((at, why)) = &state.failed {
             if at.elapsed() < RETRY_AFTER {
-                return Err(why.clone());
+                return Err(Failure {
+                    text: why.clone(),
+                    connection_lost: true,
+                });
             }
         }
-        match Server::connect(&args.dsn, Duration::from_millis(args.timeout_ms)) {
+        match Server::connect(&args.dsn, deadline) {
             Ok(s) => {
                 state.server = Some(s);
                 state.failed = None;
             }
             Err(e) => {
-                state.failed = Some((Instant::now(), e.clone()));
+                state.failed = Some((Instant::now(), e.text.clone()));
                 return Err(e);
             }
         }
     }
     let server = state.server.as_mut().expect("connected above");
     let answer = server.check(user, password, client, deadline);
-    if answer.is_err() {
+    if answer.as_ref().is_err_and(|e| e.connection_lost) {
         state.server = None;
     }
     answer

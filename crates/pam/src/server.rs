@@ -1,14 +1,18 @@
 //! The module's connection to the PostgreSQL server (libpq), kept open between logins, and the
 //! one call it makes: `pgaadauth_pooler_login(role, password, client)` by the fast-path
 //! function call protocol, so no statement text (and no log line, no `pg_stat_activity` row)
-//! ever holds the password. Every call ends within the module's timeout: connecting is bounded
-//! by libpq's `connect_timeout`, and a call still waiting at the deadline has its socket shut
-//! down by a watchdog, which makes libpq return.
+//! ever holds the password.
+//!
+//! Everything ends by the caller's deadline: connecting is libpq's non-blocking connect, polled
+//! until the deadline (name resolution aside: libpq resolves host names before it polls); a
+//! call still waiting at the deadline has a duplicate of its socket shut down by a watchdog,
+//! which makes libpq return. The duplicate keeps the socket's number from being reused by
+//! PgBouncer while the watchdog may still act on it.
 
 use pgaadauth_core::pgbouncer::{Answer, MAX_ANSWER};
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_short, c_void, CStr, CString};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[repr(C)]
 struct PGconn {
@@ -28,17 +32,24 @@ struct ArgBlock {
 }
 
 const CONNECTION_OK: c_int = 0;
+const PGRES_POLLING_FAILED: c_int = 0;
+const PGRES_POLLING_READING: c_int = 1;
+const PGRES_POLLING_WRITING: c_int = 2;
+const PGRES_POLLING_OK: c_int = 3;
 const PGRES_COMMAND_OK: c_int = 1;
 const PGRES_TUPLES_OK: c_int = 2;
 const SHUT_RDWR: c_int = 2;
+const POLLIN: c_short = 1;
+const POLLOUT: c_short = 4;
 
 #[link(name = "pq")]
 unsafe extern "C" {
-    fn PQconnectdbParams(
+    fn PQconnectStartParams(
         keywords: *const *const c_char,
         values: *const *const c_char,
         expand_dbname: c_int,
     ) -> *mut PGconn;
+    fn PQconnectPoll(conn: *mut PGconn) -> c_int;
     fn PQstatus(conn: *const PGconn) -> c_int;
     fn PQerrorMessage(conn: *const PGconn) -> *const c_char;
     fn PQfinish(conn: *mut PGconn);
@@ -59,14 +70,41 @@ unsafe extern "C" {
     ) -> *mut PGresult;
 }
 
+#[repr(C)]
+struct PollFd {
+    fd: c_int,
+    events: c_short,
+    revents: c_short,
+}
+
 unsafe extern "C" {
     fn shutdown(fd: c_int, how: c_int) -> c_int;
+    fn dup(fd: c_int) -> c_int;
+    fn close(fd: c_int) -> c_int;
+    fn poll(fds: *mut PollFd, nfds: u64, timeout: c_int) -> c_int;
+}
+
+/// Why a request got no answer.
+#[derive(Debug)]
+pub struct Failure {
+    pub text: String,
+    /// The connection is gone (or was never made): connect again.
+    pub connection_lost: bool,
+}
+
+fn lost(text: impl Into<String>) -> Failure {
+    Failure {
+        text: text.into(),
+        connection_lost: true,
+    }
 }
 
 /// An open connection and the oid of `pgaadauth_pooler_login` on it.
 pub struct Server {
     conn: *mut PGconn,
     function: c_int,
+    /// The dsn it was opened with (a changed PAM line opens a new one).
+    pub dsn: String,
 }
 
 // SAFETY: a connection is used by one thread at a time (the module's mutex).
@@ -78,46 +116,109 @@ impl Drop for Server {
     }
 }
 
-/// libpq's message for the connection, one line (it names host and port, never a password).
+/// libpq's message for the connection, on one line.
 fn error_of(conn: *const PGconn) -> String {
     let text = unsafe { CStr::from_ptr(PQerrorMessage(conn)) }.to_string_lossy();
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+fn millis_until(deadline: Instant) -> c_int {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis();
+    c_int::try_from(left).unwrap_or(c_int::MAX)
+}
+
+const TIMED_OUT: &str = "the PostgreSQL server did not answer within the module's timeout";
+
+/// Run `call` on `conn`; if it is still waiting at `deadline`, shut its socket down (through a
+/// duplicate) so that libpq returns. True when the watchdog had to act.
+fn with_watchdog<T>(conn: *const PGconn, deadline: Instant, call: impl FnOnce() -> T) -> (T, bool) {
+    let socket = unsafe { PQsocket(conn) };
+    let spare = if socket >= 0 {
+        unsafe { dup(socket) }
+    } else {
+        -1
+    };
+    let (done, wait) = mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if wait.recv_timeout(left).is_err() && spare >= 0 {
+            unsafe { shutdown(spare, SHUT_RDWR) };
+            return true;
+        }
+        false
+    });
+    let result = call();
+    let _ = done.send(());
+    let fired = watchdog.join().unwrap_or(true);
+    if spare >= 0 {
+        unsafe { close(spare) };
+    }
+    (result, fired)
+}
+
 impl Server {
-    /// Connect with `dsn`; libpq's `connect_timeout` is the module's timeout (at least 2 s,
-    /// libpq's minimum) unless the dsn names one.
-    pub fn connect(dsn: &str, timeout: Duration) -> Result<Server, String> {
-        let seconds = timeout.as_secs().max(2).to_string();
-        let keywords = [c"connect_timeout", c"dbname", c"application_name"];
-        let dsn = CString::new(dsn).map_err(|_| "the dsn holds a NUL byte".to_string())?;
-        let seconds = CString::new(seconds).unwrap_or_default();
-        // The dsn is expanded in place of dbname: what it names overrides the defaults
-        // before it, and application_name after it says who is connected.
-        let values = [seconds.as_ptr(), dsn.as_ptr(), c"pam_pgaadauth".as_ptr()];
+    /// Connect with `dsn` by `deadline`. The answer comes in UTF-8 whatever the dsn says.
+    pub fn connect(dsn: &str, deadline: Instant) -> Result<Server, Failure> {
+        let dsn_c = CString::new(dsn).map_err(|_| lost("the dsn holds a NUL byte"))?;
+        // The dsn is expanded in place of dbname: what comes after it overrides it.
+        let keywords = [c"dbname", c"application_name", c"client_encoding"];
+        let values = [dsn_c.as_ptr(), c"pam_pgaadauth".as_ptr(), c"UTF8".as_ptr()];
         let mut k: Vec<*const c_char> = keywords.iter().map(|k| k.as_ptr()).collect();
         let mut v: Vec<*const c_char> = values.to_vec();
         k.push(std::ptr::null());
         v.push(std::ptr::null());
-        let conn = unsafe { PQconnectdbParams(k.as_ptr(), v.as_ptr(), 1) };
+        let conn = unsafe { PQconnectStartParams(k.as_ptr(), v.as_ptr(), 1) };
         if conn.is_null() {
-            return Err("libpq could not allocate a connection".into());
+            return Err(lost("libpq could not allocate a connection"));
         }
-        let mut server = Server { conn, function: 0 };
-        if unsafe { PQstatus(conn) } != CONNECTION_OK {
-            return Err(format!(
-                "cannot connect to the PostgreSQL server: {}",
-                error_of(conn)
-            ));
-        }
-        server.function = server.function_oid()?;
+        let mut server = Server {
+            conn,
+            function: 0,
+            dsn: dsn.to_string(),
+        };
+        server.finish_connecting(deadline)?;
+        server.function = server.function_oid(deadline)?;
         Ok(server)
     }
 
-    fn function_oid(&self) -> Result<c_int, String> {
+    /// libpq's connection state machine, waiting on its socket until `deadline`.
+    fn finish_connecting(&self, deadline: Instant) -> Result<(), Failure> {
+        let cannot = |why: String| lost(format!("cannot connect to the PostgreSQL server: {why}"));
+        if unsafe { PQstatus(self.conn) } == 1 {
+            return Err(cannot(error_of(self.conn))); // CONNECTION_BAD at once
+        }
+        let mut state = PGRES_POLLING_WRITING;
+        loop {
+            let events = match state {
+                PGRES_POLLING_OK => break,
+                PGRES_POLLING_FAILED => return Err(cannot(error_of(self.conn))),
+                PGRES_POLLING_READING => POLLIN,
+                _ => POLLOUT,
+            };
+            let mut fd = PollFd {
+                fd: unsafe { PQsocket(self.conn) },
+                events,
+                revents: 0,
+            };
+            let left = millis_until(deadline);
+            if left == 0 || unsafe { poll(&mut fd, 1, left) } == 0 {
+                return Err(cannot("no connection within the module's timeout".into()));
+            }
+            state = unsafe { PQconnectPoll(self.conn) };
+        }
+        if unsafe { PQstatus(self.conn) } != CONNECTION_OK {
+            return Err(cannot(error_of(self.conn)));
+        }
+        Ok(())
+    }
+
+    fn function_oid(&self, deadline: Instant) -> Result<c_int, Failure> {
         let query = c"SELECT pg_catalog.to_regprocedure('pg_catalog.pgaadauth_pooler_login(text,text,text)')::pg_catalog.oid";
-        unsafe {
-            let res = PQexec(self.conn, query.as_ptr());
+        let conn = self.conn;
+        let ((ok, oid), fired) = with_watchdog(conn, deadline, || unsafe {
+            let res = PQexec(conn, query.as_ptr());
             let ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
             let oid = if ok {
                 CStr::from_ptr(PQgetvalue(res, 0, 0))
@@ -128,26 +229,27 @@ impl Server {
                 None
             };
             PQclear(res);
-            match oid {
-                Some(oid) if oid != 0 => Ok(oid as c_int),
-                _ if !ok => Err(format!(
-                    "cannot look up pgaadauth_pooler_login on the server: {}",
-                    error_of(self.conn)
-                )),
-                _ => Err("the server has no pgaadauth_pooler_login: run CREATE EXTENSION pgaadauth (or ALTER EXTENSION pgaadauth UPDATE) in the database of the module's dsn".into()),
-            }
+            (ok, oid)
+        });
+        match oid {
+            _ if fired => Err(lost(TIMED_OUT)),
+            Some(oid) if oid != 0 => Ok(oid as c_int),
+            _ if !ok => Err(lost(format!(
+                "cannot look up pgaadauth_pooler_login on the server: {}",
+                error_of(self.conn)
+            ))),
+            _ => Err(lost("the server has no pgaadauth_pooler_login: run CREATE EXTENSION pgaadauth (or ALTER EXTENSION pgaadauth UPDATE) in the database of the module's dsn")),
         }
     }
 
     /// Ask the server whether `role` may log in with `password` (from `client`), by `deadline`.
-    /// An error means the connection is no longer usable.
     pub fn check(
         &mut self,
         role: &str,
         password: &str,
         client: &str,
         deadline: Instant,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Failure> {
         let args: Vec<ArgBlock> = [role, password, client]
             .iter()
             .map(|a| ArgBlock {
@@ -156,50 +258,48 @@ impl Server {
                 ptr: a.as_ptr().cast(),
             })
             .collect();
-        // The server cuts its answer to MAX_ANSWER bytes; libpq writes the whole of it here.
-        let mut buf = vec![0u8; MAX_ANSWER + 1024];
+        // libpq writes the whole answer here, unchecked. The server cuts it to MAX_ANSWER
+        // bytes in its own encoding; converted to this connection's UTF-8 it may grow, never
+        // beyond four bytes per byte.
+        let mut buf = vec![0u8; 4 * MAX_ANSWER + 16];
         let mut len: c_int = 0;
-        let socket = unsafe { PQsocket(self.conn) };
-        let (done, wait) = mpsc::channel::<()>();
-        let watchdog = std::thread::spawn(move || {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if wait.recv_timeout(left).is_err() && socket >= 0 {
-                // The call is still waiting: end it (libpq then reports a lost connection).
-                unsafe { shutdown(socket, SHUT_RDWR) };
-                return true;
-            }
-            false
-        });
-        let res = unsafe {
-            PQfn(
-                self.conn,
-                self.function,
+        let conn = self.conn;
+        let function = self.function;
+        let (status, fired) = with_watchdog(conn, deadline, || unsafe {
+            let res = PQfn(
+                conn,
+                function,
                 buf.as_mut_ptr().cast(),
                 &mut len,
                 0,
                 args.as_ptr(),
                 args.len() as c_int,
-            )
-        };
-        let _ = done.send(());
-        let timed_out = watchdog.join().unwrap_or(true);
-        let status = if res.is_null() {
-            -1
-        } else {
-            unsafe { PQresultStatus(res) }
-        };
-        unsafe { PQclear(res) };
-        if timed_out {
-            return Err("the PostgreSQL server did not answer within the module's timeout".into());
+            );
+            let status = if res.is_null() {
+                -1
+            } else {
+                PQresultStatus(res)
+            };
+            PQclear(res);
+            status
+        });
+        if fired {
+            return Err(lost(TIMED_OUT));
         }
         if status != PGRES_COMMAND_OK {
-            return Err(format!(
-                "pgaadauth_pooler_login failed on the server: {}",
-                error_of(self.conn)
-            ));
+            return Err(Failure {
+                text: format!(
+                    "pgaadauth_pooler_login failed on the server: {}",
+                    error_of(conn)
+                ),
+                connection_lost: unsafe { PQstatus(conn) } != CONNECTION_OK,
+            });
         }
         let len = usize::try_from(len).unwrap_or(0).min(buf.len());
         let text = String::from_utf8_lossy(&buf[..len]);
-        Answer::parse(&text).ok_or_else(|| "the server's answer was not understood".into())
+        Answer::parse(&text).ok_or_else(|| Failure {
+            text: "the server's answer was not understood".into(),
+            connection_lost: false,
+        })
     }
 }

@@ -111,6 +111,7 @@ fn main() {
         "dsn=postgresql://pgbouncer_auth:bench-pooler@127.0.0.1:{}/postgres",
         pg.port
     );
+    // The floor: a PAM service that checks nothing (only while this benchmark holds the lock).
     let permit = || {
         std::fs::write(
             "/etc/pam.d/pgbouncer",
@@ -168,5 +169,5 @@ fn main() {
     let server_logins =
         pg.sql("SELECT value FROM pgaadauth_stats() WHERE counter = 'pgbouncer_logins_accepted'");
     println!("pgbouncer_logins_accepted {server_logins} (every pam_pgaadauth login checked by the server)");
-    write_pam_service(&module);
+    // Dropping the lock puts back what /etc/pam.d/pgbouncer held before.
 }
