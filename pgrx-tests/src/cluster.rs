@@ -137,6 +137,23 @@ pub fn private_file(name: &str, content: &str) -> PathBuf {
     path
 }
 
+/// Log in over TCP to 127.0.0.1:`port` (a server, or PgBouncer) with the Rust client.
+pub fn tcp_login(
+    port: u16,
+    db: &str,
+    user: &str,
+    password: &str,
+) -> Result<postgres::Client, postgres::Error> {
+    postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user(user)
+        .password(password)
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(20))
+        .connect(postgres::NoTls)
+}
+
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
@@ -379,14 +396,7 @@ impl Cluster {
         user: &str,
         password: &str,
     ) -> Result<postgres::Client, postgres::Error> {
-        postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .user(user)
-            .password(password)
-            .dbname(db)
-            .connect_timeout(Duration::from_secs(20))
-            .connect(postgres::NoTls)
+        tcp_login(self.port, db, user, password)
     }
 
     /// Log in with psql (libpq, password from PGPASSWORD) and run `sql`: (success, output).

@@ -414,6 +414,30 @@ fn serve(mut stream: impl Read + Write, port: u16, scheme: &str, state: &Mutex<S
     let _ = stream.flush();
 }
 
+impl Idp {
+    /// Settings for a cluster that uses this provider as its Entra authority and directory
+    /// (client credentials; the secret in a file only `postgres` reads, named after `name`).
+    pub fn directory_settings(&self, name: &str) -> Vec<(&'static str, String)> {
+        let secret =
+            crate::cluster::private_file(&format!("{name}-secret"), &format!("{CLIENT_SECRET}\n"));
+        vec![
+            ("pgaadauth.tenant_id", TENANT.into()),
+            ("pgaadauth.authority_host", self.base()),
+            ("pgaadauth.graph_endpoint", self.base()),
+            ("pgaadauth.client_id", CLIENT_ID.into()),
+            ("pgaadauth.client_secret_file", secret.display().to_string()),
+            ("pgaadauth.allow_http", "on".into()),
+        ]
+    }
+}
+
+/// `token` with a character inside its signature changed (a forgery).
+pub fn tampered(token: &str) -> String {
+    let at = token.len() - 10;
+    let new = if &token[at..at + 1] == "A" { "B" } else { "A" };
+    format!("{}{new}{}", &token[..at], &token[at + 1..])
+}
+
 /// A distinct, stable object id (a GUID) for a test principal's name.
 pub fn oid_for(name: &str) -> String {
     let mut h: u64 = 0xcbf29ce484222325;

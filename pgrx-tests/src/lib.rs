@@ -3,5 +3,6 @@
 pub mod clients;
 pub mod cluster;
 pub mod idp;
+pub mod pgbench;
 pub mod pgbouncer;
 pub mod ports;

@@ -136,14 +136,7 @@ impl PgBouncer {
         user: &str,
         password: &str,
     ) -> Result<postgres::Client, postgres::Error> {
-        postgres::Config::new()
-            .host("127.0.0.1")
-            .port(self.port)
-            .user(user)
-            .password(password)
-            .dbname(db)
-            .connect_timeout(Duration::from_secs(20))
-            .connect(postgres::NoTls)
+        crate::cluster::tcp_login(self.port, db, user, password)
     }
 }
 

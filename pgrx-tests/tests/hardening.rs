@@ -4,10 +4,8 @@
 //! tries to become an Entra administrator, the method asked of unlabelled roles with
 //! password_auth off, and the group cache with long non-GUID principals.
 
-use pgaadauth_e2e::cluster::{private_file, Cluster};
-use pgaadauth_e2e::idp::{
-    claims, mint, renamed, Idp, Mode, CLIENT_ID, CLIENT_SECRET, RSA1, RSA2, TENANT,
-};
+use pgaadauth_e2e::cluster::Cluster;
+use pgaadauth_e2e::idp::{claims, mint, renamed, Idp, Mode, RSA1, RSA2, TENANT};
 use postgres::error::SqlState;
 use serde_json::json;
 use std::io::{Read, Write};
@@ -26,15 +24,7 @@ fn with_directory(name: &str, extra: &[(&str, &str)]) -> (Idp, Cluster) {
     idp.dir_add(MEMBER, "user", "member@contoso.example");
     idp.dir_add(GROUP, "group", "Stalled Group");
     idp.dir_add_member(GROUP, MEMBER);
-    let secret = private_file(&format!("{name}-secret"), &format!("{CLIENT_SECRET}\n"));
-    let mut settings = vec![
-        ("pgaadauth.tenant_id", TENANT.to_string()),
-        ("pgaadauth.authority_host", idp.base()),
-        ("pgaadauth.graph_endpoint", idp.base()),
-        ("pgaadauth.client_id", CLIENT_ID.to_string()),
-        ("pgaadauth.client_secret_file", secret.display().to_string()),
-        ("pgaadauth.allow_http", "on".to_string()),
-    ];
+    let mut settings = idp.directory_settings(name);
     settings.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
     let pg = Cluster::start(name, &settings);
     pg.sql(&format!(

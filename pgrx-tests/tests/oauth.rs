@@ -8,10 +8,8 @@
 
 use once_cell::sync::Lazy;
 use pgaadauth_e2e::clients;
-use pgaadauth_e2e::cluster::{self, private_file, Cluster};
-use pgaadauth_e2e::idp::{
-    claims, mint, mint_as, oid_for, Idp, CLIENT_ID, CLIENT_SECRET, RSA1, RSA2, TENANT,
-};
+use pgaadauth_e2e::cluster::{self, Cluster};
+use pgaadauth_e2e::idp::{claims, mint, mint_as, oid_for, tampered, Idp, RSA1, RSA2, TENANT};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -28,13 +26,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// `token` with a character inside its signature changed.
-fn tampered(token: &str) -> String {
-    let at = token.len() - 10;
-    let new = if &token[at..at + 1] == "A" { "B" } else { "A" };
-    format!("{}{new}{}", &token[..at], &token[at + 1..])
 }
 
 struct World {
@@ -72,34 +63,25 @@ static WORLD: Lazy<Option<World>> = Lazy::new(|| {
     idp.dir_add(GROUP, "group", "OAuth Readers");
     idp.dir_add(MEMBER, "user", "member@contoso.example");
     idp.dir_add_member(GROUP, MEMBER);
-    let secret = private_file("oauth-secret", &format!("{CLIENT_SECRET}\n"));
-    let pg = Cluster::start_with_hba(
-        "oauth",
-        &[
-            ("oauth_validator_libraries", "pgaadauth".into()),
-            ("pgaadauth.tenant_id", TENANT.into()),
-            ("pgaadauth.authority_host", idp.base()),
-            (
-                "pgaadauth.issuers",
-                format!(
-                    "{},https://sts.windows.net/{TENANT}/,{}",
-                    idp.entra_issuer(),
-                    second_issuer(&idp)
-                ),
+    let mut settings = idp.directory_settings("oauth");
+    settings.extend([
+        ("oauth_validator_libraries", "pgaadauth".into()),
+        (
+            "pgaadauth.issuers",
+            format!(
+                "{},https://sts.windows.net/{TENANT}/,{}",
+                idp.entra_issuer(),
+                second_issuer(&idp)
             ),
-            (
-                "pgaadauth.jwks_uri",
-                format!("{}/{TENANT}/discovery/v2.0/keys", idp.base()),
-            ),
-            ("pgaadauth.graph_endpoint", idp.base()),
-            ("pgaadauth.client_id", CLIENT_ID.into()),
-            ("pgaadauth.client_secret_file", secret.display().to_string()),
-            ("pgaadauth.allow_http", "on".into()),
-            ("pgaadauth.min_refresh_interval", "1s".into()),
-            ("log_connections", "on".into()),
-        ],
-        &hba(&idp),
-    );
+        ),
+        (
+            "pgaadauth.jwks_uri",
+            format!("{}/{TENANT}/discovery/v2.0/keys", idp.base()),
+        ),
+        ("pgaadauth.min_refresh_interval", "1s".into()),
+        ("log_connections", "on".into()),
+    ]);
+    let pg = Cluster::start_with_hba("oauth", &settings, &hba(&idp));
     for db in ["oauthdb", "mapdb", "v1db", "otherdb", "seconddb"] {
         pg.sql(&format!("CREATE DATABASE {db}"));
     }

@@ -5,10 +5,8 @@
 //! in session and in transaction pooling.
 
 use once_cell::sync::Lazy;
-use pgaadauth_e2e::cluster::{private_file, Cluster};
-use pgaadauth_e2e::idp::{
-    claims, mint, oid_for, unix_now, Idp, CLIENT_ID, CLIENT_SECRET, RSA1, TENANT,
-};
+use pgaadauth_e2e::cluster::Cluster;
+use pgaadauth_e2e::idp::{claims, mint, oid_for, tampered, unix_now, Idp, RSA1, TENANT};
 use pgaadauth_e2e::pgbouncer::{pam_lock, write_pam_service, PamLock, PgBouncer};
 use serde_json::{json, Value};
 use std::process::Command;
@@ -34,19 +32,9 @@ static WORLD: Lazy<World> = Lazy::new(|| {
     idp.dir_add(GROUP, "group", "Bouncer Readers");
     idp.dir_add(MEMBER, "user", "member@contoso.example");
     idp.dir_add_member(GROUP, MEMBER);
-    let secret = private_file("bouncer-secret", &format!("{CLIENT_SECRET}\n"));
-    let pg = Cluster::start(
-        "bouncer",
-        &[
-            ("pgaadauth.tenant_id", TENANT.into()),
-            ("pgaadauth.authority_host", idp.base()),
-            ("pgaadauth.graph_endpoint", idp.base()),
-            ("pgaadauth.client_id", CLIENT_ID.into()),
-            ("pgaadauth.client_secret_file", secret.display().to_string()),
-            ("pgaadauth.allow_http", "on".into()),
-            ("log_connections", "on".into()),
-        ],
-    );
+    let mut settings = idp.directory_settings("bouncer");
+    settings.push(("log_connections", "on".into()));
+    let pg = Cluster::start("bouncer", &settings);
     pg.sql(&format!(
         "CREATE ROLE pgbouncer_auth LOGIN PASSWORD '{POOLER_SECRET}'; \
          GRANT EXECUTE ON FUNCTION pgaadauth_pooler_login(text, text, text) TO pgbouncer_auth; \
@@ -150,13 +138,6 @@ fn logged(log: impl Fn() -> String, mark: usize, text: &str) -> bool {
     Cluster::wait_for(Duration::from_secs(5), || {
         log().get(mark..).is_some_and(|l| l.contains(text))
     })
-}
-
-/// `token` with a character inside its signature changed.
-fn tampered(token: &str) -> String {
-    let at = token.len() - 10;
-    let new = if &token[at..at + 1] == "A" { "B" } else { "A" };
-    format!("{}{new}{}", &token[..at], &token[at + 1..])
 }
 
 #[test]

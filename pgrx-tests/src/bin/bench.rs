@@ -12,8 +12,8 @@
 
 use pgaadauth_e2e::cluster::Cluster;
 use pgaadauth_e2e::idp::{claims, mint, Idp, RSA1, TENANT};
+use pgaadauth_e2e::pgbench::pgbench;
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::time::Duration;
 
 const OID: &str = "be4c0000-1111-4222-8333-444455556666";
@@ -27,66 +27,11 @@ struct Config {
     password: Option<String>,
 }
 
-struct Run {
-    tps: f64,
-    logins: u64,
-}
-
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn pgbench(bin: &std::path::Path, c: &Config, clients: u32, seconds: u32, script: &str) -> Run {
-    let mut cmd = Command::new(bin.join("pgbench"));
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &c.port.to_string(),
-        "-U",
-        c.user,
-        "-n",
-        "-C",
-    ])
-    .args([
-        "-T",
-        &seconds.to_string(),
-        "-c",
-        &clients.to_string(),
-        "-j",
-        &clients.to_string(),
-    ])
-    .args(["-f", script, "postgres"])
-    .env_remove("PGPASSWORD");
-    if let Some(p) = &c.password {
-        cmd.env("PGPASSWORD", p);
-    }
-    let out = cmd.output().expect("run pgbench");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pgbench {}: {text}{}",
-        c.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let value = |prefix: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {prefix:?} in pgbench output:\n{text}"))
-    };
-    let failed = text
-        .lines()
-        .any(|l| l.contains("number of failed transactions") && !l.contains(": 0 "));
-    assert!(!failed, "failed transactions in {}:\n{text}", c.name);
-    Run {
-        tps: value("tps = "),
-        logins: value("number of transactions actually processed: ") as u64,
-    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -221,7 +166,16 @@ fn main() {
                 if let Some(level) = configs[i].log_logins {
                     aad_pg.set(&[("pgaadauth.log_logins", level)]);
                 }
-                let run = pgbench(plain.bindir(), &configs[i], n, seconds, &script);
+                let c = &configs[i];
+                let run = pgbench(
+                    plain.bindir(),
+                    c.port,
+                    c.user,
+                    c.password.as_deref(),
+                    n,
+                    seconds,
+                    &script,
+                );
                 if configs[i].user == "bench_user" {
                     token_logins += run.logins;
                 }

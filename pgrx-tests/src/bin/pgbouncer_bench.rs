@@ -8,8 +8,8 @@
 
 use pgaadauth_e2e::cluster::{self, Cluster};
 use pgaadauth_e2e::idp::{claims, mint, Idp, RSA1, TENANT};
+use pgaadauth_e2e::pgbench::pgbench;
 use pgaadauth_e2e::pgbouncer::{pam_lock, write_pam_service, PgBouncer};
-use std::process::Command;
 use std::time::Duration;
 
 const OID: &str = "0b0b0000-1111-4222-8333-444455556666";
@@ -19,54 +19,6 @@ fn env_or(name: &str, default: u32) -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Logins per second of `pgbench -C` on `port` as bench_user with `token`.
-fn logins_per_second(
-    bin: &std::path::Path,
-    port: u16,
-    token: &str,
-    clients: u32,
-    seconds: u32,
-) -> f64 {
-    let script = std::env::temp_dir().join("pgaadauth-select1.sql");
-    std::fs::write(&script, "SELECT 1;\n").unwrap();
-    let out = Command::new(bin.join("pgbench"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-U",
-            "bench_user",
-            "-n",
-            "-C",
-        ])
-        .args([
-            "-T",
-            &seconds.to_string(),
-            "-c",
-            &clients.to_string(),
-            "-j",
-            &clients.to_string(),
-        ])
-        .arg("-f")
-        .arg(&script)
-        .arg("postgres")
-        .env("PGPASSWORD", token)
-        .output()
-        .expect("run pgbench");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "pgbench: {text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("tps = "))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no tps in pgbench output:\n{text}"))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -122,6 +74,21 @@ fn main() {
     write_pam_service(&module);
     let bouncer = PgBouncer::start("pgbouncer-bench-b", &pg, "session", &["postgres"]);
     let bin = pg.bindir().to_path_buf();
+    let script = std::env::temp_dir().join("pgaadauth-bench-select1.sql");
+    std::fs::write(&script, "SELECT 1;\n").unwrap();
+    let script = script.display().to_string();
+    let logins_per_second = |port: u16, clients: u32| {
+        pgbench(
+            &bin,
+            port,
+            "bench_user",
+            Some(&token),
+            clients,
+            seconds,
+            &script,
+        )
+        .tps
+    };
     println!(
         "PostgreSQL {}, PgBouncer 1.18 (session pooling, pool size 4): pgbench -C, \
          {rounds} rounds of {seconds} s per configuration, token {} bytes",
@@ -132,11 +99,11 @@ fn main() {
         let (mut direct, mut permitted, mut checked) = (vec![], vec![], vec![]);
         let (mut r_permit, mut r_checked) = (vec![], vec![]);
         for _ in 0..rounds {
-            let d = logins_per_second(&bin, pg.port, &token, clients, seconds);
+            let d = logins_per_second(pg.port, clients);
             permit();
-            let p = logins_per_second(&bin, bouncer.port, &token, clients, seconds);
+            let p = logins_per_second(bouncer.port, clients);
             write_pam_service(&module);
-            let c = logins_per_second(&bin, bouncer.port, &token, clients, seconds);
+            let c = logins_per_second(bouncer.port, clients);
             direct.push(d);
             permitted.push(p);
             checked.push(c);

@@ -1,0 +1,69 @@
+//! `pgbench -C` runs for the benchmarks: a new connection (a login) for every transaction.
+
+use std::path::Path;
+use std::process::Command;
+
+/// One run: transactions per second, and how many (each a login).
+pub struct Run {
+    pub tps: f64,
+    pub logins: u64,
+}
+
+/// `pgbench -C -n` with `script` against 127.0.0.1:`port` as `user` (password from
+/// PGPASSWORD), `clients` clients for `seconds`; no transaction may fail.
+pub fn pgbench(
+    bin: &Path,
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    clients: u32,
+    seconds: u32,
+    script: &str,
+) -> Run {
+    let mut cmd = Command::new(bin.join("pgbench"));
+    cmd.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-U",
+        user,
+        "-n",
+        "-C",
+    ])
+    .args([
+        "-T",
+        &seconds.to_string(),
+        "-c",
+        &clients.to_string(),
+        "-j",
+        &clients.to_string(),
+    ])
+    .args(["-f", script, "postgres"])
+    .env_remove("PGPASSWORD");
+    if let Some(p) = password {
+        cmd.env("PGPASSWORD", p);
+    }
+    let out = cmd.output().expect("run pgbench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pgbench as {user}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix:?} in pgbench output:\n{text}"))
+    };
+    let failed = text
+        .lines()
+        .any(|l| l.contains("number of failed transactions") && !l.contains(": 0 "));
+    assert!(!failed, "failed transactions as {user}:\n{text}");
+    Run {
+        tps: value("tps = "),
+        logins: value("number of transactions actually processed: ") as u64,
+    }
+}
