@@ -74,6 +74,12 @@ pgaadauth_port_remote_host(Port *port)
 	return port->remote_host;
 }
 
+const char *
+pgaadauth_port_hba_method(Port *port)
+{
+	return port->hba != NULL ? hba_authname(port->hba->auth_method) : "";
+}
+
 int
 pgaadauth_port_hba_line(Port *port)
 {

@@ -9,6 +9,7 @@ use crate::login_audit::{self, LoginAttempt};
 use crate::mailbox::{self, Question};
 use crate::sasl;
 use crate::seclabel::{label_of_role_name, RoleLabel};
+use crate::session_identity;
 use crate::settings;
 use crate::shim::{self, ClientMessage, Port};
 use crate::stats::{self, Counter};
@@ -29,7 +30,13 @@ unsafe extern "C-unwind" fn client_auth_hook(port: *mut Port, status: c_int) {
             crate::oauth::finish(status == pg_sys::STATUS_OK as c_int);
             return;
         }
-        if status != pg_sys::STATUS_OK as c_int || !shim::pgaadauth_port_is_trust(port) {
+        if status != pg_sys::STATUS_OK as c_int {
+            return;
+        }
+        if !shim::pgaadauth_port_is_trust(port) {
+            // Another method logged the session in: pgaadauth_session() names it.
+            let method = CStr::from_ptr(shim::pgaadauth_port_hba_method(port)).to_string_lossy();
+            session_identity::record_other(&method);
             return;
         }
         let user = CStr::from_ptr(shim::pgaadauth_port_user(port)).to_owned();
@@ -95,7 +102,7 @@ pub fn verify_token(token: &str, policy: &Policy) -> Result<Authentic, (Reject, 
         let now = crate::worker::unix_now();
         token::verify(token, &SharedKeys { now, timing }, policy, now)
     };
-    let result = check();
+    let result = check().and_then(not_revoked);
     // An unknown kid, or a kid that only another issuer's key set holds: perhaps this
     // issuer's new key (issuers may name keys alike).
     let key_miss = |r: &Result<Authentic, Reject>| {
@@ -116,7 +123,10 @@ pub fn verify_token(token: &str, policy: &Policy) -> Result<Authentic, (Reject, 
         stats::bump(Counter::KidMissRefreshes);
     }
     let (result, note) = match refresh {
-        Refresh::Changed => (check(), " The key set was refreshed and still lacks it."),
+        Refresh::Changed => (
+            check().and_then(not_revoked),
+            " The key set was refreshed and still lacks it.",
+        ),
         Refresh::Unchanged => (result, " A refresh of the key set did not bring it."),
         Refresh::RateLimited => (
             result,
@@ -137,6 +147,12 @@ pub fn verify_token(token: &str, policy: &Policy) -> Result<Authentic, (Reject, 
         }
         (r, note)
     })
+}
+
+/// A verified token whose principal's tokens were revoked since it was issued is refused.
+fn not_revoked(authentic: Authentic) -> Result<Authentic, Reject> {
+    crate::revocations::check(&authentic.principal, authentic.iat)?;
+    Ok(authentic)
 }
 
 struct Login {
@@ -225,7 +241,8 @@ impl Login {
                 // The principal who logged in (for a group login, the member): SYSTEM_USER
                 // and log_connections show it.
                 self.set_authn_id(&verified.principal);
-                stats::bump(Counter::LoginsAccepted)
+                stats::bump(Counter::LoginsAccepted);
+                session_identity::record_token(Method::Token, &verified);
             }
             Err((reject, note)) => {
                 stats::bump_rejected(reject.code());
@@ -284,6 +301,7 @@ impl Login {
                 // As PostgreSQL's password methods do: the identity is the role.
                 self.set_authn_id(&self.user());
                 stats::bump(Counter::PasswordLoginsAccepted);
+                session_identity::record_other("password");
                 return;
             }
             if status == pg_sys::STATUS_EOF {

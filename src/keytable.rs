@@ -108,14 +108,19 @@ pub fn shmem_size() -> usize {
     size_for(crate::settings::MAX_KEYS.get() as usize)
 }
 
-/// In the postmaster's shmem_request phase: the key table, the mailbox, and two locks
-/// (0: keys, 1: the group membership cache).
+/// In the postmaster's shmem_request phase: the key table, the mailbox, the counters, the
+/// session table and the revocations, and four locks (0: keys, 1: the group membership cache,
+/// 2: sessions, 3: revocations).
 unsafe fn request() {
     unsafe {
         pg_sys::RequestAddinShmemSpace(
-            shmem_size() + crate::mailbox::shmem_size() + crate::stats::shmem_size(),
+            shmem_size()
+                + crate::mailbox::shmem_size()
+                + crate::stats::shmem_size()
+                + crate::sessions::shmem_size()
+                + crate::revocations::shmem_size(),
         );
-        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 2);
+        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 4);
     }
 }
 
@@ -141,6 +146,8 @@ unsafe fn startup() {
         TABLE = ptr;
         crate::mailbox::startup();
         crate::stats::startup();
+        crate::sessions::startup();
+        crate::revocations::startup();
         pg_sys::LWLockRelease(init_lock);
     }
 }

@@ -7,7 +7,7 @@
 //! `settings`, `sql_api`, `shim` (the C bridge).
 
 pub use pgaadauth_core::{
-    audit, clock, config, directory, http, jwks, label, oauth_line, pgbouncer, schedule,
+    audit, clock, config, directory, http, jwks, label, oauth_line, pgbouncer, schedule, session,
     strict_json, token,
 };
 
@@ -19,8 +19,12 @@ mod mailbox;
 #[cfg(feature = "pg18")]
 mod oauth;
 mod pooler;
+mod revocations;
 mod sasl;
 mod seclabel;
+mod session_identity;
+mod session_worker;
+mod sessions;
 mod settings;
 mod shim;
 mod sql_api;
@@ -59,7 +63,9 @@ pub extern "C-unwind" fn _PG_init() {
     auth::install();
     utility::install();
     keytable::install_hooks();
+    sessions::install_message_hook();
     worker::register();
+    session_worker::register();
 }
 
 /// Settings for the `#[pg_test]` harness, which connects over TCP without a password: its

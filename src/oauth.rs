@@ -160,6 +160,9 @@ pub fn finish(authenticated: bool) {
     } else {
         Counter::OAuthLoginsRejected
     });
+    if authenticated {
+        crate::session_identity::record_token(Method::OAuth, &p.verified);
+    }
 }
 
 /// The decision for a bearer token on an `oauth` line: with `delegate_ident_mapping=1`

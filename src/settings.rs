@@ -47,6 +47,32 @@ pub enum LogLogins {
     None,
 }
 
+/// `pgaadauth.session_lifetime`: whether token sessions end with their token.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum SessionLifetime {
+    #[name = c"unlimited"]
+    Unlimited,
+    #[name = c"token"]
+    Token,
+}
+
+pub static SESSION_LIFETIME: GucSetting<SessionLifetime> =
+    GucSetting::<SessionLifetime>::new(SessionLifetime::Unlimited);
+pub static SESSION_EXPIRY_GRACE: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static SESSION_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
+/// The session lifetime the settings give now.
+pub fn session_lifetime() -> crate::session::Lifetime {
+    match SESSION_LIFETIME.get() {
+        SessionLifetime::Unlimited => crate::session::Lifetime::Unlimited,
+        SessionLifetime::Token => crate::session::Lifetime::Token {
+            grace: SESSION_EXPIRY_GRACE.get() as i64,
+        },
+    }
+}
+
 pub static LOG_LOGINS: GucSetting<LogLogins> = GucSetting::<LogLogins>::new(LogLogins::All);
 pub static ADMIN_ROLE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"azure_pg_admin"));
@@ -252,6 +278,7 @@ string_check_hook!(check_audiences, check_non_empty_list);
 string_check_hook!(check_principal_claim, check_non_empty);
 string_check_hook!(check_allowed_algorithms, check_algorithms);
 string_check_hook!(check_admin_role, check_non_empty);
+string_check_hook!(check_database, check_non_empty);
 string_check_hook!(check_graph_endpoint, check_required_url);
 string_check_hook!(check_managed_identity_endpoint, check_optional_url);
 
@@ -362,6 +389,38 @@ pub fn define() {
         &LOG_LOGINS,
         GucContext::Sighup,
         GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"pgaadauth.session_lifetime",
+        c"Whether token sessions end when their token expires: unlimited or token.",
+        c"",
+        &SESSION_LIFETIME,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgaadauth.session_expiry_grace",
+        c"With pgaadauth.session_lifetime = token, how long a session outlives its token.",
+        c"",
+        &SESSION_EXPIRY_GRACE,
+        0,
+        7 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_bool_guc(
+        c"pgaadauth.session_claims",
+        c"Whether token sessions keep their token's verified claims for pgaadauth_session_claims().",
+        c"Read at login: sessions that logged in while it was off have none.",
+        &SESSION_CLAIMS,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    define_string(
+        c"pgaadauth.database",
+        c"The database whose pgaadauth.revocations table holds token revocations.",
+        &DATABASE,
+        Some(check_database),
     );
     GucRegistry::define_int_guc(
         c"pgaadauth.group_cache_ttl",

@@ -62,6 +62,8 @@ unsafe extern "C-unwind" {
     pub fn pgaadauth_port_user(port: *mut Port) -> *const c_char;
     pub fn pgaadauth_port_remote_host(port: *mut Port) -> *const c_char;
     pub fn pgaadauth_port_hba_line(port: *mut Port) -> c_int;
+    /// The pg_hba.conf method name of the port's line (`scram-sha-256`, `peer`, ...).
+    pub fn pgaadauth_port_hba_method(port: *mut Port) -> *const c_char;
     pub fn pgaadauth_send_auth_request(
         port: *mut Port,
         areq: c_int,

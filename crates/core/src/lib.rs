@@ -14,6 +14,7 @@ pub mod label;
 pub mod oauth_line;
 pub mod pgbouncer;
 pub mod schedule;
+pub mod session;
 pub mod strict_json;
 pub mod token;
 

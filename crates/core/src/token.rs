@@ -148,6 +148,11 @@ pub struct Verified {
     pub tid: Option<String>,
     pub upn: Option<String>,
     pub appid: Option<String>,
+    /// The token's `exp` and `iat` (Unix seconds).
+    pub exp: i64,
+    pub iat: Option<i64>,
+    /// Every verified claim of the token.
+    pub claims: Map<String, Value>,
 }
 
 /// Why a token was refused. Values quoted from the token are made log-safe when displayed.
@@ -230,10 +235,18 @@ pub enum Reject {
         group: String,
         why: String,
     },
+    /// `pgaadauth_revoke_tokens` revoked the principal's tokens issued at or before
+    /// `revoked_before`; this one was issued then (or does not say when).
+    Revoked {
+        iat: Option<i64>,
+        revoked_before: i64,
+    },
+    /// The revocation list has not been read since the server started.
+    RevocationsUnknown(String),
 }
 
 /// Every [`Reject::code`], in a stable order (statistics).
-pub const REASON_CODES: [&str; 22] = [
+pub const REASON_CODES: [&str; 24] = [
     "malformed",
     "bad_json",
     "duplicate_member",
@@ -256,6 +269,8 @@ pub const REASON_CODES: [&str; 22] = [
     "mfa_required",
     "not_group_member",
     "membership_unknown",
+    "revoked",
+    "revocations_unknown",
 ];
 
 impl Reject {
@@ -285,6 +300,8 @@ impl Reject {
             Reject::MfaRequired => "mfa_required",
             Reject::NotGroupMember { .. } => "not_group_member",
             Reject::MembershipUnknown { .. } => "membership_unknown",
+            Reject::Revoked { .. } => "revoked",
+            Reject::RevocationsUnknown(_) => "revocations_unknown",
         }
     }
 }
@@ -415,6 +432,18 @@ impl fmt::Display for Reject {
                 f,
                 "Whether \"{}\" is a member of group \"{group}\" could not be learned from the directory: {why}.",
                 s(member)
+            ),
+            Revoked { iat: Some(iat), revoked_before } => write!(
+                f,
+                "The principal's tokens issued at or before {revoked_before} were revoked (pgaadauth_revoke_tokens); this one was issued at {iat}. A token issued after the revocation is accepted."
+            ),
+            Revoked { iat: None, revoked_before } => write!(
+                f,
+                "The principal's tokens issued at or before {revoked_before} were revoked (pgaadauth_revoke_tokens); this one has no \"iat\" claim, so it counts as issued before."
+            ),
+            RevocationsUnknown(why) => write!(
+                f,
+                "Token revocations are not known yet, so no token is accepted: {why}."
             ),
         }
     }
@@ -629,6 +658,8 @@ pub struct Authentic {
     /// The principal claim's value, GUIDs in canonical form.
     pub principal: String,
     pub kid: String,
+    pub exp: i64,
+    pub iat: Option<i64>,
 }
 
 impl Authentic {
@@ -650,6 +681,9 @@ impl Authentic {
             appid: string(&self.claims, "appid")
                 .or_else(|| string(&self.claims, "azp"))
                 .map(String::from),
+            exp: self.exp,
+            iat: self.iat,
+            claims: self.claims.clone(),
         }
     }
 }
@@ -732,6 +766,7 @@ pub fn verify<K: KeyLookup + ?Sized>(
         ));
     }
     let exp = numeric(&claims, "exp")?.ok_or(Reject::MissingExp)?;
+    let iat = numeric(&claims, "iat")?;
     if now > exp.saturating_add(policy.clock_skew) {
         return Err(Reject::Expired { exp, now });
     }
@@ -740,7 +775,7 @@ pub fn verify<K: KeyLookup + ?Sized>(
             return Err(Reject::NotYetValid { nbf, now });
         }
     }
-    if let Some(iat) = numeric(&claims, "iat")? {
+    if let Some(iat) = iat {
         if iat > now.saturating_add(policy.clock_skew) {
             return Err(Reject::IssuedInFuture { iat, now });
         }
@@ -756,6 +791,8 @@ pub fn verify<K: KeyLookup + ?Sized>(
     Ok(Authentic {
         principal: normalize_guid(principal).unwrap_or_else(|| principal.to_string()),
         kid: kid.into(),
+        exp,
+        iat,
         claims,
     })
 }
@@ -1630,6 +1667,11 @@ mod tests {
                 group: String::new(),
                 why: String::new(),
             },
+            Revoked {
+                iat: None,
+                revoked_before: 0,
+            },
+            RevocationsUnknown(String::new()),
         ];
         for r in &all {
             assert!(REASON_CODES.contains(&r.code()), "{r:?}");

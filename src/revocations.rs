@@ -1,0 +1,436 @@
+//! Token revocations: `pgaadauth_revoke_tokens(object_id)` refuses every token of a principal
+//! issued until now, also as a group member, and ends its open sessions.
+//!
+//! The table `pgaadauth.revocations` in the database `pgaadauth.database` holds them, so they
+//! survive restarts, reach standbys through WAL and go into dumps. Logins, which run before any
+//! database is open, read a copy in shared memory: the session worker keeps it equal to the
+//! table (every second, on primaries and standbys), and a committed revocation or lift updates
+//! it at once in the committing backend.
+
+use crate::keytable;
+use crate::seclabel::{as_bootstrap_superuser, require_principal_manager};
+use crate::session::{check_revocation, Lifetime, MAX_OBJECT_ID_LEN};
+use crate::settings;
+use crate::token::Reject;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Instant;
+
+/// How many revocations the server holds.
+pub const MAX_REVOCATIONS: usize = 1024;
+
+#[repr(C)]
+struct Entry {
+    object_id: [u8; MAX_OBJECT_ID_LEN],
+    len: u8,
+    revoked_before: i64,
+}
+
+impl Entry {
+    fn object_id(&self) -> &[u8] {
+        &self.object_id[..self.len as usize]
+    }
+}
+
+#[repr(C)]
+struct Header {
+    lock: *mut pg_sys::LWLock,
+    /// The session worker has read the table since the server started.
+    loaded: AtomicBool,
+    count: AtomicU32,
+    entries: [Entry; MAX_REVOCATIONS],
+}
+
+static mut TABLE: *mut Header = std::ptr::null_mut();
+
+pub fn shmem_size() -> usize {
+    std::mem::size_of::<Header>()
+}
+
+/// In shmem_startup, under AddinShmemInitLock.
+pub(crate) unsafe fn startup() {
+    unsafe {
+        let mut found = false;
+        let ptr =
+            pg_sys::ShmemInitStruct(c"pgaadauth revocations".as_ptr(), shmem_size(), &mut found)
+                as *mut Header;
+        if !found {
+            std::ptr::write_bytes(ptr as *mut u8, 0, shmem_size());
+            (*ptr).lock = keytable::tranche_lock(3);
+        }
+        TABLE = ptr;
+    }
+}
+
+fn table() -> Option<&'static mut Header> {
+    unsafe { TABLE.as_mut() }
+}
+
+fn with_lock<R>(mode: pg_sys::LWLockMode::Type, f: impl FnOnce(&mut Header) -> R) -> Option<R> {
+    let t = table()?;
+    unsafe { pg_sys::LWLockAcquire(t.lock, mode) };
+    struct Release(*mut pg_sys::LWLock);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            unsafe { pg_sys::LWLockRelease(self.0) };
+        }
+    }
+    let _release = Release(t.lock);
+    Some(f(t))
+}
+
+/// Until when `object_id`'s tokens are revoked, if they are.
+pub fn revoked_before(object_id: &str) -> Option<i64> {
+    with_lock(pg_sys::LWLockMode::LW_SHARED, |t| {
+        let n = t.count.load(Ordering::Relaxed) as usize;
+        t.entries[..n]
+            .iter()
+            .find(|e| e.object_id() == object_id.as_bytes())
+            .map(|e| e.revoked_before)
+    })
+    .flatten()
+}
+
+/// Every revocation in shared memory.
+pub fn snapshot() -> Vec<(String, i64)> {
+    with_lock(pg_sys::LWLockMode::LW_SHARED, |t| {
+        let n = t.count.load(Ordering::Relaxed) as usize;
+        t.entries[..n]
+            .iter()
+            .map(|e| {
+                (
+                    String::from_utf8_lossy(e.object_id()).into_owned(),
+                    e.revoked_before,
+                )
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// A login's check of a verified token: refused when its principal's tokens were revoked
+/// after it was issued, or while the revocations are not known yet (after a start, until the
+/// session worker has read them; a login waits up to `pgaadauth.kid_miss_wait` for that).
+pub fn check(principal: &str, iat: Option<i64>) -> Result<(), Reject> {
+    let Some(t) = table() else {
+        return Ok(());
+    };
+    if !t.loaded.load(Ordering::Acquire) {
+        let deadline = Instant::now() + settings::kid_miss_wait();
+        while !t.loaded.load(Ordering::Acquire) {
+            if Instant::now() >= deadline {
+                return Err(Reject::RevocationsUnknown(format!(
+                    "the pgaadauth session worker has not read pgaadauth.revocations in database \"{}\" since the server started; see its messages in this log",
+                    crate::token::log_safe(&settings::text(&settings::DATABASE))
+                )));
+            }
+            unsafe {
+                pg_sys::pg_usleep(10_000);
+            }
+            pgrx::check_for_interrupts!();
+        }
+    }
+    if t.count.load(Ordering::Acquire) == 0 {
+        return Ok(());
+    }
+    check_revocation(iat, revoked_before(principal))
+}
+
+/// The session worker: the table's rows become the shared copy.
+pub fn replace_all(rows: &[(String, i64)]) {
+    if rows.len() > MAX_REVOCATIONS {
+        pgrx::warning!(
+            "pgaadauth: pgaadauth.revocations has {} rows; only the first {MAX_REVOCATIONS} (the newest) are enforced",
+            rows.len()
+        );
+    }
+    with_lock(pg_sys::LWLockMode::LW_EXCLUSIVE, |t| {
+        let mut n = 0;
+        for (object_id, revoked_before) in rows.iter().take(MAX_REVOCATIONS) {
+            write_entry(&mut t.entries[n], object_id, *revoked_before);
+            n += 1;
+        }
+        t.count.store(n as u32, Ordering::Release);
+        t.loaded.store(true, Ordering::Release);
+    });
+}
+
+fn write_entry(e: &mut Entry, object_id: &str, revoked_before: i64) {
+    let len = object_id.len().min(MAX_OBJECT_ID_LEN);
+    e.object_id[..len].copy_from_slice(&object_id.as_bytes()[..len]);
+    e.len = len as u8;
+    e.revoked_before = revoked_before;
+}
+
+/// After a commit: one revocation added or replaced, or (None) lifted.
+fn apply(object_id: &str, revoked_before: Option<i64>) {
+    with_lock(pg_sys::LWLockMode::LW_EXCLUSIVE, |t| {
+        let n = t.count.load(Ordering::Relaxed) as usize;
+        let at = t.entries[..n]
+            .iter()
+            .position(|e| e.object_id() == object_id.as_bytes());
+        match (at, revoked_before) {
+            (Some(i), Some(time)) => t.entries[i].revoked_before = time,
+            (None, Some(time)) if n < MAX_REVOCATIONS => {
+                write_entry(&mut t.entries[n], object_id, time);
+                t.count.store(n as u32 + 1, Ordering::Release);
+            }
+            // Full: the session worker warns at its next reading.
+            (None, Some(_)) => {}
+            (Some(i), None) => {
+                t.entries.swap(i, n - 1);
+                t.count.store(n as u32 - 1, Ordering::Release);
+            }
+            (None, None) => {}
+        }
+    });
+}
+
+// ---- the SQL functions ----------------------------------------------------------------------
+
+thread_local! {
+    /// Revocations (Some) and lifts (None) of the current transaction, applied at its commit.
+    static PENDING: RefCell<Vec<(String, Option<i64>)>> = const { RefCell::new(Vec::new()) };
+    static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT => {
+            let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+            if pending.is_empty() {
+                return;
+            }
+            for (object_id, time) in &pending {
+                apply(object_id, *time);
+            }
+            // End the sessions the new revocations cover; nothing here may fail (committed).
+            crate::sessions::end_due(crate::worker::unix_now(), Lifetime::Unlimited, &|o| {
+                revoked_before(o)
+            });
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            // A prepared transaction's revocation takes effect through the session worker.
+            PENDING.with(|p| p.borrow_mut().clear());
+        }
+        _ => {}
+    }
+}
+
+fn after_commit(object_id: &str, time: Option<i64>) {
+    if !CALLBACK_REGISTERED.with(|c| c.replace(true)) {
+        unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+    }
+    PENDING.with(|p| p.borrow_mut().push((object_id.to_string(), time)));
+}
+
+/// Revocations live in one database: refuse elsewhere, saying where.
+fn require_revocation_database(what: &str) {
+    let here = unsafe {
+        std::ffi::CStr::from_ptr(pg_sys::get_database_name(pg_sys::MyDatabaseId))
+            .to_string_lossy()
+            .into_owned()
+    };
+    let there = settings::text(&settings::DATABASE);
+    if here != there {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("token revocations are kept in database \"{there}\", not \"{here}\""),
+            "pgaadauth",
+        )
+        .set_detail(format!("pgaadauth.database names the database whose pgaadauth.revocations table every login checks; {what} there."))
+        .report(PgLogLevel::ERROR);
+    }
+    let exists =
+        Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pgaadauth.revocations') IS NOT NULL")
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+    if !exists {
+        error!(
+            "the table pgaadauth.revocations does not exist; run ALTER EXTENSION pgaadauth UPDATE"
+        );
+    }
+}
+
+/// An object id as revocations store it: GUIDs in canonical form.
+fn object_id_argument(object_id: &str) -> String {
+    let trimmed = object_id.trim();
+    if trimmed.is_empty() || trimmed.len() > MAX_OBJECT_ID_LEN {
+        error!(
+            "an object id is 1 to {MAX_OBJECT_ID_LEN} bytes long, not {}",
+            trimmed.len()
+        );
+    }
+    crate::label::normalize_guid(trimmed).unwrap_or_else(|| trimmed.to_string())
+}
+
+fn caller_name() -> String {
+    unsafe {
+        std::ffi::CStr::from_ptr(pg_sys::GetUserNameFromId(pg_sys::GetUserId(), false))
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// Refuse every token of the principal `object_id` issued until now (also as a group member)
+/// and end its open sessions, at commit. Superusers and Entra administrators, in the database
+/// `pgaadauth.database`. Returns the time tokens must be issued after.
+#[pg_extern(volatile, parallel_unsafe)]
+fn pgaadauth_revoke_tokens(object_id: &str) -> pgrx::datum::TimestampWithTimeZone {
+    require_principal_manager("revoke tokens");
+    require_revocation_database("revoke tokens");
+    let object_id = object_id_argument(object_id);
+    let now = crate::worker::unix_now();
+    let by = caller_name();
+    as_bootstrap_superuser(|| {
+        let known: i64 = Spi::get_one_with_args(
+            "SELECT count(*) FROM pgaadauth.revocations WHERE object_id <> $1",
+            &[object_id.as_str().into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(0);
+        if known as usize >= MAX_REVOCATIONS {
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                format!("the server holds at most {MAX_REVOCATIONS} token revocations"),
+                "pgaadauth",
+            )
+            .set_hint("Lift revocations older than the longest token lifetime (pgaadauth_lift_revocation): every token they cover has expired.")
+            .report(PgLogLevel::ERROR);
+        }
+        Spi::run_with_args(
+            "INSERT INTO pgaadauth.revocations (object_id, revoked_before, revoked_by) \
+             VALUES ($1, pg_catalog.to_timestamp($2), $3) \
+             ON CONFLICT (object_id) DO UPDATE SET revoked_before = excluded.revoked_before, revoked_by = excluded.revoked_by",
+            &[object_id.as_str().into(), (now as f64).into(), by.as_str().into()],
+        )
+        .unwrap_or_else(|e| error!("could not record the revocation: {e}"));
+    });
+    after_commit(&object_id, Some(now));
+    crate::sessions::timestamptz(now)
+}
+
+/// Lift the revocation of `object_id`: its tokens are accepted again (from commit). Returns
+/// whether there was one.
+#[pg_extern(volatile, parallel_unsafe)]
+fn pgaadauth_lift_revocation(object_id: &str) -> bool {
+    require_principal_manager("lift token revocations");
+    require_revocation_database("lift revocations");
+    let object_id = object_id_argument(object_id);
+    let lifted = as_bootstrap_superuser(|| {
+        Spi::get_one_with_args::<bool>(
+            "WITH d AS (DELETE FROM pgaadauth.revocations WHERE object_id = $1 RETURNING 1) \
+             SELECT count(*) > 0 FROM d",
+            &[object_id.as_str().into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    });
+    if lifted {
+        after_commit(&object_id, None);
+    }
+    lifted
+}
+
+/// The revocations in force: the table, and whether this server enforces each (its shared
+/// copy). Superusers and Entra administrators.
+#[pg_extern(volatile, parallel_restricted)]
+fn pgaadauth_list_revocations() -> TableIterator<
+    'static,
+    (
+        name!(object_id, String),
+        name!(revoked_before, Option<pgrx::datum::TimestampWithTimeZone>),
+        name!(revoked_by, Option<String>),
+        name!(enforced, bool),
+    ),
+> {
+    require_principal_manager("list token revocations");
+    require_revocation_database("list revocations");
+    let enforced = snapshot();
+    let rows = as_bootstrap_superuser(|| {
+        Spi::connect(|c| {
+            c.select(
+                "SELECT object_id, revoked_before, revoked_by::text FROM pgaadauth.revocations ORDER BY revoked_before, object_id",
+                None,
+                &[],
+            )
+            .map(|table| {
+                table
+                    .map(|row| {
+                        let object_id: String = row.get(1).ok().flatten().unwrap_or_default();
+                        let when: Option<pgrx::datum::TimestampWithTimeZone> =
+                            row.get(2).ok().flatten();
+                        let by: Option<String> = row.get(3).ok().flatten();
+                        (object_id, when, by)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_else(|e| error!("could not read pgaadauth.revocations: {e}"))
+        })
+    });
+    TableIterator::new(rows.into_iter().map(move |(object_id, when, by)| {
+        let on = enforced.iter().any(|(o, _)| *o == object_id);
+        (object_id, when, by, on)
+    }))
+}
+
+// ---- the session worker's reading ------------------------------------------------------------
+
+/// The table's rows (none when the extension is not created in this database), newest first.
+pub fn read_table() -> Result<Vec<(String, i64)>, String> {
+    Spi::connect(|c| {
+        let exists = c
+            .select(
+                "SELECT pg_catalog.to_regclass('pgaadauth.revocations') IS NOT NULL",
+                None,
+                &[],
+            )
+            .and_then(|t| t.first().get_one::<bool>())
+            .map_err(|e| e.to_string())?
+            .unwrap_or(false);
+        if !exists {
+            return Ok(vec![]);
+        }
+        let table = c
+            .select(
+                "SELECT object_id, pg_catalog.floor(pg_catalog.date_part('epoch', revoked_before))::bigint \
+                 FROM pgaadauth.revocations ORDER BY revoked_before DESC",
+                None,
+                &[],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(table
+            .filter_map(|row| {
+                let o: Option<String> = row.get(1).ok().flatten();
+                let t: Option<i64> = row.get(2).ok().flatten();
+                o.zip(t)
+            })
+            .collect())
+    })
+}
+
+extension_sql!(
+    r#"
+-- Token revocations (pgaadauth_revoke_tokens), read by every login through the session worker
+-- in the database pgaadauth.database. Kept by pg_dump.
+CREATE SCHEMA pgaadauth;
+CREATE TABLE pgaadauth.revocations (
+    object_id text PRIMARY KEY,
+    revoked_before timestamptz NOT NULL,
+    revoked_by name NOT NULL
+);
+SELECT pg_catalog.pg_extension_config_dump('pgaadauth.revocations', '');
+"#,
+    name = "pgaadauth_revocations_table"
+);

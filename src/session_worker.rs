@@ -1,0 +1,72 @@
+//! The session worker: every second it reads `pgaadauth.revocations` in `pgaadauth.database`
+//! into shared memory, then ends the token sessions that must end (revoked, or expired under
+//! `pgaadauth.session_lifetime = token`). Connected to that database, on primaries and hot
+//! standbys alike; it never talks to the network.
+
+use crate::{revocations, sessions, settings};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::{pg_guard, pg_sys};
+use std::time::Duration;
+
+const PERIOD: Duration = Duration::from_secs(1);
+
+pub fn register() {
+    BackgroundWorkerBuilder::new("pgaadauth session worker")
+        .set_type("pgaadauth session worker")
+        .set_library("pgaadauth")
+        .set_function("pgaadauth_session_worker_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::ConsistentState)
+        .set_restart_time(Some(Duration::from_secs(1)))
+        .load();
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = settings::text(&settings::DATABASE);
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    let mut last_error: Option<String> = None;
+    loop {
+        let read = BackgroundWorker::transaction(revocations::read_table);
+        match read {
+            Ok(rows) => {
+                revocations::replace_all(&rows);
+                if last_error.take().is_some() {
+                    pgrx::log!("pgaadauth: the session worker reads pgaadauth.revocations again");
+                }
+            }
+            Err(e) => {
+                // The copy in shared memory stays as it was (and unloaded after a start: logins
+                // refuse tokens rather than ignore revocations).
+                if last_error.as_ref() != Some(&e) {
+                    pgrx::warning!("pgaadauth: could not read pgaadauth.revocations: {e}");
+                }
+                last_error = Some(e);
+            }
+        }
+        let now = crate::worker::unix_now();
+        let revoked = revocations::snapshot();
+        sessions::end_due(now, settings::session_lifetime(), &|object_id| {
+            revoked
+                .iter()
+                .find(|(o, _)| o == object_id)
+                .map(|(_, t)| *t)
+        });
+        if !BackgroundWorker::wait_latch(Some(PERIOD)) {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            if settings::text(&settings::DATABASE) != database {
+                pgrx::log!("pgaadauth: pgaadauth.database changed; the session worker restarts");
+                break;
+            }
+        }
+    }
+    // Exit code 1: restarted by the postmaster unless it is shutting down.
+    unsafe { pg_sys::proc_exit(1) }
+}

@@ -1,0 +1,339 @@
+//! The shared table of open sessions: how each logged in and as whom (the `pgaadauth.sessions`
+//! view), and why the session worker ended one (its FATAL message).
+//!
+//! A backend fills its own slot once, after its login succeeded, and frees it at exit; the
+//! session worker and revocations only read slots and set a slot's end reason. The table holds
+//! one slot per possible client connection and WAL sender, so it is never full.
+
+use crate::session::{must_end, EndReason, Lifetime, OpenSession};
+use pgrx::pg_sys;
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+
+/// Who a session logged in as: the row `pgaadauth_session()` returns.
+#[derive(Clone, Debug, Default)]
+pub struct Identity {
+    /// `token`, `oauth`, `password`, or the pg_hba.conf method that logged it in.
+    pub method: String,
+    pub object_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub upn: Option<String>,
+    pub app_id: Option<String>,
+    pub via_group: Option<String>,
+    pub expires: Option<i64>,
+    pub issued: Option<i64>,
+}
+
+/// A string of at most N bytes, cut at a character boundary.
+#[repr(C)]
+struct Text<const N: usize> {
+    /// u16::MAX: none.
+    len: u16,
+    bytes: [u8; N],
+}
+
+impl<const N: usize> Text<N> {
+    fn set(&mut self, s: Option<&str>) {
+        let Some(s) = s else {
+            self.len = u16::MAX;
+            return;
+        };
+        let mut end = s.len().min(N);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.bytes[..end].copy_from_slice(&s.as_bytes()[..end]);
+        self.len = end as u16;
+    }
+
+    fn get(&self) -> Option<String> {
+        (self.len != u16::MAX)
+            .then(|| String::from_utf8_lossy(&self.bytes[..self.len as usize]).into_owned())
+    }
+}
+
+const NONE: i64 = i64::MIN;
+
+#[repr(C)]
+struct Slot {
+    /// 0: free.
+    pid: i32,
+    method: Text<24>,
+    object_id: Text<256>,
+    /// The principal was longer than the slot holds: no revocation can name it.
+    object_id_cut: bool,
+    tenant_id: Text<64>,
+    upn: Text<256>,
+    app_id: Text<128>,
+    via_group: Text<64>,
+    expires: i64,
+    issued: i64,
+    /// 0: open; 1: ended, token expired; 2: ended, revoked.
+    end_kind: AtomicU8,
+    end_time: AtomicI64,
+    end_grace: AtomicI64,
+}
+
+#[repr(C)]
+struct Header {
+    lock: *mut pg_sys::LWLock,
+    capacity: u32,
+}
+
+static mut TABLE: *mut Header = std::ptr::null_mut();
+
+thread_local! {
+    /// This backend's slot, once it has one.
+    static MY_SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
+fn capacity() -> usize {
+    // Client connections and WAL senders, with a margin; read in the postmaster, after the
+    // configuration file.
+    unsafe { (pg_sys::MaxConnections + pg_sys::max_wal_senders) as usize + 8 }
+}
+
+pub fn shmem_size() -> usize {
+    std::mem::size_of::<Header>() + capacity() * std::mem::size_of::<Slot>()
+}
+
+/// In shmem_startup, under AddinShmemInitLock.
+pub(crate) unsafe fn startup() {
+    unsafe {
+        let mut found = false;
+        let ptr = pg_sys::ShmemInitStruct(c"pgaadauth sessions".as_ptr(), shmem_size(), &mut found)
+            as *mut Header;
+        if !found {
+            std::ptr::write_bytes(ptr as *mut u8, 0, shmem_size());
+            (*ptr).lock = crate::keytable::tranche_lock(2);
+            (*ptr).capacity = capacity() as u32;
+        }
+        TABLE = ptr;
+    }
+}
+
+fn slots() -> Option<(&'static Header, &'static mut [Slot])> {
+    unsafe {
+        let table = TABLE;
+        if table.is_null() {
+            return None;
+        }
+        let first = (table as *mut u8).add(std::mem::size_of::<Header>()) as *mut Slot;
+        Some((
+            &*table,
+            std::slice::from_raw_parts_mut(first, (*table).capacity as usize),
+        ))
+    }
+}
+
+struct Locked(*mut pg_sys::LWLock);
+
+impl Locked {
+    fn new(lock: *mut pg_sys::LWLock, mode: pg_sys::LWLockMode::Type) -> Locked {
+        unsafe { pg_sys::LWLockAcquire(lock, mode) };
+        Locked(lock)
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        unsafe { pg_sys::LWLockRelease(self.0) };
+    }
+}
+
+/// Record this backend's login in its slot, freed when the backend exits.
+pub fn register(identity: &Identity) {
+    let Some((header, slots)) = slots() else {
+        return;
+    };
+    let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let Some(index) = slots.iter().position(|s| s.pid == 0) else {
+        pgrx::warning!("pgaadauth: the session table is full; this session is not listed");
+        return;
+    };
+    let slot = &mut slots[index];
+    slot.method.set(Some(&identity.method));
+    slot.object_id.set(identity.object_id.as_deref());
+    slot.object_id_cut = identity
+        .object_id
+        .as_ref()
+        .is_some_and(|o| o.len() > crate::session::MAX_OBJECT_ID_LEN);
+    slot.tenant_id.set(identity.tenant_id.as_deref());
+    slot.upn.set(identity.upn.as_deref());
+    slot.app_id.set(identity.app_id.as_deref());
+    slot.via_group.set(identity.via_group.as_deref());
+    slot.expires = identity.expires.unwrap_or(NONE);
+    slot.issued = identity.issued.unwrap_or(NONE);
+    slot.end_kind.store(0, Ordering::Relaxed);
+    slot.pid = unsafe { pg_sys::MyProcPid };
+    MY_SLOT.with(|m| m.set(Some(index)));
+    unsafe { pg_sys::before_shmem_exit(Some(free_my_slot), pg_sys::Datum::from(0usize)) };
+}
+
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn free_my_slot(_code: i32, _arg: pg_sys::Datum) {
+    let Some(index) = MY_SLOT.with(|m| m.take()) else {
+        return;
+    };
+    if let Some((header, slots)) = slots() {
+        let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        slots[index].pid = 0;
+    }
+}
+
+/// Every listed session: its pid and identity.
+pub fn rows() -> Vec<(i32, Identity)> {
+    let Some((header, slots)) = slots() else {
+        return vec![];
+    };
+    let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_SHARED);
+    slots
+        .iter()
+        .filter(|s| s.pid != 0)
+        .map(|s| {
+            let time = |t: i64| (t != NONE).then_some(t);
+            (
+                s.pid,
+                Identity {
+                    method: s.method.get().unwrap_or_default(),
+                    object_id: s.object_id.get(),
+                    tenant_id: s.tenant_id.get(),
+                    upn: s.upn.get(),
+                    app_id: s.app_id.get(),
+                    via_group: s.via_group.get(),
+                    expires: time(s.expires),
+                    issued: time(s.issued),
+                },
+            )
+        })
+        .collect()
+}
+
+/// End the token sessions that must end now (expired under `lifetime`, or revoked as
+/// `revoked_before` says for a principal): mark why, then SIGTERM them, as
+/// pg_terminate_backend does. The lock keeps a slot's process from exiting (and its pid from
+/// being reused) while it is signalled. Returns how many were ended.
+pub fn end_due(
+    now: i64,
+    lifetime: Lifetime,
+    revoked_before: &dyn Fn(&str) -> Option<i64>,
+) -> usize {
+    let Some((header, slots)) = slots() else {
+        return 0;
+    };
+    let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_SHARED);
+    let mut ended = 0;
+    for slot in slots.iter() {
+        if slot.pid == 0 || slot.expires == NONE || slot.end_kind.load(Ordering::Acquire) != 0 {
+            continue;
+        }
+        let session = OpenSession {
+            exp: slot.expires,
+            iat: (slot.issued != NONE).then_some(slot.issued),
+        };
+        let revoked = if slot.object_id_cut {
+            None
+        } else {
+            slot.object_id.get().and_then(|o| revoked_before(&o))
+        };
+        let Some(reason) = must_end(session, now, lifetime, revoked) else {
+            continue;
+        };
+        let (kind, time, grace) = match reason {
+            EndReason::Expired { exp, grace } => (1, exp, grace),
+            EndReason::Revoked { revoked_before } => (2, revoked_before, 0),
+        };
+        slot.end_time.store(time, Ordering::Relaxed);
+        slot.end_grace.store(grace, Ordering::Relaxed);
+        // Only one ender marks a slot (the worker and a revoking backend may race).
+        if slot
+            .end_kind
+            .compare_exchange(0, kind, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            continue;
+        }
+        pgrx::log!(
+            "pgaadauth: ending the session of process {} (principal \"{}\"): {}",
+            slot.pid,
+            crate::token::log_safe(&slot.object_id.get().unwrap_or_default()),
+            reason.code()
+        );
+        unsafe { libc::kill(slot.pid, libc::SIGTERM) };
+        ended += 1;
+    }
+    ended
+}
+
+/// Why this backend's session was ended, if it was.
+fn my_end_reason() -> Option<EndReason> {
+    let index = MY_SLOT.with(|m| m.get())?;
+    let (_, slots) = slots()?;
+    let slot = &slots[index];
+    let time = slot.end_time.load(Ordering::Relaxed);
+    match slot.end_kind.load(Ordering::Acquire) {
+        1 => Some(EndReason::Expired {
+            exp: time,
+            grace: slot.end_grace.load(Ordering::Relaxed),
+        }),
+        2 => Some(EndReason::Revoked {
+            revoked_before: time,
+        }),
+        _ => None,
+    }
+}
+
+// ---- the FATAL message of an ended session ------------------------------------------------
+
+static mut PREV_EMIT_LOG_HOOK: pg_sys::emit_log_hook_type = None;
+
+pub fn install_message_hook() {
+    unsafe {
+        PREV_EMIT_LOG_HOOK = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(emit_log_hook);
+    }
+}
+
+/// The session worker ends a session with SIGTERM, which PostgreSQL reports as "terminating
+/// connection due to administrator command": when this session was ended for its token, say
+/// so instead, to the client and in the log.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn emit_log_hook(edata: *mut pg_sys::ErrorData) {
+    unsafe {
+        if (*edata).elevel == pg_sys::FATAL as i32
+            && (*edata).sqlerrcode == pgrx::PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN as i32
+        {
+            if let Some(reason) = my_end_reason() {
+                let message = reason.message(format_time);
+                (*edata).message = palloc_text(&message);
+                (*edata).detail = palloc_text(reason.detail());
+                (*edata).hint = palloc_text(reason.hint());
+            }
+        }
+        if let Some(prev) = PREV_EMIT_LOG_HOOK {
+            prev(edata);
+        }
+    }
+}
+
+/// A copy in the current memory context (ErrorContext, while an error is reported).
+unsafe fn palloc_text(s: &str) -> *mut std::ffi::c_char {
+    let c = std::ffi::CString::new(s.replace('\0', "")).unwrap_or_default();
+    unsafe { pg_sys::pstrdup(c.as_ptr()) }
+}
+
+/// A Unix time as the server shows timestamps (its time zone, ISO).
+pub fn format_time(t: i64) -> String {
+    unsafe {
+        let ts = pg_sys::time_t_to_timestamptz(t as pg_sys::pg_time_t);
+        let text = pg_sys::timestamptz_to_str(ts);
+        std::ffi::CStr::from_ptr(text)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+/// A Unix time as a `timestamptz` value.
+pub fn timestamptz(t: i64) -> pgrx::datum::TimestampWithTimeZone {
+    let ts = unsafe { pg_sys::time_t_to_timestamptz(t as pg_sys::pg_time_t) };
+    pgrx::datum::TimestampWithTimeZone::try_from(ts).unwrap_or_else(|e| pgrx::error!("{e}"))
+}
