@@ -81,6 +81,29 @@ login(const char *conninfo)
 	return 0;
 }
 
+/* Log in and print the first row of `sql`, its fields separated by '|'. */
+static int
+query(const char *conninfo, const char *sql)
+{
+	PGconn	   *conn = connect_or_report(conninfo);
+	PGresult   *res;
+
+	if (conn == NULL)
+		return 1;
+	res = PQexec(conn, sql);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1)
+	{
+		printf("query failed: %s", PQerrorMessage(conn));
+		return 1;
+	}
+	for (int i = 0; i < PQnfields(res); i++)
+		printf("%s%s", i > 0 ? "|" : "", PQgetvalue(res, 0, i));
+	printf("\n");
+	PQclear(res);
+	PQfinish(conn);
+	return 0;
+}
+
 static double
 seconds_now(void)
 {
@@ -146,9 +169,11 @@ main(int argc, char **argv)
 		discover_only = 1;
 		return login(argv[2]) == 0 ? 2 : 1;
 	}
+	if (argc == 4 && strcmp(argv[1], "query") == 0)
+		return query(argv[2], argv[3]);
 	if (argc == 6 && strcmp(argv[1], "bench") == 0)
 		return bench(atoi(argv[2]), atoi(argv[3]), argv[4], argv[5]);
-	fprintf(stderr, "usage: oauth_client login CONNINFO | discover CONNINFO | "
+	fprintf(stderr, "usage: oauth_client login CONNINFO | discover CONNINFO | query CONNINFO SQL | "
 			"bench N ROUNDS OAUTH_CONNINFO PASSWORD_CONNINFO\n");
 	return 2;
 }

@@ -239,7 +239,6 @@ impl Cluster {
                     &primary.port.to_string(),
                     "-U",
                     "postgres",
-                    "-R",
                     "-X",
                     "stream",
                     "-D",
@@ -255,9 +254,15 @@ impl Cluster {
             port,
             bin: primary.bin.clone(),
         };
+        // The replication connection written here, not by `pg_basebackup -R`: a newer
+        // pg_basebackup names options (sslnegotiation) the server's libpq may not know.
+        cluster.write_as_postgres(&cluster.dir.join("data/standby.signal"), "");
         cluster.append_conf(&format!(
-            "port = {port}\nunix_socket_directories = '{}'\n",
-            cluster.dir.display()
+            "port = {port}\nunix_socket_directories = '{}'\n\
+             primary_conninfo = 'host={} port={} user=postgres'\n",
+            cluster.dir.display(),
+            primary.dir.display(),
+            primary.port
         ));
         cluster.launch();
         cluster

@@ -150,6 +150,11 @@ impl World {
         run_client(&["login", &self.conninfo(db, user, &issuer)], token)
     }
 
+    /// Log in as [`World::oauth_login`] does and run `sql`: its first row, fields joined by '|'.
+    fn oauth_query(&self, db: &str, user: &str, token: &str, sql: &str) -> Result<String, String> {
+        run_client(&["query", &self.conninfo(db, user, &self.idp.entra_issuer()), sql], token)
+    }
+
     /// The log from `mark` on.
     fn log_since(&self, mark: usize) -> String {
         self.pg.log()[mark..].to_string()
@@ -227,6 +232,20 @@ fn a_labelled_role_logs_in_on_an_oauth_line_as_on_a_trust_line() {
     );
     assert!(w.log_since(mark).contains("reason=- method=oauth"));
     assert_eq!(w.stat("oauth_logins_accepted"), accepted_before + 1);
+    // pgaadauth_session() says how the session logged in.
+    w.pg.try_sql("oauthdb", "CREATE EXTENSION IF NOT EXISTS pgaadauth")
+        .unwrap();
+    assert_eq!(
+        w.oauth_query(
+            "oauthdb",
+            "oauth-user",
+            &token,
+            "SELECT method, object_id, coalesce(via_group, '-') FROM pgaadauth_session()"
+        ),
+        Ok(format!("oauth|{oid}|-"))
+    );
+    assert_eq!(w.stat("oauth_logins_accepted"), accepted_before + 2);
+    let accepted_before = accepted_before + 1;
     // The same token, as the password on the trust line of the same server: counted apart.
     let token_logins = w.stat("logins_accepted");
     let mut c = w.pg.connect("oauth-user", &token).unwrap();

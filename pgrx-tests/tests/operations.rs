@@ -487,7 +487,7 @@ fn stats_counters_move() {
     assert!(grew("password_logins_accepted") >= 1);
     assert!(grew("password_logins_rejected") >= 1);
     assert!(after["key_fetches_ok"] >= 1);
-    assert_eq!(after.len(), 37, "{after:?}");
+    assert_eq!(after.len(), 39, "{after:?}");
     assert_eq!(
         after["mailbox_slots_in_use"], 0,
         "no directory question in flight"
@@ -500,7 +500,7 @@ fn stats_counters_move() {
             .query("SELECT * FROM pgaadauth_stats()", &[])
             .unwrap()
             .len()
-            == 37
+            == 39
     );
 }
 
