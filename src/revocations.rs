@@ -190,9 +190,16 @@ fn apply(object_id: &str, revoked_before: Option<i64>) {
 
 // ---- the SQL functions ----------------------------------------------------------------------
 
+struct Pending {
+    object_id: String,
+    revoked_before: Option<i64>,
+    subxact: pg_sys::SubTransactionId,
+}
+
 thread_local! {
-    /// Revocations (Some) and lifts (None) of the current transaction, applied at its commit.
-    static PENDING: RefCell<Vec<(String, Option<i64>)>> = const { RefCell::new(Vec::new()) };
+    /// Revocations (Some) and lifts (None) of the current transaction, applied at its commit,
+    /// each with the subtransaction that made it (dropped if that one rolls back).
+    static PENDING: RefCell<Vec<Pending>> = const { RefCell::new(Vec::new()) };
     static CALLBACK_REGISTERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -207,8 +214,8 @@ unsafe extern "C-unwind" fn at_transaction_end(
             if pending.is_empty() {
                 return;
             }
-            for (object_id, time) in &pending {
-                apply(object_id, *time);
+            for p in &pending {
+                apply(&p.object_id, p.revoked_before);
             }
             // End the sessions the new revocations cover; nothing here may fail (committed).
             crate::sessions::end_due(crate::worker::unix_now(), Lifetime::Unlimited, &|o| {
@@ -225,11 +232,43 @@ unsafe extern "C-unwind" fn at_transaction_end(
     }
 }
 
+/// A subtransaction's end: a rolled-back one's revocations and lifts never happened; a
+/// committed one's become its parent's.
+#[pgrx::pg_guard]
+unsafe extern "C-unwind" fn at_subtransaction_end(
+    event: pg_sys::SubXactEvent::Type,
+    subxact: pg_sys::SubTransactionId,
+    parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        match event {
+            pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => p.retain(|e| e.subxact != subxact),
+            pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => p
+                .iter_mut()
+                .filter(|e| e.subxact == subxact)
+                .for_each(|e| e.subxact = parent),
+            _ => {}
+        }
+    });
+}
+
 fn after_commit(object_id: &str, time: Option<i64>) {
     if !CALLBACK_REGISTERED.with(|c| c.replace(true)) {
-        unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+        unsafe {
+            pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
+        }
     }
-    PENDING.with(|p| p.borrow_mut().push((object_id.to_string(), time)));
+    let subxact = unsafe { pg_sys::GetCurrentSubTransactionId() };
+    PENDING.with(|p| {
+        p.borrow_mut().push(Pending {
+            object_id: object_id.to_string(),
+            revoked_before: time,
+            subxact,
+        })
+    });
 }
 
 /// Revocations live in one database: refuse elsewhere, saying where.

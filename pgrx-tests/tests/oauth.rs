@@ -152,7 +152,14 @@ impl World {
 
     /// Log in as [`World::oauth_login`] does and run `sql`: its first row, fields joined by '|'.
     fn oauth_query(&self, db: &str, user: &str, token: &str, sql: &str) -> Result<String, String> {
-        run_client(&["query", &self.conninfo(db, user, &self.idp.entra_issuer()), sql], token)
+        run_client(
+            &[
+                "query",
+                &self.conninfo(db, user, &self.idp.entra_issuer()),
+                sql,
+            ],
+            token,
+        )
     }
 
     /// The log from `mark` on.

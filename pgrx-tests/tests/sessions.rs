@@ -404,6 +404,18 @@ fn revoked_tokens_are_refused_and_their_sessions_end_also_after_a_restart_and_on
     let fresh = s.token("ann", |c| c["iat"] = json!(unix_now() + 2));
     s.pg.connect("ann", &fresh).unwrap();
 
+    // A revocation rolled back with its savepoint never happened, though its transaction
+    // commits: the principal's session stays and its token is accepted.
+    let boss_token = s.token("boss", |_| {});
+    let mut boss = s.pg.connect("boss", &boss_token).unwrap();
+    s.pg.sql(&format!(
+        "BEGIN; SAVEPOINT s; SELECT pgaadauth_revoke_tokens('{}'); ROLLBACK TO s; COMMIT",
+        oid_for("boss")
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!ended(&mut boss));
+    s.pg.connect("boss", &boss_token).unwrap();
+
     // Listed, with who revoked.
     assert_eq!(
         s.pg.sql("SELECT object_id || ' ' || revoked_by || ' ' || enforced FROM pgaadauth_list_revocations() ORDER BY object_id"),
