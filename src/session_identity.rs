@@ -64,6 +64,7 @@ fn record(identity: Identity, claims: Option<serde_json::Value>) {
 
 /// How the current session logged in: one row; everything but the method NULL for a login
 /// without a token. Any session, about itself only.
+#[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_restricted)]
 fn pgaadauth_session() -> TableIterator<
     'static,
@@ -130,6 +131,7 @@ fn pgaadauth_session_claims() -> Option<pgrx::JsonB> {
 
 /// Every listed session's row (the `pgaadauth.sessions` view joins it to pg_stat_activity):
 /// superusers, Entra administrators, and members of pg_read_all_stats.
+#[allow(clippy::type_complexity)]
 #[pg_extern(volatile, parallel_restricted)]
 fn pgaadauth_session_rows() -> TableIterator<
     'static,

@@ -82,7 +82,14 @@ fn main() {
     let script = script.display().to_string();
 
     // (name, server, user, password, session_claims to set first)
-    let configs: [(&str, &Cluster, &str, Option<&str>, Option<&str>); 4] = [
+    type Config<'a> = (
+        &'a str,
+        &'a Cluster,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+    let configs: [Config; 4] = [
         ("trust (no pgaadauth)", &trust, "trust_user", None, None),
         ("token", &plain_pg, "bench_user", Some(&token), Some("off")),
         (
