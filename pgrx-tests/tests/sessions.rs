@@ -291,9 +291,10 @@ fn token_sessions_end_when_their_token_expires() {
     });
     assert!(!running.0, "{}", running.1);
     assert!(
-        running.1.contains(&format!(
-            "FATAL:  terminating connection because its access token expired at"
-        )) && running.1.contains("(plus a grace of 2 s)"),
+        running
+            .1
+            .contains("FATAL:  terminating connection because its access token expired at")
+            && running.1.contains("(plus a grace of 2 s)"),
         "{}",
         running.1
     );
@@ -420,7 +421,7 @@ fn revoked_tokens_are_refused_and_their_sessions_end_also_after_a_restart_and_on
     assert_eq!(
         s.pg.sql("SELECT object_id || ' ' || revoked_by || ' ' || enforced FROM pgaadauth_list_revocations() ORDER BY object_id"),
         {
-            let mut rows = vec![
+            let mut rows = [
                 format!("{} admin true", oid_for("ann")),
                 format!("{} admin true", oid_for("zoe")),
             ];
