@@ -15,7 +15,7 @@ use crate::token::Reject;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// How many revocations the server holds.
@@ -39,7 +39,13 @@ struct Header {
     lock: *mut pg_sys::LWLock,
     /// The session worker has read the table since the server started.
     loaded: AtomicBool,
+    /// The table holds more revocations than fit: no token is accepted until it is read again
+    /// with fewer (an unenforced revocation must not let a token in).
+    overflowed: AtomicBool,
     count: AtomicU32,
+    /// Bumped by every change made at a commit, so that the session worker never replaces the
+    /// copy with a reading that began before it.
+    generation: AtomicU64,
     entries: [Entry; MAX_REVOCATIONS],
 }
 
@@ -64,26 +70,37 @@ pub(crate) unsafe fn startup() {
     }
 }
 
-fn table() -> Option<&'static mut Header> {
-    unsafe { TABLE.as_mut() }
+/// The copy, shared: entries change only through [`with_lock_mut`].
+fn table() -> Option<&'static Header> {
+    unsafe { TABLE.as_ref() }
 }
 
-fn with_lock<R>(mode: pg_sys::LWLockMode::Type, f: impl FnOnce(&mut Header) -> R) -> Option<R> {
-    let t = table()?;
-    unsafe { pg_sys::LWLockAcquire(t.lock, mode) };
-    struct Release(*mut pg_sys::LWLock);
-    impl Drop for Release {
-        fn drop(&mut self) {
-            unsafe { pg_sys::LWLockRelease(self.0) };
-        }
+struct Release(*mut pg_sys::LWLock);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        unsafe { pg_sys::LWLockRelease(self.0) };
     }
+}
+
+fn with_lock<R>(f: impl FnOnce(&Header) -> R) -> Option<R> {
+    let t = table()?;
+    unsafe { pg_sys::LWLockAcquire(t.lock, pg_sys::LWLockMode::LW_SHARED) };
     let _release = Release(t.lock);
     Some(f(t))
 }
 
+/// The copy under its exclusive lock; no other reference to it is held meanwhile.
+fn with_lock_mut<R>(f: impl FnOnce(&mut Header) -> R) -> Option<R> {
+    let lock = table()?.lock;
+    unsafe { pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE) };
+    let _release = Release(lock);
+    Some(f(unsafe { &mut *TABLE }))
+}
+
 /// Until when `object_id`'s tokens are revoked, if they are.
 pub fn revoked_before(object_id: &str) -> Option<i64> {
-    with_lock(pg_sys::LWLockMode::LW_SHARED, |t| {
+    with_lock(|t| {
         let n = t.count.load(Ordering::Relaxed) as usize;
         t.entries[..n]
             .iter()
@@ -95,7 +112,7 @@ pub fn revoked_before(object_id: &str) -> Option<i64> {
 
 /// Every revocation in shared memory.
 pub fn snapshot() -> Vec<(String, i64)> {
-    with_lock(pg_sys::LWLockMode::LW_SHARED, |t| {
+    with_lock(|t| {
         let n = t.count.load(Ordering::Relaxed) as usize;
         t.entries[..n]
             .iter()
@@ -111,8 +128,9 @@ pub fn snapshot() -> Vec<(String, i64)> {
 }
 
 /// A login's check of a verified token: refused when its principal's tokens were revoked
-/// after it was issued, or while the revocations are not known yet (after a start, until the
-/// session worker has read them; a login waits up to `pgaadauth.kid_miss_wait` for that).
+/// after it was issued, or while the revocations are not known (after a start, until the
+/// session worker has read them, a login waits up to `pgaadauth.kid_miss_wait` for that; or
+/// while the table holds more than the server can enforce).
 pub fn check(principal: &str, iat: Option<i64>) -> Result<(), Reject> {
     let Some(t) = table() else {
         return Ok(());
@@ -132,29 +150,41 @@ pub fn check(principal: &str, iat: Option<i64>) -> Result<(), Reject> {
             pgrx::check_for_interrupts!();
         }
     }
+    if t.overflowed.load(Ordering::Acquire) {
+        return Err(Reject::RevocationsUnknown(format!(
+            "pgaadauth.revocations holds more than the {MAX_REVOCATIONS} revocations the server enforces; lift old ones"
+        )));
+    }
     if t.count.load(Ordering::Acquire) == 0 {
         return Ok(());
     }
     check_revocation(iat, revoked_before(principal))
 }
 
-/// The session worker: the table's rows become the shared copy.
-pub fn replace_all(rows: &[(String, i64)]) {
-    if rows.len() > MAX_REVOCATIONS {
-        pgrx::warning!(
-            "pgaadauth: pgaadauth.revocations has {} rows; only the first {MAX_REVOCATIONS} (the newest) are enforced",
-            rows.len()
-        );
-    }
-    with_lock(pg_sys::LWLockMode::LW_EXCLUSIVE, |t| {
+/// The change generation now: the session worker reads it before it reads the table.
+pub fn generation() -> u64 {
+    table().map_or(0, |t| t.generation.load(Ordering::Acquire))
+}
+
+/// The session worker: the table's rows, read after `generation`, become the shared copy;
+/// unless a commit changed the copy since, when the next reading will do. Returns whether
+/// the table holds more revocations than fit.
+pub fn replace_all(rows: &[(String, i64)], generation: u64) -> bool {
+    let overflowed = rows.len() > MAX_REVOCATIONS;
+    with_lock_mut(|t| {
+        if t.generation.load(Ordering::Acquire) != generation {
+            return;
+        }
         let mut n = 0;
         for (object_id, revoked_before) in rows.iter().take(MAX_REVOCATIONS) {
             write_entry(&mut t.entries[n], object_id, *revoked_before);
             n += 1;
         }
         t.count.store(n as u32, Ordering::Release);
+        t.overflowed.store(overflowed, Ordering::Release);
         t.loaded.store(true, Ordering::Release);
     });
+    overflowed
 }
 
 fn write_entry(e: &mut Entry, object_id: &str, revoked_before: i64) {
@@ -166,7 +196,8 @@ fn write_entry(e: &mut Entry, object_id: &str, revoked_before: i64) {
 
 /// After a commit: one revocation added or replaced, or (None) lifted.
 fn apply(object_id: &str, revoked_before: Option<i64>) {
-    with_lock(pg_sys::LWLockMode::LW_EXCLUSIVE, |t| {
+    with_lock_mut(|t| {
+        t.generation.fetch_add(1, Ordering::AcqRel);
         let n = t.count.load(Ordering::Relaxed) as usize;
         let at = t.entries[..n]
             .iter()
@@ -177,8 +208,9 @@ fn apply(object_id: &str, revoked_before: Option<i64>) {
                 write_entry(&mut t.entries[n], object_id, time);
                 t.count.store(n as u32 + 1, Ordering::Release);
             }
-            // Full: the session worker warns at its next reading.
-            (None, Some(_)) => {}
+            // Full (rows inserted past the function's check): refuse tokens until the session
+            // worker reads the table with fewer.
+            (None, Some(_)) => t.overflowed.store(true, Ordering::Release),
             (Some(i), None) => {
                 t.entries.swap(i, n - 1);
                 t.count.store(n as u32 - 1, Ordering::Release);
@@ -288,11 +320,10 @@ fn require_revocation_database(what: &str) {
         .set_detail(format!("pgaadauth.database names the database whose pgaadauth.revocations table every login checks; {what} there."))
         .report(PgLogLevel::ERROR);
     }
-    let exists =
-        Spi::get_one::<bool>("SELECT pg_catalog.to_regclass('pgaadauth.revocations') IS NOT NULL")
-            .ok()
-            .flatten()
-            .unwrap_or(false);
+    let exists = Spi::get_one::<bool>(TABLE_IS_THE_EXTENSIONS)
+        .ok()
+        .flatten()
+        .unwrap_or(false);
     if !exists {
         error!(
             "the table pgaadauth.revocations does not exist; run ALTER EXTENSION pgaadauth UPDATE"
@@ -331,6 +362,9 @@ fn pgaadauth_revoke_tokens(object_id: &str) -> pgrx::datum::TimestampWithTimeZon
     let now = crate::worker::unix_now();
     let by = caller_name();
     as_bootstrap_superuser(|| {
+        // Concurrent revocations count one after the other.
+        Spi::run("LOCK TABLE pgaadauth.revocations IN SHARE ROW EXCLUSIVE MODE")
+            .unwrap_or_else(|e| error!("could not lock pgaadauth.revocations: {e}"));
         let known: i64 = Spi::get_one_with_args(
             "SELECT count(*) FROM pgaadauth.revocations WHERE object_id <> $1",
             &[object_id.as_str().into()],
@@ -427,14 +461,20 @@ fn pgaadauth_list_revocations() -> TableIterator<
 // ---- the session worker's reading ------------------------------------------------------------
 
 /// The table's rows (none when the extension is not created in this database), newest first.
+/// Whether `pgaadauth.revocations` is the extension's own table (not a view or table someone
+/// else made under that name where the extension is not created: the session worker reads it
+/// as a superuser).
+const TABLE_IS_THE_EXTENSIONS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+          AND d.objid = c.oid AND d.deptype = 'e' \
+     JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pgaadauth' \
+     WHERE n.nspname = 'pgaadauth' AND c.relname = 'revocations' AND c.relkind = 'r')";
+
 pub fn read_table() -> Result<Vec<(String, i64)>, String> {
     Spi::connect(|c| {
         let exists = c
-            .select(
-                "SELECT pg_catalog.to_regclass('pgaadauth.revocations') IS NOT NULL",
-                None,
-                &[],
-            )
+            .select(TABLE_IS_THE_EXTENSIONS, None, &[])
             .and_then(|t| t.first().get_one::<bool>())
             .map_err(|e| e.to_string())?
             .unwrap_or(false);

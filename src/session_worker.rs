@@ -29,12 +29,31 @@ pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = settings::text(&settings::DATABASE);
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // It reads as a superuser: nothing a user created decides what its SQL means.
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
     let mut last_error: Option<String> = None;
+    let mut warned_overflow = false;
     loop {
+        let generation = revocations::generation();
         let read = BackgroundWorker::transaction(revocations::read_table);
         match read {
             Ok(rows) => {
-                revocations::replace_all(&rows);
+                let overflowed = revocations::replace_all(&rows, generation);
+                if overflowed && !warned_overflow {
+                    pgrx::warning!(
+                        "pgaadauth: pgaadauth.revocations holds {} revocations, more than the {} the server enforces: no token is accepted until old ones are lifted",
+                        rows.len(),
+                        revocations::MAX_REVOCATIONS
+                    );
+                }
+                warned_overflow = overflowed;
                 if last_error.take().is_some() {
                     pgrx::log!("pgaadauth: the session worker reads pgaadauth.revocations again");
                 }

@@ -7,7 +7,7 @@
 
 use crate::session::{must_end, EndReason, Lifetime, OpenSession};
 use pgrx::pg_sys;
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU8, Ordering};
 
 /// Who a session logged in as: the row `pgaadauth_session()` returns.
 #[derive(Clone, Debug, Default)]
@@ -52,11 +52,12 @@ impl<const N: usize> Text<N> {
 }
 
 const NONE: i64 = i64::MIN;
+const CLAIMED: u8 = u8::MAX;
 
 #[repr(C)]
 struct Slot {
-    /// 0: free.
-    pid: i32,
+    /// 0: free. Written under the exclusive lock, read under either.
+    pid: AtomicI32,
     method: Text<24>,
     object_id: Text<256>,
     /// The principal was longer than the slot holds: no revocation can name it.
@@ -67,7 +68,7 @@ struct Slot {
     via_group: Text<64>,
     expires: i64,
     issued: i64,
-    /// 0: open; 1: ended, token expired; 2: ended, revoked.
+    /// 0: open; 1: ended, token expired; 2: ended, revoked; CLAIMED: being ended.
     end_kind: AtomicU8,
     end_time: AtomicI64,
     end_grace: AtomicI64,
@@ -111,18 +112,28 @@ pub(crate) unsafe fn startup() {
     }
 }
 
-fn slots() -> Option<(&'static Header, &'static mut [Slot])> {
+/// The table and its slots, shared: a slot's text is written only through [`slot_mut`], by
+/// its owner under the exclusive lock; everything else is atomic.
+fn slots() -> Option<(&'static Header, &'static [Slot])> {
     unsafe {
         let table = TABLE;
         if table.is_null() {
             return None;
         }
-        let first = (table as *mut u8).add(std::mem::size_of::<Header>()) as *mut Slot;
         Some((
             &*table,
-            std::slice::from_raw_parts_mut(first, (*table).capacity as usize),
+            std::slice::from_raw_parts(first_slot(table), (*table).capacity as usize),
         ))
     }
+}
+
+unsafe fn first_slot(table: *mut Header) -> *mut Slot {
+    unsafe { (table as *mut u8).add(std::mem::size_of::<Header>()) as *mut Slot }
+}
+
+/// Slot `index` to fill, under the exclusive lock, while no reference to it is held.
+unsafe fn slot_mut(index: usize) -> &'static mut Slot {
+    unsafe { &mut *first_slot(TABLE).add(index) }
 }
 
 struct Locked(*mut pg_sys::LWLock);
@@ -145,12 +156,17 @@ pub fn register(identity: &Identity) {
     let Some((header, slots)) = slots() else {
         return;
     };
+    // First the exit callback, so that a slot with this pid is always freed at exit.
+    unsafe { pg_sys::before_shmem_exit(Some(free_my_slot), pg_sys::Datum::from(0usize)) };
     let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    let Some(index) = slots.iter().position(|s| s.pid == 0) else {
+    let Some(index) = slots
+        .iter()
+        .position(|s| s.pid.load(Ordering::Relaxed) == 0)
+    else {
         pgrx::warning!("pgaadauth: the session table is full; this session is not listed");
         return;
     };
-    let slot = &mut slots[index];
+    let slot = unsafe { slot_mut(index) };
     slot.method.set(Some(&identity.method));
     slot.object_id.set(identity.object_id.as_deref());
     slot.object_id_cut = identity
@@ -164,9 +180,9 @@ pub fn register(identity: &Identity) {
     slot.expires = identity.expires.unwrap_or(NONE);
     slot.issued = identity.issued.unwrap_or(NONE);
     slot.end_kind.store(0, Ordering::Relaxed);
-    slot.pid = unsafe { pg_sys::MyProcPid };
+    slot.pid
+        .store(unsafe { pg_sys::MyProcPid }, Ordering::Relaxed);
     MY_SLOT.with(|m| m.set(Some(index)));
-    unsafe { pg_sys::before_shmem_exit(Some(free_my_slot), pg_sys::Datum::from(0usize)) };
 }
 
 #[pgrx::pg_guard]
@@ -176,7 +192,7 @@ unsafe extern "C-unwind" fn free_my_slot(_code: i32, _arg: pg_sys::Datum) {
     };
     if let Some((header, slots)) = slots() {
         let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        slots[index].pid = 0;
+        slots[index].pid.store(0, Ordering::Relaxed);
     }
 }
 
@@ -188,11 +204,11 @@ pub fn rows() -> Vec<(i32, Identity)> {
     let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_SHARED);
     slots
         .iter()
-        .filter(|s| s.pid != 0)
+        .filter(|s| s.pid.load(Ordering::Relaxed) != 0)
         .map(|s| {
             let time = |t: i64| (t != NONE).then_some(t);
             (
-                s.pid,
+                s.pid.load(Ordering::Relaxed),
                 Identity {
                     method: s.method.get().unwrap_or_default(),
                     object_id: s.object_id.get(),
@@ -220,48 +236,54 @@ pub fn end_due(
     let Some((header, slots)) = slots() else {
         return 0;
     };
-    let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_SHARED);
-    let mut ended = 0;
-    for slot in slots.iter() {
-        if slot.pid == 0 || slot.expires == NONE || slot.end_kind.load(Ordering::Acquire) != 0 {
-            continue;
+    let mut ended = Vec::new();
+    {
+        let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_SHARED);
+        for slot in slots.iter() {
+            let pid = slot.pid.load(Ordering::Relaxed);
+            if pid == 0 || slot.expires == NONE || slot.end_kind.load(Ordering::Acquire) != 0 {
+                continue;
+            }
+            let session = OpenSession {
+                exp: slot.expires,
+                iat: (slot.issued != NONE).then_some(slot.issued),
+            };
+            let object_id = slot.object_id.get().unwrap_or_default();
+            let revoked = if slot.object_id_cut {
+                None
+            } else {
+                revoked_before(&object_id)
+            };
+            let Some(reason) = must_end(session, now, lifetime, revoked) else {
+                continue;
+            };
+            // Claim the slot first: the worker and a revoking backend may race to end it.
+            if slot
+                .end_kind
+                .compare_exchange(0, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
+            let (kind, time, after) = match reason {
+                EndReason::Expired { exp, after } => (1, exp, after),
+                EndReason::Revoked { revoked_before } => (2, revoked_before, 0),
+            };
+            slot.end_time.store(time, Ordering::Relaxed);
+            slot.end_grace.store(after, Ordering::Relaxed);
+            slot.end_kind.store(kind, Ordering::Release);
+            // Under the lock: the process cannot exit (and its pid be reused) meanwhile.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            ended.push((pid, object_id, reason.code()));
         }
-        let session = OpenSession {
-            exp: slot.expires,
-            iat: (slot.issued != NONE).then_some(slot.issued),
-        };
-        let revoked = if slot.object_id_cut {
-            None
-        } else {
-            slot.object_id.get().and_then(|o| revoked_before(&o))
-        };
-        let Some(reason) = must_end(session, now, lifetime, revoked) else {
-            continue;
-        };
-        let (kind, time, grace) = match reason {
-            EndReason::Expired { exp, grace } => (1, exp, grace),
-            EndReason::Revoked { revoked_before } => (2, revoked_before, 0),
-        };
-        slot.end_time.store(time, Ordering::Relaxed);
-        slot.end_grace.store(grace, Ordering::Relaxed);
-        // Only one ender marks a slot (the worker and a revoking backend may race).
-        if slot
-            .end_kind
-            .compare_exchange(0, kind, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            continue;
-        }
-        pgrx::log!(
-            "pgaadauth: ending the session of process {} (principal \"{}\"): {}",
-            slot.pid,
-            crate::token::log_safe(&slot.object_id.get().unwrap_or_default()),
-            reason.code()
-        );
-        unsafe { libc::kill(slot.pid, libc::SIGTERM) };
-        ended += 1;
     }
-    ended
+    for (pid, object_id, code) in &ended {
+        pgrx::log!(
+            "pgaadauth: ended the session of process {pid} (principal \"{}\"): {code}",
+            crate::token::log_safe(object_id)
+        );
+    }
+    ended.len()
 }
 
 /// Why this backend's session was ended, if it was.
@@ -273,7 +295,7 @@ fn my_end_reason() -> Option<EndReason> {
     match slot.end_kind.load(Ordering::Acquire) {
         1 => Some(EndReason::Expired {
             exp: time,
-            grace: slot.end_grace.load(Ordering::Relaxed),
+            after: slot.end_grace.load(Ordering::Relaxed),
         }),
         2 => Some(EndReason::Revoked {
             revoked_before: time,
@@ -305,7 +327,7 @@ unsafe extern "C-unwind" fn emit_log_hook(edata: *mut pg_sys::ErrorData) {
             if let Some(reason) = my_end_reason() {
                 let message = reason.message(format_time);
                 (*edata).message = palloc_text(&message);
-                (*edata).detail = palloc_text(reason.detail());
+                (*edata).detail = palloc_text(&reason.detail());
                 (*edata).hint = palloc_text(reason.hint());
             }
         }

@@ -67,8 +67,9 @@ pub static DATABASE: GucSetting<Option<CString>> =
 pub fn session_lifetime() -> crate::session::Lifetime {
     match SESSION_LIFETIME.get() {
         SessionLifetime::Unlimited => crate::session::Lifetime::Unlimited,
+        // A login accepts a token until exp + clock_skew: its session lasts at least as long.
         SessionLifetime::Token => crate::session::Lifetime::Token {
-            grace: SESSION_EXPIRY_GRACE.get() as i64,
+            after: CLOCK_SKEW.get() as i64 + SESSION_EXPIRY_GRACE.get() as i64,
         },
     }
 }

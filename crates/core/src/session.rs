@@ -28,16 +28,17 @@ pub fn check_revocation(iat: Option<i64>, revoked_before: Option<i64>) -> Result
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lifetime {
     Unlimited,
-    /// Until the token's `exp` plus the grace, in seconds.
+    /// Until the token's `exp` plus `after` seconds: the clock skew a login allows on `exp`,
+    /// plus the grace.
     Token {
-        grace: i64,
+        after: i64,
     },
 }
 
 /// Why a token session is ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndReason {
-    Expired { exp: i64, grace: i64 },
+    Expired { exp: i64, after: i64 },
     Revoked { revoked_before: i64 },
 }
 
@@ -49,7 +50,7 @@ pub struct OpenSession {
 }
 
 /// Whether the session must end now: a revocation that covers its token first, then, under
-/// `pgaadauth.session_lifetime = token`, its token's expiry plus the grace.
+/// `pgaadauth.session_lifetime = token`, its token's expiry plus the clock skew and grace.
 pub fn must_end(
     session: OpenSession,
     now: i64,
@@ -60,10 +61,10 @@ pub fn must_end(
         return Some(EndReason::Revoked { revoked_before });
     }
     match lifetime {
-        Lifetime::Token { grace } if now >= session.exp.saturating_add(grace) => {
+        Lifetime::Token { after } if now >= session.exp.saturating_add(after) => {
             Some(EndReason::Expired {
                 exp: session.exp,
-                grace,
+                after,
             })
         }
         _ => None,
@@ -75,12 +76,8 @@ impl EndReason {
     /// time as the server shows timestamps.
     pub fn message(&self, at: impl Fn(i64) -> String) -> String {
         match self {
-            EndReason::Expired { exp, grace: 0 } => format!(
+            EndReason::Expired { exp, .. } => format!(
                 "terminating connection because its access token expired at {}",
-                at(*exp)
-            ),
-            EndReason::Expired { exp, grace } => format!(
-                "terminating connection because its access token expired at {} (plus a grace of {grace} s)",
                 at(*exp)
             ),
             EndReason::Revoked { revoked_before } => format!(
@@ -90,13 +87,13 @@ impl EndReason {
         }
     }
 
-    pub fn detail(&self) -> &'static str {
+    pub fn detail(&self) -> String {
         match self {
-            EndReason::Expired { .. } => {
-                "pgaadauth.session_lifetime is \"token\": a token session lasts as long as its token (plus pgaadauth.session_expiry_grace)."
-            }
+            EndReason::Expired { after, .. } => format!(
+                "pgaadauth.session_lifetime is \"token\": a token session lasts until its token expires, plus pgaadauth.clock_skew and pgaadauth.session_expiry_grace ({after} s here)."
+            ),
             EndReason::Revoked { .. } => {
-                "An administrator ran pgaadauth_revoke_tokens for this session's principal."
+                "An administrator ran pgaadauth_revoke_tokens for this session's principal.".into()
             }
         }
     }
@@ -138,18 +135,18 @@ mod tests {
     }
 
     #[test]
-    fn sessions_end_at_expiry_plus_grace_only_under_token_lifetime() {
+    fn sessions_end_at_expiry_plus_skew_and_grace_only_under_token_lifetime() {
         assert_eq!(must_end(S, 5000, Lifetime::Unlimited, None), None);
-        let token = Lifetime::Token { grace: 60 };
+        let token = Lifetime::Token { after: 60 };
         assert_eq!(must_end(S, 1059, token, None), None);
         assert_eq!(
             must_end(S, 1060, token, None),
             Some(EndReason::Expired {
                 exp: 1000,
-                grace: 60
+                after: 60
             })
         );
-        assert_eq!(must_end(S, 999, Lifetime::Token { grace: 0 }, None), None);
+        assert_eq!(must_end(S, 999, Lifetime::Token { after: 0 }, None), None);
     }
 
     #[test]
@@ -167,13 +164,12 @@ mod tests {
     #[test]
     fn messages_say_why() {
         let at = |t: i64| format!("t{t}");
-        let e = EndReason::Expired { exp: 5, grace: 0 };
+        let e = EndReason::Expired { exp: 5, after: 30 };
         assert_eq!(
             e.message(at),
             "terminating connection because its access token expired at t5"
         );
-        let e = EndReason::Expired { exp: 5, grace: 30 };
-        assert!(e.message(at).ends_with("(plus a grace of 30 s)"));
+        assert!(e.detail().ends_with("(30 s here)."));
         let r = EndReason::Revoked { revoked_before: 7 };
         assert!(r
             .message(at)
