@@ -346,6 +346,19 @@ fn every_rule_of_the_label_holds_and_refusals_are_told_to_the_log_only() {
         assert!(log.contains("outcome=rejected"), "{log}");
         assert!(!log.contains(&token[token.len() - 20..]), "token in log");
     }
+    // A revoked principal's token is refused on the oauth line too, until the lift.
+    let token = w.token(&oid, json!({}));
+    w.pg.sql(&format!("SELECT pgaadauth_revoke_tokens('{oid}')"));
+    let mark = w.pg.log().len();
+    assert!(w.oauth_login("oauthdb", "oauth-user", &token).is_err());
+    assert!(
+        w.logged(mark, "pgaadauth: OAuth token for role \"oauth-user\" refused: The principal's tokens issued at or before"),
+        "{}",
+        w.log_since(mark)
+    );
+    assert!(w.log_since(mark).contains("reason=revoked method=oauth"));
+    w.pg.sql(&format!("SELECT pgaadauth_lift_revocation('{oid}')"));
+    assert!(w.oauth_login("oauthdb", "oauth-user", &token).is_ok());
     // With MFA the MFA role logs in.
     let mfa = w.token(&oid_for("oauth-mfa"), json!({"amr": ["pwd", "mfa"]}));
     assert!(w.oauth_login("oauthdb", "oauth-mfa", &mfa).is_ok());

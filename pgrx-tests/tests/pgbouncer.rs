@@ -213,6 +213,16 @@ fn a_pooled_connection_is_never_handed_to_a_refused_client_and_logins_open_no_ba
                 &b.log()[mark..]
             );
         }
+        // A revoked principal's token is refused too, until the lift.
+        w.pg.sql(&format!("SELECT pgaadauth_revoke_tokens('{oid}')"));
+        let mark = b.log().len();
+        assert!(b.connect("postgres", "bouncer-user", &good).is_err());
+        assert!(
+            logged(|| b.log(), mark, "were revoked (pgaadauth_revoke_tokens)"),
+            "{}",
+            &b.log()[mark..]
+        );
+        w.pg.sql(&format!("SELECT pgaadauth_lift_revocation('{oid}')"));
         // Twenty logins, and the server authorises at most a pool's worth of connections.
         let mark = w.pg.log().len();
         for _ in 0..20 {
