@@ -166,14 +166,21 @@ pub fn generation() -> u64 {
     table().map_or(0, |t| t.generation.load(Ordering::Acquire))
 }
 
+/// What became of a reading of the table.
+pub enum Replaced {
+    /// It is the shared copy now; `overflowed`: it holds more revocations than fit.
+    Applied { overflowed: bool },
+    /// A commit changed the copy after the reading began: read again.
+    Stale,
+}
+
 /// The session worker: the table's rows, read after `generation`, become the shared copy;
-/// unless a commit changed the copy since, when the next reading will do. Returns whether
-/// the table holds more revocations than fit.
-pub fn replace_all(rows: &[(String, i64)], generation: u64) -> bool {
+/// unless a commit changed the copy since.
+pub fn replace_all(rows: &[(String, i64)], generation: u64) -> Replaced {
     let overflowed = rows.len() > MAX_REVOCATIONS;
-    with_lock_mut(|t| {
+    let applied = with_lock_mut(|t| {
         if t.generation.load(Ordering::Acquire) != generation {
-            return;
+            return false;
         }
         let mut n = 0;
         for (object_id, revoked_before) in rows.iter().take(MAX_REVOCATIONS) {
@@ -183,8 +190,12 @@ pub fn replace_all(rows: &[(String, i64)], generation: u64) -> bool {
         t.count.store(n as u32, Ordering::Release);
         t.overflowed.store(overflowed, Ordering::Release);
         t.loaded.store(true, Ordering::Release);
+        true
     });
-    overflowed
+    match applied {
+        Some(false) => Replaced::Stale,
+        _ => Replaced::Applied { overflowed },
+    }
 }
 
 fn write_entry(e: &mut Entry, object_id: &str, revoked_before: i64) {
@@ -358,6 +369,17 @@ fn caller_name() -> String {
 fn pgaadauth_revoke_tokens(object_id: &str) -> pgrx::datum::TimestampWithTimeZone {
     require_principal_manager("revoke tokens");
     require_revocation_database("revoke tokens");
+    // The count below must see every committed revocation: under REPEATABLE READ it would see
+    // the transaction's older snapshot (SERIALIZABLE detects the conflict itself).
+    if unsafe { pg_sys::XactIsoLevel } == pg_sys::XACT_REPEATABLE_READ as i32 {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+            "pgaadauth_revoke_tokens cannot run in a REPEATABLE READ transaction",
+            "pgaadauth",
+        )
+        .set_hint("Run it in a READ COMMITTED or SERIALIZABLE transaction.")
+        .report(PgLogLevel::ERROR);
+    }
     let object_id = object_id_argument(object_id);
     let now = crate::worker::unix_now();
     let by = caller_name();

@@ -3,7 +3,8 @@
 //! `pgaadauth.session_lifetime = token`). Connected to that database, on primaries and hot
 //! standbys alike; it never talks to the network.
 
-use crate::{revocations, sessions, settings};
+use crate::revocations::{self, Replaced};
+use crate::{sessions, settings};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
@@ -11,6 +12,7 @@ use pgrx::{pg_guard, pg_sys};
 use std::time::Duration;
 
 const PERIOD: Duration = Duration::from_secs(1);
+const STALE_RETRY: Duration = Duration::from_millis(10);
 
 pub fn register() {
     BackgroundWorkerBuilder::new("pgaadauth session worker")
@@ -45,7 +47,16 @@ pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
         let read = BackgroundWorker::transaction(revocations::read_table);
         match read {
             Ok(rows) => {
-                let overflowed = revocations::replace_all(&rows, generation);
+                let overflowed = match revocations::replace_all(&rows, generation) {
+                    Replaced::Applied { overflowed } => overflowed,
+                    Replaced::Stale => {
+                        // A commit changed the copy meanwhile: read again, soon.
+                        if !BackgroundWorker::wait_latch(Some(STALE_RETRY)) {
+                            break;
+                        }
+                        continue;
+                    }
+                };
                 if overflowed && !warned_overflow {
                     pgrx::warning!(
                         "pgaadauth: pgaadauth.revocations holds {} revocations, more than the {} the server enforces: no token is accepted until old ones are lifted",

@@ -153,16 +153,19 @@ impl Drop for Locked {
 
 /// Record this backend's login in its slot, freed when the backend exits.
 pub fn register(identity: &Identity) {
-    let Some((header, slots)) = slots() else {
+    let Some((header, _)) = slots() else {
         return;
     };
     // First the exit callback, so that a slot with this pid is always freed at exit.
     unsafe { pg_sys::before_shmem_exit(Some(free_my_slot), pg_sys::Datum::from(0usize)) };
-    let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    let Some(index) = slots
-        .iter()
-        .position(|s| s.pid.load(Ordering::Relaxed) == 0)
-    else {
+    let lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let free = slots().and_then(|(_, slots)| {
+        slots
+            .iter()
+            .position(|s| s.pid.load(Ordering::Relaxed) == 0)
+    });
+    let Some(index) = free else {
+        drop(lock);
         pgrx::warning!("pgaadauth: the session table is full; this session is not listed");
         return;
     };
@@ -291,8 +294,9 @@ fn my_end_reason() -> Option<EndReason> {
     let index = MY_SLOT.with(|m| m.get())?;
     let (_, slots) = slots()?;
     let slot = &slots[index];
+    let kind = slot.end_kind.load(Ordering::Acquire);
     let time = slot.end_time.load(Ordering::Relaxed);
-    match slot.end_kind.load(Ordering::Acquire) {
+    match kind {
         1 => Some(EndReason::Expired {
             exp: time,
             after: slot.end_grace.load(Ordering::Relaxed),

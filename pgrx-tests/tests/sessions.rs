@@ -274,7 +274,8 @@ fn token_sessions_end_when_their_token_expires() {
     );
     s.principal("ann", "user");
     s.pg.sql("CREATE ROLE pat LOGIN PASSWORD 'p'");
-    let exp = unix_now() + 4;
+    // Time for the logins below before the token expires, on a busy machine too.
+    let exp = unix_now() + 10;
     let short = s.token("ann", |c| c["exp"] = json!(exp));
     let mut idle = s.pg.connect("ann", &short).unwrap();
     let mut in_transaction = s.pg.connect("ann", &short).unwrap();
@@ -284,7 +285,13 @@ fn token_sessions_end_when_their_token_expires() {
     // A statement running at the deadline is ended too, and psql shows why.
     let pg = &s.pg;
     let running = std::thread::scope(|scope| {
-        let running = scope.spawn(|| pg.psql_login("ann", Some(&short), "SELECT pg_sleep(30)"));
+        let running = scope.spawn(|| pg.psql_login("ann", Some(&short), "SELECT pg_sleep(60)"));
+        assert!(
+            Cluster::wait_for(Duration::from_secs(8), || pg.sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)'"
+            ) == "1"),
+            "psql never ran its statement"
+        );
         // Past the token's expiry, within the grace (which ends 3 s later): still open.
         while unix_now() < exp + 1 {
             std::thread::sleep(Duration::from_millis(100));
@@ -308,16 +315,20 @@ fn token_sessions_end_when_their_token_expires() {
     // The password session and the session with a long token stay.
     assert!(!ended(&mut pat));
     assert!(!ended(&mut long));
+    let ended_lines = || {
+        s.pg.log()
+            .matches("pgaadauth: ended the session of process")
+            .count()
+    };
+    assert!(
+        Cluster::wait_for(Duration::from_secs(5), || ended_lines() == 3),
+        "{}",
+        s.pg.log()
+    );
     let log = s.pg.log();
     assert!(
         log.contains("DETAIL:  pgaadauth.session_lifetime is \"token\"")
             && log.contains("HINT:  Connect again with a new access token."),
-        "{log}"
-    );
-    assert_eq!(
-        log.matches("pgaadauth: ended the session of process")
-            .count(),
-        3,
         "{log}"
     );
     // Unlimited again: a session outlives its token.
@@ -326,7 +337,10 @@ fn token_sessions_end_when_their_token_expires() {
     let mut kept =
         s.pg.connect("ann", &s.token("ann", |c| c["exp"] = json!(exp)))
             .unwrap();
-    std::thread::sleep(Duration::from_secs(3));
+    // Past where `token` would have ended it (exp + 4 s), and a worker's round more.
+    while unix_now() <= exp + 6 {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(!ended(&mut kept));
 }
 
@@ -367,6 +381,21 @@ fn revoked_tokens_are_refused_and_their_sessions_end_also_after_a_restart_and_on
         .unwrap_err();
     assert!(
         e.contains("token revocations are kept in database \"postgres\", not \"other\""),
+        "{e}"
+    );
+    // Not under REPEATABLE READ, whose snapshot could miss a concurrent revocation.
+    let e = s
+        .pg
+        .try_sql(
+            "postgres",
+            &format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT pgaadauth_revoke_tokens('{}'); COMMIT",
+                oid_for("ann")
+            ),
+        )
+        .unwrap_err();
+    assert!(
+        e.contains("pgaadauth_revoke_tokens cannot run in a REPEATABLE READ transaction"),
         "{e}"
     );
 
@@ -433,14 +462,10 @@ fn revoked_tokens_are_refused_and_their_sessions_end_also_after_a_restart_and_on
         }
     );
 
-    // Survives a restart: refused from the first login on (as revoked, or, while the session
-    // worker has not read the revocations yet, as not known), then as revoked.
+    // Survives a restart: refused from the first login on (as revoked; or, while the keys or
+    // the revocations are not read yet, for that), then as revoked.
     s.pg.restart();
-    let detail = s.refused("ann", &old);
-    assert!(
-        detail.contains("were revoked") || detail.contains("Token revocations are not known yet"),
-        "{detail}"
-    );
+    s.refused("ann", &old);
     let mut detail = String::new();
     assert!(
         Cluster::wait_for(Duration::from_secs(10), || {
@@ -506,12 +531,16 @@ fn revoked_tokens_are_refused_and_their_sessions_end_also_after_a_restart_and_on
     )
     .unwrap();
     s.pg.set(&[("pgaadauth.database", "impostor")]);
-    assert!(Cluster::wait_for(Duration::from_secs(10), || s
-        .pg
-        .log()
-        .contains(
-            "pgaadauth.database changed; the session worker restarts"
-        )));
-    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        Cluster::wait_for(Duration::from_secs(10), || {
+            s.pg.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pgaadauth session worker' AND datname = 'impostor'"
+        ) == "1"
+        }),
+        "{}",
+        s.pg.log()
+    );
+    // Two of its rounds.
+    std::thread::sleep(Duration::from_secs(2));
     s.pg.connect("boss", &boss_token).unwrap();
 }

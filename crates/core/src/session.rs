@@ -61,7 +61,8 @@ pub fn must_end(
         return Some(EndReason::Revoked { revoked_before });
     }
     match lifetime {
-        Lifetime::Token { after } if now >= session.exp.saturating_add(after) => {
+        // A login accepts the token while now <= exp + skew: the session ends after that.
+        Lifetime::Token { after } if now > session.exp.saturating_add(after) => {
             Some(EndReason::Expired {
                 exp: session.exp,
                 after,
@@ -138,15 +139,15 @@ mod tests {
     fn sessions_end_at_expiry_plus_skew_and_grace_only_under_token_lifetime() {
         assert_eq!(must_end(S, 5000, Lifetime::Unlimited, None), None);
         let token = Lifetime::Token { after: 60 };
-        assert_eq!(must_end(S, 1059, token, None), None);
+        assert_eq!(must_end(S, 1060, token, None), None);
         assert_eq!(
-            must_end(S, 1060, token, None),
+            must_end(S, 1061, token, None),
             Some(EndReason::Expired {
                 exp: 1000,
                 after: 60
             })
         );
-        assert_eq!(must_end(S, 999, Lifetime::Token { after: 0 }, None), None);
+        assert_eq!(must_end(S, 1000, Lifetime::Token { after: 0 }, None), None);
     }
 
     #[test]
