@@ -8,6 +8,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod directory;
+pub mod group_sync;
 pub mod http;
 pub mod jwks;
 pub mod label;
