@@ -13,7 +13,7 @@ use std::cell::RefCell;
 struct Session {
     identity: Identity,
     /// The token's verified claims, when `pgaadauth.session_claims` was on at login.
-    claims: Option<serde_json::Value>,
+    claims: Option<std::sync::Arc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 thread_local! {
@@ -35,7 +35,7 @@ pub fn record_token(method: Method, verified: &Verified) {
     // Bounded: the claims of a token of at most token::MAX_TOKEN_LEN bytes.
     let claims = settings::SESSION_CLAIMS
         .get()
-        .then(|| serde_json::Value::Object(verified.claims.clone()));
+        .then(|| verified.claims.clone());
     record(identity, claims);
 }
 
@@ -51,7 +51,10 @@ pub fn record_other(method: &str) {
     );
 }
 
-fn record(identity: Identity, claims: Option<serde_json::Value>) {
+fn record(
+    identity: Identity,
+    claims: Option<std::sync::Arc<serde_json::Map<String, serde_json::Value>>>,
+) {
     SESSION.with(|s| {
         let mut s = s.borrow_mut();
         if s.is_some() {
@@ -113,7 +116,7 @@ fn pgaadauth_session_claims() -> Option<pgrx::JsonB> {
         let session = s.as_ref()?;
         session.identity.expires?;
         match &session.claims {
-            Some(claims) => Some(pgrx::JsonB(claims.clone())),
+            Some(claims) => Some(pgrx::JsonB(serde_json::Value::Object((**claims).clone()))),
             None => {
                 ErrorReport::new(
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,

@@ -420,12 +420,20 @@ impl Idp {
     pub fn directory_settings(&self, name: &str) -> Vec<(&'static str, String)> {
         let secret =
             crate::cluster::private_file(&format!("{name}-secret"), &format!("{CLIENT_SECRET}\n"));
-        vec![
-            ("pgaadauth.tenant_id", TENANT.into()),
-            ("pgaadauth.authority_host", self.base()),
+        let mut settings = self.entra_settings();
+        settings.extend([
             ("pgaadauth.graph_endpoint", self.base()),
             ("pgaadauth.client_id", CLIENT_ID.into()),
             ("pgaadauth.client_secret_file", secret.display().to_string()),
+        ]);
+        settings
+    }
+
+    /// Settings for a cluster that uses this provider as its Entra authority (no directory).
+    pub fn entra_settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("pgaadauth.tenant_id", TENANT.into()),
+            ("pgaadauth.authority_host", self.base()),
             ("pgaadauth.allow_http", "on".into()),
         ]
     }

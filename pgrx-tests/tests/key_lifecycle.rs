@@ -3,7 +3,7 @@
 //! worker, and a standby.
 
 use pgaadauth_e2e::cluster::Cluster;
-use pgaadauth_e2e::idp::{claims, mint, mint_as, Idp, Key, Mode, RSA1, RSA2, TENANT};
+use pgaadauth_e2e::idp::{claims, mint, mint_as, Idp, Key, Mode, RSA1, RSA2};
 use postgres::error::SqlState;
 use std::time::{Duration, Instant};
 
@@ -20,11 +20,7 @@ impl Setup {
     /// `extra`) with the principal `kim`.
     fn new(name: &str, keys: &[&Key], mode: Mode, extra: &[(&str, &str)]) -> Setup {
         let idp = Idp::start_in(keys, mode);
-        let mut settings = vec![
-            ("pgaadauth.tenant_id", TENANT.to_string()),
-            ("pgaadauth.authority_host", idp.base()),
-            ("pgaadauth.allow_http", "on".to_string()),
-        ];
+        let mut settings = idp.entra_settings();
         settings.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let pg = Cluster::start(name, &settings);
         pg.sql(&format!(

@@ -16,11 +16,7 @@ struct Setup {
 impl Setup {
     fn new(name: &str, extra: &[(&str, &str)]) -> Setup {
         let idp = Idp::start(&[&RSA1]);
-        let mut settings = vec![
-            ("pgaadauth.tenant_id", TENANT.to_string()),
-            ("pgaadauth.authority_host", idp.base()),
-            ("pgaadauth.allow_http", "on".to_string()),
-        ];
+        let mut settings = idp.entra_settings();
         settings.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let pg = Cluster::start(name, &settings);
         let s = Setup { idp, pg };

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde_json::{Map, Value};
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest token read from a client: PostgreSQL's own limit for authentication messages.
 pub const MAX_TOKEN_LEN: usize = 65535;
@@ -151,8 +152,9 @@ pub struct Verified {
     /// The token's `exp` and `iat` (Unix seconds).
     pub exp: i64,
     pub iat: Option<i64>,
-    /// Every verified claim of the token.
-    pub claims: Map<String, Value>,
+    /// Every verified claim of the token (shared with the [`Authentic`] it came from: no copy
+    /// per login).
+    pub claims: Arc<Map<String, Value>>,
 }
 
 /// Why a token was refused. Values quoted from the token are made log-safe when displayed.
@@ -654,7 +656,7 @@ pub fn validate<K: KeyLookup + ?Sized>(
 /// and which names its principal: who it speaks for, not yet for which role.
 #[derive(Clone, Debug)]
 pub struct Authentic {
-    claims: Map<String, Value>,
+    claims: Arc<Map<String, Value>>,
     /// The principal claim's value, GUIDs in canonical form.
     pub principal: String,
     pub kid: String,
@@ -793,7 +795,7 @@ pub fn verify<K: KeyLookup + ?Sized>(
         kid: kid.into(),
         exp,
         iat,
-        claims,
+        claims: Arc::new(claims),
     })
 }
 

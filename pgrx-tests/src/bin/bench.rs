@@ -12,7 +12,7 @@
 
 use pgaadauth_e2e::cluster::Cluster;
 use pgaadauth_e2e::idp::{claims, mint, Idp, RSA1, TENANT};
-use pgaadauth_e2e::pgbench::pgbench;
+use pgaadauth_e2e::pgbench::{env_or, median, pgbench};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -25,23 +25,6 @@ struct Config {
     port: u16,
     user: &'static str,
     password: Option<String>,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 fn main() {

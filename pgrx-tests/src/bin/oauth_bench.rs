@@ -7,17 +7,11 @@
 use pgaadauth_e2e::clients::run_oauth_client;
 use pgaadauth_e2e::cluster::{self, Cluster};
 use pgaadauth_e2e::idp::{claims, mint, Idp, RSA1, TENANT};
+use pgaadauth_e2e::pgbench::env_or;
 use std::time::Duration;
 
 const OID: &str = "0a7b0000-1111-4222-8333-444455556666";
 const SCOPE: &str = "https://ossrdbms-aad.database.windows.net/.default";
-
-fn env_or(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() {
     assert!(

@@ -8,23 +8,11 @@
 
 use pgaadauth_e2e::cluster::{self, Cluster};
 use pgaadauth_e2e::idp::{claims, mint, Idp, RSA1, TENANT};
-use pgaadauth_e2e::pgbench::pgbench;
+use pgaadauth_e2e::pgbench::{env_or, median, pgbench};
 use pgaadauth_e2e::pgbouncer::{pam_lock, write_pam_service, PgBouncer};
 use std::time::Duration;
 
 const OID: &str = "0b0b0000-1111-4222-8333-444455556666";
-
-fn env_or(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 fn main() {
     let (rounds, seconds) = (env_or("BENCH_ROUNDS", 5), env_or("BENCH_SECONDS", 3));

@@ -7,28 +7,11 @@
 //! install). Environment: BENCH_ROUNDS (10), BENCH_SECONDS (3), BENCH_CLIENTS (1).
 
 use pgaadauth_e2e::cluster::Cluster;
-use pgaadauth_e2e::idp::{claims, mint, Idp, RSA1, TENANT};
-use pgaadauth_e2e::pgbench::pgbench;
+use pgaadauth_e2e::idp::{claims, mint, Idp, RSA1};
+use pgaadauth_e2e::pgbench::{env_or, median, pgbench};
 use std::time::Duration;
 
 const OID: &str = "be4c0000-1111-4222-8333-444455556666";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
 
 fn main() {
     let rounds: usize = env_or("BENCH_ROUNDS", 10);
@@ -36,12 +19,8 @@ fn main() {
     let clients: u32 = env_or("BENCH_CLIENTS", 1);
     let idp = Idp::start(&[&RSA1]);
     let server = |name: &str, extra: &[(&'static str, &str)]| {
-        let mut settings = vec![
-            ("pgaadauth.tenant_id", TENANT.to_string()),
-            ("pgaadauth.authority_host", idp.base()),
-            ("pgaadauth.allow_http", "on".to_string()),
-            ("pgaadauth.log_logins", "none".to_string()),
-        ];
+        let mut settings = idp.entra_settings();
+        settings.push(("pgaadauth.log_logins", "none".to_string()));
         settings.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         let pg = Cluster::start(name, &settings);
         pg.sql(&format!(
@@ -134,12 +113,20 @@ fn main() {
     }
     println!("\nconnections per second, median of {rounds}:");
     for (i, (name, ..)) in configs.iter().enumerate() {
-        println!("  {name:<28} {:>8.1}", median(tps[i].clone()));
+        println!("  {name:<28} {:>8.1}", median(&mut tps[i].clone()));
     }
-    let ratio =
-        |a: usize, b: usize| median(tps[a].iter().zip(&tps[b]).map(|(x, y)| x / y).collect());
-    let cost =
-        |a: usize| (1000.0 / median(tps[a].clone()) - 1000.0 / median(tps[1].clone())) * 1000.0;
+    let ratio = |a: usize, b: usize| {
+        median(
+            &mut tps[a]
+                .iter()
+                .zip(&tps[b])
+                .map(|(x, y)| x / y)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let cost = |a: usize| {
+        (1000.0 / median(&mut tps[a].clone()) - 1000.0 / median(&mut tps[1].clone())) * 1000.0
+    };
     println!("ratios, median of the per-round ratios:");
     println!(
         "  token / trust                          {:>6.3}",

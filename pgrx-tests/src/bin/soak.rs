@@ -12,6 +12,7 @@ use pgaadauth_e2e::cluster::{private_file, Cluster};
 use pgaadauth_e2e::idp::{
     claims, mint, mint_as, Idp, Key, CLIENT_ID, CLIENT_SECRET, EC1, RSA1, RSA2, TENANT,
 };
+use pgaadauth_e2e::pgbench::env_or;
 use postgres::error::SqlState;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -80,13 +81,6 @@ struct Tally {
     /// Neither accepted nor refused with 28P01 (e.g. the connection ended at
     /// authentication_timeout while the directory stalled).
     other: usize,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// (process id, seconds alive, RSS in KiB, command line) of the postmaster's children.
