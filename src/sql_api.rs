@@ -46,21 +46,16 @@ fn ensure_admin_role(admin_role: &str) {
     }
 }
 
-/// Create a role mapped to the Entra principal `objectid` (Azure's signature and result).
-#[pg_extern(volatile, parallel_unsafe)]
-fn pgaadauth_create_principal_with_oid(
+/// The label the create and update functions give a role, from Azure's arguments.
+fn principal_label(
     rolename: &str,
     objectid: &str,
     objecttype: &str,
     isadmin: bool,
     ismfa: bool,
-) -> String {
-    require_principal_manager("create Entra principals");
+) -> Label {
     if rolename.is_empty() {
-        invalid_argument(
-            "roleName must not be empty".into(),
-            "Name the role to create.",
-        );
+        invalid_argument("roleName must not be empty".into(), "Name the role.");
     }
     let oid = normalize_guid(objectid.trim()).unwrap_or_else(|| {
         invalid_argument(
@@ -74,14 +69,115 @@ fn pgaadauth_create_principal_with_oid(
             "Use \"user\", \"group\" or \"service\".",
         )
     });
-    let tid = normalize_guid(&settings::text(&settings::TENANT_ID));
-    let label = Label {
+    Label {
         oid,
         principal_type,
-        tid,
+        tid: normalize_guid(&settings::text(&settings::TENANT_ID)),
         admin: isadmin,
         mfa: ismfa,
+    }
+}
+
+/// Rebind an existing Entra role in place: its object id, type, MFA requirement and
+/// administrator membership (Azure's signature). Superusers and Entra administrators, as for
+/// the create functions; an Entra administrator only for roles already mapped to a principal
+/// (mapping any other role would take it over), never for a superuser, REPLICATION, BYPASSRLS
+/// or predefined role, nor for its own.
+#[pg_extern(volatile, parallel_unsafe)]
+fn pgaadauth_update_principal_with_oid(
+    rolename: &str,
+    objectid: &str,
+    objecttype: &str,
+    isadmin: bool,
+    ismfa: bool,
+) -> String {
+    use crate::seclabel::{label_of_role, RoleLabel};
+    require_principal_manager("update Entra principals");
+    let label = principal_label(rolename, objectid, objecttype, isadmin, ismfa);
+    let roleid = unsafe { pg_sys::get_role_oid(c_string(rolename).as_ptr(), true) };
+    if roleid == pg_sys::InvalidOid {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("role \"{rolename}\" does not exist"),
+            "pgaadauth",
+        )
+        .set_hint("Create it with pgaadauth_create_principal_with_oid.")
+        .report(PgLogLevel::ERROR);
+    }
+    let before = match label_of_role(roleid) {
+        RoleLabel::Label(l) => Some(l),
+        RoleLabel::None | RoleLabel::Malformed(_) => None,
     };
+    if !unsafe { pg_sys::superuser() } {
+        let refuse = |why: &str| {
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("permission denied to update role \"{rolename}\": {why}"),
+                "pgaadauth",
+            )
+            .set_hint("Only superusers may do that.")
+            .report(PgLogLevel::ERROR);
+        };
+        let protected = unsafe {
+            pg_sys::superuser_arg(roleid)
+                || pg_sys::has_rolreplication(roleid)
+                || pg_sys::has_bypassrls_privilege(roleid)
+        };
+        if before.is_none() {
+            refuse("it is not mapped to an Entra principal");
+        }
+        if protected || roleid.to_u32() < pg_sys::FirstNormalObjectId {
+            refuse("it is a superuser, REPLICATION, BYPASSRLS or predefined role");
+        }
+        if roleid == unsafe { pg_sys::GetSessionUserId() }
+            || roleid == unsafe { pg_sys::GetUserId() }
+        {
+            refuse("it is your own role");
+        }
+    }
+    let role = quote_ident(rolename);
+    let was_admin = before.as_ref().is_some_and(|l| l.admin);
+    // Authorized above; as for create, PostgreSQL 16+ gives a CREATEROLE administrator these
+    // rights only over roles it created itself.
+    as_bootstrap_superuser(|| {
+        let admin_role = settings::admin_role();
+        if isadmin && !was_admin {
+            ensure_admin_role(&admin_role);
+            Spi::run(&format!("ALTER ROLE {role} CREATEROLE CREATEDB"))
+                .unwrap_or_else(|e| error!("could not alter role \"{rolename}\": {e}"));
+            Spi::run(&format!("GRANT {} TO {role}", quote_ident(&admin_role))).unwrap_or_else(
+                |e| error!("could not grant \"{admin_role}\" to \"{rolename}\": {e}"),
+            );
+        } else if !isadmin && was_admin {
+            Spi::run(&format!("ALTER ROLE {role} NOCREATEROLE NOCREATEDB"))
+                .unwrap_or_else(|e| error!("could not alter role \"{rolename}\": {e}"));
+            if role_exists(&admin_role) {
+                Spi::run(&format!("REVOKE {} FROM {role}", quote_ident(&admin_role)))
+                    .unwrap_or_else(|e| {
+                        error!("could not revoke \"{admin_role}\" from \"{rolename}\": {e}")
+                    });
+            }
+        }
+        Spi::run(&format!(
+            "SECURITY LABEL FOR \"pgaadauth\" ON ROLE {role} IS {}",
+            quote_literal(&label.to_string())
+        ))
+        .unwrap_or_else(|e| error!("could not label role \"{rolename}\": {e}"));
+    });
+    format!("Updated role for {rolename}")
+}
+
+/// Create a role mapped to the Entra principal `objectid` (Azure's signature and result).
+#[pg_extern(volatile, parallel_unsafe)]
+fn pgaadauth_create_principal_with_oid(
+    rolename: &str,
+    objectid: &str,
+    objecttype: &str,
+    isadmin: bool,
+    ismfa: bool,
+) -> String {
+    require_principal_manager("create Entra principals");
+    let label = principal_label(rolename, objectid, objecttype, isadmin, ismfa);
     let role = quote_ident(rolename);
     let extra = if isadmin { " CREATEROLE CREATEDB" } else { "" };
     // Authorized above; the statements need rights that PostgreSQL 16+ gives a CREATEROLE
