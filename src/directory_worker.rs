@@ -28,12 +28,12 @@ pub fn register() {
 /// The directory as the worker uses it, with its own access token cached until a minute before
 /// it expires. Neither the token nor the secret is ever logged.
 #[derive(Default)]
-struct DirectorySession {
+pub(crate) struct DirectorySession {
     token: Option<(String, i64)>,
 }
 
 impl DirectorySession {
-    fn access_token(&mut self, fetcher: &Fetcher) -> Result<String, String> {
+    pub(crate) fn access_token(&mut self, fetcher: &Fetcher) -> Result<String, String> {
         let now = unix_now();
         if let Some((token, expires_at)) = &self.token {
             if *expires_at - 60 > now {
@@ -55,17 +55,18 @@ impl DirectorySession {
         Ok(token)
     }
 
-    /// Send a directory request; a 401 drops the cached token for the next question.
-    fn send(
+    /// Send a directory request: status, `Retry-After` and body. A 401 drops the cached token
+    /// for the next question.
+    pub(crate) fn send(
         &mut self,
         fetcher: &Fetcher,
         request: &directory::Request,
-    ) -> Result<(u16, Vec<u8>), String> {
-        let (status, body) = fetcher.send(request)?;
-        if status == 401 {
+    ) -> Result<(u16, Option<String>, Vec<u8>), String> {
+        let answer = fetcher.send_reading(request, "retry-after")?;
+        if answer.0 == 401 {
             self.token = None;
         }
-        Ok((status, body))
+        Ok(answer)
     }
 
     fn answer(
@@ -81,7 +82,7 @@ impl DirectorySession {
             Question::Resolve => {
                 let mut matches = Vec::new();
                 for (kind, request) in directory::lookup_requests(&graph, arg1, &token) {
-                    let (status, body) = self.send(fetcher, &request)?;
+                    let (status, _, body) = self.send(fetcher, &request)?;
                     matches.push((kind, directory::parse_lookup(status, &body)?));
                 }
                 let (kind, oid) = directory::resolve(arg1, &matches)?;
@@ -89,7 +90,7 @@ impl DirectorySession {
             }
             Question::Membership => {
                 let request = directory::membership_request(&graph, arg1, arg2, &token);
-                let (status, body) = self.send(fetcher, &request)?;
+                let (status, _, body) = self.send(fetcher, &request)?;
                 let is_member = directory::parse_membership(status, &body, arg2)?;
                 let now = unix_now();
                 let ttl = i64::from(settings::GROUP_CACHE_TTL.get());

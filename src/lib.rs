@@ -4,11 +4,11 @@
 //! here under their module names. This crate is the PostgreSQL glue: `auth` (the login hook),
 //! `sasl` (the SCRAM exchange), `utility` (the DROP ROLE guard), `seclabel`, `keytable`,
 //! `mailbox` and `stats` (shared memory), `worker` (keys), `directory_worker`, `wait`,
-//! `settings`, `sql_api`, `shim` (the C bridge).
+//! `settings`, `sql_api`, `sync_roles` and `sync_worker` (group sync), `shim` (the C bridge).
 
 pub use pgaadauth_core::{
-    audit, clock, config, directory, http, jwks, label, oauth_line, pgbouncer, schedule, session,
-    strict_json, token,
+    audit, clock, config, directory, group_sync, http, jwks, label, oauth_line, pgbouncer,
+    schedule, session, strict_json, token,
 };
 
 pub(crate) mod auth;
@@ -29,6 +29,8 @@ mod settings;
 mod shim;
 mod sql_api;
 mod stats;
+mod sync_roles;
+mod sync_worker;
 mod utility;
 mod wait;
 mod worker;
@@ -66,6 +68,7 @@ pub extern "C-unwind" fn _PG_init() {
     sessions::install_message_hook();
     worker::register();
     session_worker::register();
+    sync_worker::register();
 }
 
 /// Settings for the `#[pg_test]` harness, which connects over TCP without a password: its

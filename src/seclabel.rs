@@ -180,15 +180,25 @@ unsafe extern "C-unwind" fn check_relabel(
         return;
     }
     let text = unsafe { CStr::from_ptr(seclabel) }.to_string_lossy();
-    if let Err(e) = Label::parse(&text) {
-        ErrorReport::new(
+    match Label::parse(&text) {
+        Err(e) => ErrorReport::new(
             PgSqlErrorCode::ERRCODE_INVALID_NAME,
             format!("invalid pgaadauth label for role \"{role}\""),
             "pgaadauth",
         )
         .set_detail(format!("{}.", capitalized(&e.to_string())))
-        .set_hint("The form is 'aadauth,oid=<guid>,type=<user|group|service>[,tid=<guid>][,admin][,mfa]'.")
-        .report(PgLogLevel::ERROR);
+        .set_hint("The form is 'aadauth,oid=<guid>,type=<user|group|service>[,tid=<guid>][,admin][,mfa][,synced]'.")
+        .report(PgLogLevel::ERROR),
+        // `synced` hands the role to group sync, which runs as a superuser: only a superuser
+        // (or the sync itself) may say so.
+        Ok(label) if label.synced && !unsafe { pg_sys::superuser() } => ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to mark role \"{role}\" as created by group sync"),
+            "pgaadauth",
+        )
+        .set_hint("Only superusers may set \"synced\" in a pgaadauth label.")
+        .report(PgLogLevel::ERROR),
+        Ok(_) => {}
     }
 }
 

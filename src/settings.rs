@@ -36,6 +36,8 @@ pub static CLIENT_SECRET_FILE: GucSetting<Option<CString>> =
 pub static MANAGED_IDENTITY_ENDPOINT: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static GROUP_CACHE_TTL: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static ENABLE_GROUP_SYNC: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static GROUP_SYNC_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(1800);
 /// `pgaadauth.log_logins`: which token logins get an audit line.
 #[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LogLogins {
@@ -422,6 +424,24 @@ pub fn define() {
         c"The database whose pgaadauth.revocations table holds token revocations.",
         &DATABASE,
         Some(check_database),
+    );
+    GucRegistry::define_bool_guc(
+        c"pgaadauth.enable_group_sync",
+        c"Whether Entra group sync keeps a login role for each member of every group role.",
+        c"",
+        &ENABLE_GROUP_SYNC,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pgaadauth.group_sync_interval",
+        c"How often the group sync worker syncs when pgaadauth.enable_group_sync is on.",
+        c"",
+        &GROUP_SYNC_INTERVAL,
+        1,
+        7 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
     );
     GucRegistry::define_int_guc(
         c"pgaadauth.group_cache_ttl",

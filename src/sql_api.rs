@@ -75,6 +75,7 @@ fn principal_label(
         tid: normalize_guid(&settings::text(&settings::TENANT_ID)),
         admin: isadmin,
         mfa: ismfa,
+        synced: false,
     }
 }
 
@@ -432,6 +433,7 @@ fn pgaadauth_validate_token_for(token: &str, role: Option<&str>) -> pgrx::JsonB 
             tid: None,
             admin: false,
             mfa: false,
+            synced: false,
         }),
     };
     let mut out = json!({"header": header, "claims": claims, "role": role});

@@ -89,6 +89,12 @@ struct Directory {
     /// Directory answers wait this long first (a stalled directory).
     stall: Option<std::time::Duration>,
     issued: usize,
+    /// Members per transitiveMembers page at most (Graph: `$top`, at most 999).
+    page_size: usize,
+    /// The next this many transitiveMembers requests answer 429 with `Retry-After: 1`.
+    throttle_next: usize,
+    /// The transitiveMembers page starting at this member answers 500, once.
+    fail_page_at: Option<usize>,
 }
 
 /// The client credential the test directory accepts.
@@ -180,7 +186,10 @@ impl Idp {
             mode: Mode::Normal,
             max_age: None,
             jwks_uri: None,
-            directory: Directory::default(),
+            directory: Directory {
+                page_size: 999,
+                ..Directory::default()
+            },
         }));
         let shared = state.clone();
         let with_tls = tls.is_some();
@@ -314,6 +323,21 @@ impl Idp {
         self.state.lock().unwrap().directory.stall = stall;
     }
 
+    /// Serve at most `size` members per transitiveMembers page.
+    pub fn dir_set_page_size(&self, size: usize) {
+        self.state.lock().unwrap().directory.page_size = size;
+    }
+
+    /// Answer the next `count` transitiveMembers requests with 429 and `Retry-After: 1`.
+    pub fn dir_throttle_next(&self, count: usize) {
+        self.state.lock().unwrap().directory.throttle_next = count;
+    }
+
+    /// Answer the transitiveMembers page that starts at member `offset` with 500, once.
+    pub fn dir_fail_page_at(&self, offset: usize) {
+        self.state.lock().unwrap().directory.fail_page_at = Some(offset);
+    }
+
     /// Requests whose path contains `part`.
     pub fn count(&self, part: &str) -> usize {
         self.requests().iter().filter(|p| p.contains(part)).count()
@@ -359,7 +383,11 @@ fn serve(mut stream: impl Read + Write, port: u16, scheme: &str, state: &Mutex<S
     let (status, body, cache, stall) = {
         let mut s = state.lock().unwrap();
         s.requests.push(path.clone());
-        let answer = directory_answer(&mut s.directory, &request);
+        let answer = directory_answer(
+            &mut s.directory,
+            &request,
+            &format!("{scheme}://127.0.0.1:{port}"),
+        );
         let cache = s
             .max_age
             .map(|a| format!("Cache-Control: public, max-age={a}\r\n"));
@@ -401,11 +429,17 @@ fn serve(mut stream: impl Read + Write, port: u16, scheme: &str, state: &Mutex<S
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",
+        429 => "Too Many Requests",
         503 => "Service Unavailable",
         _ => "Internal Server Error",
     };
+    let retry_after = if status == 429 {
+        "Retry-After: 1\r\n"
+    } else {
+        ""
+    };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}{retry_after}Connection: close\r\n\r\n",
         body.len(),
         cache.unwrap_or_default()
     );
@@ -535,10 +569,87 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A group's members, nested groups' members too (the nested groups themselves included), each
+/// once, in the order they were added.
+fn transitive_members(d: &Directory, group: &str) -> Vec<String> {
+    let groups: std::collections::HashSet<&str> = d
+        .objects
+        .iter()
+        .filter(|o| o.kind == "group")
+        .map(|o| o.id.as_str())
+        .collect();
+    let mut seen = std::collections::HashSet::from([group.to_string()]);
+    let mut found: Vec<String> = Vec::new();
+    let mut queue = vec![group.to_string()];
+    while let Some(g) = queue.pop() {
+        for (mg, m) in &d.members {
+            if *mg == g && seen.insert(m.clone()) {
+                found.push(m.clone());
+                if groups.contains(m.as_str()) {
+                    queue.push(m.clone());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// `/v1.0/groups/{id}/transitiveMembers`: pages of `page_size` (or `$top`) members linked by
+/// `@odata.nextLink` (`$skiptoken` is the offset), throttled or failing when told to.
+fn members_page(d: &mut Directory, group: &str, query: &str, base: &str) -> (u16, String) {
+    if d.throttle_next > 0 {
+        d.throttle_next -= 1;
+        return (429, r#"{"error":{"code":"TooManyRequests"}}"#.into());
+    }
+    if !d.objects.iter().any(|o| o.id == group && o.kind == "group") {
+        return (
+            404,
+            r#"{"error":{"code":"Request_ResourceNotFound"}}"#.into(),
+        );
+    }
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|p| p.strip_prefix(name))
+            .and_then(|v| v.parse::<usize>().ok())
+    };
+    let offset = param("$skiptoken=").unwrap_or(0);
+    if d.fail_page_at == Some(offset) {
+        d.fail_page_at = None;
+        return (500, r#"{"error":{"code":"InternalServerError"}}"#.into());
+    }
+    let size = param("$top=").unwrap_or(100).min(d.page_size.max(1));
+    let all = transitive_members(d, group);
+    let objects: std::collections::HashMap<&str, &DirObject> =
+        d.objects.iter().map(|o| (o.id.as_str(), o)).collect();
+    let items: Vec<Value> = all
+        .iter()
+        .skip(offset)
+        .take(size)
+        .filter_map(|id| objects.get(id.as_str()))
+        .map(|o| match o.kind {
+            "user" => json!({"@odata.type": "#microsoft.graph.user", "id": o.id,
+                             "userPrincipalName": o.name, "displayName": o.name}),
+            "service" => json!({"@odata.type": "#microsoft.graph.servicePrincipal",
+                                "id": o.id, "displayName": o.name}),
+            _ => json!({"@odata.type": "#microsoft.graph.group", "id": o.id,
+                        "displayName": o.name}),
+        })
+        .collect();
+    let mut page = json!({ "value": items });
+    if offset + size < all.len() {
+        page["@odata.nextLink"] = json!(format!(
+            "{base}/v1.0/groups/{group}/transitiveMembers?$select=id,userPrincipalName,displayName&$top={size}&$skiptoken={}",
+            offset + size
+        ));
+    }
+    (200, page.to_string())
+}
+
 /// The Graph-compatible endpoints: the token endpoint (client credentials, or IMDS-style
-/// `/msi/token`), users by UPN, groups and service principals by display name, and
-/// checkMemberGroups. None: not a directory path.
-fn directory_answer(d: &mut Directory, r: &Incoming) -> Option<(u16, String)> {
+/// `/msi/token`), users by UPN, groups and service principals by display name,
+/// checkMemberGroups and transitiveMembers. None: not a directory path.
+fn directory_answer(d: &mut Directory, r: &Incoming, base: &str) -> Option<(u16, String)> {
     let path = r.path.as_str();
     let is_token = path.ends_with("/oauth2/v2.0/token") || path.starts_with("/msi/token");
     if !is_token && !path.starts_with("/v1.0/") {
@@ -612,6 +723,13 @@ fn directory_answer(d: &mut Directory, r: &Incoming) -> Option<(u16, String)> {
                 r#"{"error":{"code":"Request_ResourceNotFound"}}"#.into(),
             ),
         });
+    }
+    if let Some(group) = route
+        .strip_prefix("/v1.0/groups/")
+        .and_then(|r| r.strip_suffix("/transitiveMembers"))
+    {
+        let group = percent_decode(group);
+        return Some(members_page(d, &group, query, base));
     }
     if route == "/v1.0/groups" {
         return by_display_name("group").or(Some((400, "{}".into())));

@@ -1,9 +1,10 @@
-//! Entra group sync, the pure part (issue 14, in progress; nothing calls it yet): Graph's
-//! transitive member list of a group, page by page, with throttling; and the plan that brings
-//! the login roles the sync created in step with the directory. The plan only ever touches
-//! roles the sync created, never drops a role, and reports what it will not do.
+//! Entra group sync, the pure part: Graph's transitive member list of a group, page by page,
+//! with throttling; and the plan that brings the login roles the sync created in step with the
+//! directory. The plan only ever touches roles the sync created, never drops a role, and reports
+//! what it will not do.
 
 use crate::directory::{encode, Request};
+use crate::label::normalize_guid;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -151,7 +152,11 @@ pub fn parse_members_page(
             _ => (MemberKind::User, None),
         };
         match (text("id"), name) {
-            (Some(id), Some(name)) => page.members.push(Member { id, kind, name }),
+            (Some(id), Some(name)) => page.members.push(Member {
+                id: normalize_guid(&id).unwrap_or(id),
+                kind,
+                name,
+            }),
             _ => page.skipped += 1,
         }
     }
@@ -229,11 +234,13 @@ impl Action {
     }
 }
 
-/// What brings the synced roles in step with `groups`. `taken(name)`: whether a role of that
-/// name exists now (the sync's own roles included). Actions come in a stable order: by object
-/// id, then by group role.
+/// What brings the synced roles in step with `groups`. `unread`: group roles whose members
+/// could not be read this time; memberships in them stay as they are. `taken(name)`: whether a
+/// role of that name exists now (the sync's own roles included). Actions come in a stable
+/// order: by object id, then by group role.
 pub fn plan(
     groups: &[GroupMembers],
+    unread: &BTreeSet<String>,
     synced: &[SyncedRole],
     taken: &dyn Fn(&str) -> bool,
 ) -> Vec<Action> {
@@ -255,6 +262,9 @@ pub fn plan(
     for (oid, (member, want)) in &wanted {
         match by_oid.get(oid) {
             Some(s) => {
+                let mut want = want.clone();
+                want.extend(s.groups.intersection(unread).cloned());
+                let want = &want;
                 if s.role != member.name {
                     actions.push(Action::Renamed {
                         role: s.role.clone(),
@@ -286,7 +296,9 @@ pub fn plan(
                     object_id: oid.to_string(),
                     why,
                 };
-                if member.name.len() > MAX_ROLE_NAME {
+                if normalize_guid(&member.id).is_none() {
+                    actions.push(skip("the directory object id is not a GUID".into()));
+                } else if member.name.len() > MAX_ROLE_NAME {
                     actions.push(skip(format!(
                         "the name is longer than PostgreSQL's {MAX_ROLE_NAME}-byte role names"
                     )));
@@ -309,13 +321,13 @@ pub fn plan(
         if wanted.contains_key(s.object_id.as_str()) {
             continue;
         }
-        for g in &s.groups {
+        for g in s.groups.difference(unread) {
             actions.push(Action::Revoke {
                 role: s.role.clone(),
                 group_role: g.clone(),
             });
         }
-        if s.can_login {
+        if s.can_login && s.groups.is_disjoint(unread) {
             actions.push(Action::Disable {
                 role: s.role.clone(),
             });
@@ -348,6 +360,14 @@ mod tests {
     fn set(items: &[&str]) -> BTreeSet<String> {
         items.iter().map(|g| g.to_string()).collect()
     }
+
+    fn none() -> BTreeSet<String> {
+        BTreeSet::new()
+    }
+
+    const U1: &str = "00000000-0000-4000-8000-000000000001";
+    const U2: &str = "00000000-0000-4000-8000-000000000002";
+    const U3: &str = "00000000-0000-4000-8000-000000000003";
 
     #[test]
     fn pages_members_of_the_kinds_the_sync_names_and_the_next_link() {
@@ -442,19 +462,19 @@ mod tests {
         let groups = [
             GroupMembers {
                 group_role: "analysts".into(),
-                members: vec![user("u1", "ann@contoso.com"), user("u2", "postgres")],
+                members: vec![user(U1, "ann@contoso.com"), user(U2, "postgres")],
             },
             GroupMembers {
                 group_role: "admins".into(),
-                members: vec![user("u1", "ann@contoso.com"), user("u3", &"x".repeat(64))],
+                members: vec![user(U1, "ann@contoso.com"), user(U3, &"x".repeat(64))],
             },
         ];
-        let actions = plan(&groups, &[], &|name| name == "postgres");
+        let actions = plan(&groups, &none(), &[], &|name| name == "postgres");
         assert_eq!(
             actions[0],
             Action::Create {
                 role: "ann@contoso.com".into(),
-                member: user("u1", "ann@contoso.com"),
+                member: user(U1, "ann@contoso.com"),
                 groups: set(&["admins", "analysts"]),
             }
         );
@@ -468,29 +488,26 @@ mod tests {
     fn two_members_with_one_name_get_one_role() {
         let groups = [GroupMembers {
             group_role: "g".into(),
-            members: vec![user("u1", "same"), user("u2", "same")],
+            members: vec![user(U1, "same"), user(U2, "same")],
         }];
-        let actions = plan(&groups, &[], &|_| false);
+        let actions = plan(&groups, &none(), &[], &|_| false);
         assert!(matches!(&actions[0], Action::Create { role, .. } if role == "same"));
-        assert!(matches!(&actions[1], Action::Skipped { object_id, .. } if object_id == "u2"));
+        assert!(matches!(&actions[1], Action::Skipped { object_id, .. } if object_id == U2));
     }
 
     #[test]
     fn synced_roles_follow_membership_and_are_never_dropped() {
         let groups = [GroupMembers {
             group_role: "analysts".into(),
-            members: vec![
-                user("u1", "ann@contoso.com"),
-                user("u2", "bob.new@contoso.com"),
-            ],
+            members: vec![user(U1, "ann@contoso.com"), user(U2, "bob.new@contoso.com")],
         }];
         let before = [
-            synced("ann@contoso.com", "u1", true, &["admins"]),
-            synced("bob@contoso.com", "u2", false, &[]),
-            synced("cy@contoso.com", "u3", true, &["analysts"]),
+            synced("ann@contoso.com", U1, true, &["admins"]),
+            synced("bob@contoso.com", U2, false, &[]),
+            synced("cy@contoso.com", U3, true, &["analysts"]),
         ];
         // The sync's own names count as taken; they never matter for roles it knows.
-        let actions = plan(&groups, &before, &|_| true);
+        let actions = plan(&groups, &none(), &before, &|_| true);
         assert_eq!(
             actions,
             vec![
@@ -504,7 +521,7 @@ mod tests {
                 },
                 Action::Renamed {
                     role: "bob@contoso.com".into(),
-                    object_id: "u2".into(),
+                    object_id: U2.into(),
                     directory_name: "bob.new@contoso.com".into()
                 },
                 Action::Enable {
@@ -525,9 +542,55 @@ mod tests {
         );
         // In step: nothing to do.
         let after = [
-            synced("ann@contoso.com", "u1", true, &["analysts"]),
-            synced("bob.new@contoso.com", "u2", true, &["analysts"]),
+            synced("ann@contoso.com", U1, true, &["analysts"]),
+            synced("bob.new@contoso.com", U2, true, &["analysts"]),
         ];
-        assert!(plan(&groups, &after, &|_| true).is_empty());
+        assert!(plan(&groups, &none(), &after, &|_| true).is_empty());
+    }
+
+    #[test]
+    fn members_of_unread_groups_keep_their_memberships_and_login() {
+        // "admins" could not be read: ann keeps it, cy keeps it and LOGIN, dee (only in
+        // "analysts", which was read) loses hers.
+        let groups = [GroupMembers {
+            group_role: "analysts".into(),
+            members: vec![user(U1, "ann@contoso.com")],
+        }];
+        let before = [
+            synced("ann@contoso.com", U1, true, &["admins", "analysts"]),
+            synced("cy@contoso.com", U2, true, &["admins", "analysts"]),
+            synced("dee@contoso.com", U3, true, &["analysts"]),
+        ];
+        let actions = plan(&groups, &set(&["admins"]), &before, &|_| true);
+        assert_eq!(
+            actions,
+            vec![
+                Action::Revoke {
+                    role: "cy@contoso.com".into(),
+                    group_role: "analysts".into()
+                },
+                Action::Revoke {
+                    role: "dee@contoso.com".into(),
+                    group_role: "analysts".into()
+                },
+                Action::Disable {
+                    role: "dee@contoso.com".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn ids_are_lower_case_guids_or_the_member_is_skipped() {
+        let body = br##"{"value":[
+            {"@odata.type":"#microsoft.graph.user","id":"00000000-0000-4000-8000-00000000000A","userPrincipalName":"a@x"}]}"##;
+        let page = parse_members_page(200, None, body).unwrap();
+        assert_eq!(page.members[0].id, "00000000-0000-4000-8000-00000000000a");
+        let groups = [GroupMembers {
+            group_role: "g".into(),
+            members: vec![user("not-a-guid", "b@x")],
+        }];
+        assert!(matches!(&plan(&groups, &none(), &[], &|_| false)[0],
+            Action::Skipped { why, .. } if why.contains("GUID")));
     }
 }

@@ -70,6 +70,16 @@ impl Fetcher {
 
     /// Send `request`: its status and body (at most [`MAX_BODY`] bytes).
     pub fn send(&self, request: &crate::directory::Request) -> Result<(u16, Vec<u8>), String> {
+        self.send_reading(request, "retry-after")
+            .map(|(status, _, body)| (status, body))
+    }
+
+    /// As [`Fetcher::send`], with the answer's `header` too.
+    pub fn send_reading(
+        &self,
+        request: &crate::directory::Request,
+        header: &str,
+    ) -> Result<(u16, Option<String>, Vec<u8>), String> {
         let url = &request.url;
         // The managed identity token request may go to the instance metadata service over
         // plain http without pgaadauth.allow_http; nothing else may.
@@ -94,13 +104,18 @@ impl Fetcher {
         };
         let mut resp = result.map_err(|e| format!("{} {shown}: {e}", request.method))?;
         let status = resp.status().as_u16();
+        let value = resp
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
         let body = resp
             .body_mut()
             .with_config()
             .limit(MAX_BODY)
             .read_to_vec()
             .map_err(|e| format!("{} {shown}: {e}", request.method))?;
-        Ok((status, body))
+        Ok((status, value, body))
     }
 
     /// GET `url`: the body of a 200 answer (at most [`MAX_BODY`] bytes) and its Cache-Control

@@ -1,6 +1,6 @@
 //! The `pgaadauth` security label grammar (pure, no pgrx).
 //!
-//! `aadauth,oid=<guid>,type=<user|group|service>[,tid=<guid>][,admin][,mfa]`
+//! `aadauth,oid=<guid>,type=<user|group|service>[,tid=<guid>][,admin][,mfa][,synced]`
 //!
 //! The head `aadauth` comes first; the other items follow in any order, each at most once.
 //! Azure's documented form `aadauth,oid=<objectId>,type=<objectType>,admin` is valid.
@@ -44,6 +44,8 @@ pub struct Label {
     pub tid: Option<String>,
     pub admin: bool,
     pub mfa: bool,
+    /// The role was created by Entra group sync, which keeps it in step with the directory.
+    pub synced: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,7 +68,7 @@ impl fmt::Display for LabelError {
             }
             LabelError::UnknownItem(i) => write!(
                 f,
-                "unknown item \"{i}\"; expected oid=, type=, tid=, admin or mfa"
+                "unknown item \"{i}\"; expected oid=, type=, tid=, admin, mfa or synced"
             ),
             LabelError::Duplicate(i) => write!(f, "item \"{i}\" appears more than once"),
             LabelError::BadGuid { item, value } => {
@@ -115,7 +117,7 @@ impl Label {
             return Err(LabelError::BadHead(head.to_string()));
         }
         let (mut oid, mut ptype, mut tid) = (None, None, None);
-        let (mut admin, mut mfa) = (false, false);
+        let (mut admin, mut mfa, mut synced) = (false, false, false);
         for item in items {
             let (key, value) = match item.split_once('=') {
                 Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
@@ -143,6 +145,7 @@ impl Label {
                 }
                 ("admin", None) => set_flag(&mut admin, "admin")?,
                 ("mfa", None) => set_flag(&mut mfa, "mfa")?,
+                ("synced", None) => set_flag(&mut synced, "synced")?,
                 _ => return Err(LabelError::UnknownItem(item.to_string())),
             }
         }
@@ -152,6 +155,7 @@ impl Label {
             tid,
             admin,
             mfa,
+            synced,
         })
     }
 }
@@ -190,6 +194,9 @@ impl fmt::Display for Label {
         if self.mfa {
             write!(f, ",mfa")?;
         }
+        if self.synced {
+            write!(f, ",synced")?;
+        }
         Ok(())
     }
 }
@@ -224,7 +231,7 @@ mod tests {
 
     #[test]
     fn canonical_form_round_trips() {
-        let text = format!("aadauth,oid={OID},type=group,tid={TID},admin,mfa");
+        let text = format!("aadauth,oid={OID},type=group,tid={TID},admin,mfa,synced");
         let l = Label::parse(&text).unwrap();
         assert_eq!(l.to_string(), text);
         assert_eq!(Label::parse(&l.to_string()).unwrap(), l);

@@ -182,15 +182,17 @@ proptest! {
         tid in prop::option::of("[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}"),
         admin in any::<bool>(),
         mfa in any::<bool>(),
+        synced in any::<bool>(),
     ) {
         let mut text = format!("aadauth,oid={},type={kind}", oid.to_uppercase());
         if let Some(t) = &tid { text.push_str(&format!(",tid={t}")); }
         if admin { text.push_str(",admin"); }
         if mfa { text.push_str(",mfa"); }
+        if synced { text.push_str(",synced"); }
         let l = Label::parse(&text).unwrap();
         prop_assert_eq!(&l.oid, &oid);
         prop_assert_eq!(l.tid.clone(), tid.map(|t| t.to_lowercase()));
-        prop_assert_eq!((l.admin, l.mfa), (admin, mfa));
+        prop_assert_eq!((l.admin, l.mfa, l.synced), (admin, mfa, synced));
         prop_assert_eq!(Label::parse(&l.to_string()).unwrap(), l);
     }
 

@@ -1,0 +1,528 @@
+//! Entra group sync: for every role labelled `type=group`, a login role for each of the group's
+//! members in the directory, kept in step (crates/core/src/group_sync.rs decides what changes).
+//! One run reads every group's members, then, under a cluster-wide lock held to the end of its
+//! transaction, reads the roles again, plans and applies: a run that fails changes nothing, and
+//! two runs never overlap. The roles it creates carry `synced` in their label: that is how a
+//! later run knows them, and it never touches any other role.
+
+use crate::directory_worker::DirectorySession;
+use crate::group_sync::{
+    members_request, next_page_request, parse_members_page, plan, Action, GroupMembers, MemberKind,
+    PageError, SyncedRole,
+};
+use crate::label::{normalize_guid, Label, PrincipalType};
+use crate::seclabel::{as_bootstrap_superuser, c_string, require_principal_manager};
+use crate::settings;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Throttled answers in a row before a group counts as unread for this run.
+const MAX_THROTTLED: u32 = 10;
+/// Pages of one group before it counts as unread (10,000 members are 11 pages of 999).
+const MAX_PAGES: usize = 1_000;
+
+/// One row of a sync's result.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub role: String,
+    pub object_id: String,
+    pub group_role: Option<String>,
+    pub action: &'static str,
+    pub detail: Option<String>,
+}
+
+/// How a run waits (throttling) and learns it must stop early.
+pub struct Waiting<'a> {
+    pub nap: &'a dyn Fn(Duration),
+    pub stop: &'a dyn Fn() -> bool,
+}
+
+/// A role with a pgaadauth label, as the catalogs say now.
+struct LabelledRole {
+    name: String,
+    label: Label,
+    can_login: bool,
+    member_of: Vec<String>,
+}
+
+/// Every role with a well-formed pgaadauth label, read with a fresh snapshot (not the one the
+/// calling statement started with). Only catalogs every role may read.
+fn labelled_roles() -> Vec<LabelledRole> {
+    let query = "SELECT a.rolname::text, l.label, a.rolcanlogin, \
+           ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m \
+                 JOIN pg_catalog.pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid) \
+         FROM pg_catalog.pg_shseclabel l JOIN pg_catalog.pg_roles a ON a.oid = l.objoid \
+         WHERE l.provider = 'pgaadauth' AND l.classoid = 'pg_catalog.pg_authid'::pg_catalog.regclass";
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    let rows = Spi::connect(|c| {
+        let table = c
+            .select(query, None, &[])
+            .unwrap_or_else(|e| error!("could not read the pgaadauth labels: {e}"));
+        table
+            .filter_map(|row| {
+                let name: String = row.get(1).ok().flatten()?;
+                let text: String = row.get(2).ok().flatten()?;
+                let label = Label::parse(&text).ok()?;
+                Some(LabelledRole {
+                    name,
+                    label,
+                    can_login: row.get(3).ok().flatten().unwrap_or(false),
+                    member_of: row.get::<Vec<String>>(4).ok().flatten().unwrap_or_default(),
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    unsafe { pg_sys::PopActiveSnapshot() };
+    rows
+}
+
+fn group_roles(roles: &[LabelledRole]) -> BTreeMap<String, &Label> {
+    roles
+        .iter()
+        .filter(|r| r.label.principal_type == PrincipalType::Group)
+        .map(|r| (r.name.clone(), &r.label))
+        .collect()
+}
+
+/// All transitive members of the group `group_oid`, page by page, waiting out throttling.
+fn read_members(
+    session: &mut DirectorySession,
+    fetcher: &crate::http::Fetcher,
+    group_oid: &str,
+    waiting: &Waiting,
+) -> Result<Vec<crate::group_sync::Member>, String> {
+    let graph = settings::text(&settings::GRAPH_ENDPOINT);
+    let mut members = Vec::new();
+    let mut next: Option<String> = None;
+    let mut throttled = 0;
+    for _ in 0..MAX_PAGES * MAX_THROTTLED as usize {
+        if (waiting.stop)() {
+            return Err("the sync was stopped".into());
+        }
+        let token = session.access_token(fetcher)?;
+        let request = match &next {
+            None => members_request(&graph, group_oid, &token),
+            Some(link) => next_page_request(&graph, link, &token)?,
+        };
+        let (status, retry_after, body) = session.send(fetcher, &request)?;
+        match parse_members_page(status, retry_after.as_deref(), &body) {
+            Ok(page) => {
+                throttled = 0;
+                members.extend(page.members);
+                match page.next_link {
+                    Some(link) => next = Some(link),
+                    None => return Ok(members),
+                }
+            }
+            Err(PageError::Throttled { retry_after }) => {
+                throttled += 1;
+                if throttled > MAX_THROTTLED {
+                    return Err(format!(
+                        "the directory throttled {MAX_THROTTLED} requests in a row"
+                    ));
+                }
+                let until = Instant::now() + Duration::from_secs(retry_after);
+                while Instant::now() < until && !(waiting.stop)() {
+                    (waiting.nap)(until.saturating_duration_since(Instant::now()));
+                }
+            }
+            Err(PageError::Failed(why)) => return Err(why),
+        }
+    }
+    Err(format!(
+        "the group has more than {MAX_PAGES} pages of members"
+    ))
+}
+
+fn run_sql(sql: &str) {
+    Spi::run(sql).unwrap_or_else(|e| error!("group sync could not run \"{sql}\": {e}"));
+}
+
+fn quoted(name: &str) -> String {
+    let c = c_string(name);
+    unsafe { std::ffi::CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Write `role`'s label. Directly, not through SECURITY LABEL, which locks each role to the
+/// end of the transaction: a run that creates 10,000 roles would fill the lock table. A role
+/// created in this transaction is invisible to everyone else and needs no lock; an existing
+/// one is locked as SECURITY LABEL would.
+fn set_label(role: &str, label: &Label, created_here: bool) {
+    let roleid = unsafe { pg_sys::get_role_oid(c_string(role).as_ptr(), false) };
+    let object = pg_sys::ObjectAddress {
+        classId: pg_sys::AuthIdRelationId,
+        objectId: roleid,
+        objectSubId: 0,
+    };
+    let text = c_string(&label.to_string());
+    unsafe {
+        if !created_here {
+            pg_sys::LockSharedObject(
+                pg_sys::AuthIdRelationId,
+                roleid,
+                0,
+                pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
+            );
+        }
+        pg_sys::SetSecurityLabel(&object, crate::seclabel::PROVIDER.as_ptr(), text.as_ptr());
+        pg_sys::CommandCounterIncrement();
+    }
+}
+
+/// Sync once, inside the caller's transaction, as the bootstrap superuser: the rows of what
+/// changed (and what was reported and not done). Errors of one group's directory reading are
+/// rows; a PostgreSQL error aborts the transaction, and with it the whole run.
+pub fn sync_once(session: &mut DirectorySession, waiting: &Waiting) -> Vec<Change> {
+    as_bootstrap_superuser(|| {
+        // One run at a time in the cluster: an object lock no other statement takes (pg_authid,
+        // object id 0), held to the end of the transaction.
+        unsafe {
+            pg_sys::LockSharedObject(
+                pg_sys::AuthIdRelationId,
+                pg_sys::InvalidOid,
+                0,
+                pg_sys::ExclusiveLock as pg_sys::LOCKMODE,
+            )
+        };
+        let before = labelled_roles();
+        let groups: Vec<(String, String)> = group_roles(&before)
+            .into_iter()
+            .map(|(name, label)| (name, label.oid.clone()))
+            .collect();
+        let mut changes = Vec::new();
+        let mut read = Vec::new();
+        let mut unread = BTreeSet::new();
+        let fetcher = crate::worker::new_fetcher();
+        for (group_role, group_oid) in &groups {
+            let members = fetcher
+                .as_ref()
+                .map_err(String::clone)
+                .and_then(|f| read_members(session, f, group_oid, waiting));
+            match members {
+                Ok(members) => read.push((group_role.clone(), group_oid.clone(), members)),
+                Err(why) => {
+                    unread.insert(group_role.clone());
+                    changes.push(Change {
+                        role: group_role.clone(),
+                        object_id: group_oid.clone(),
+                        group_role: Some(group_role.clone()),
+                        action: "failed",
+                        detail: Some(crate::token::escape_log_text(&format!(
+                            "could not read the group's members: {why}"
+                        ))),
+                    });
+                }
+            }
+        }
+        // The roles now (a role may have changed while the directory was read).
+        let now = labelled_roles();
+        let now_groups = group_roles(&now);
+        let members: Vec<GroupMembers> = read
+            .into_iter()
+            .filter(|(role, oid, _)| now_groups.get(role).is_some_and(|l| &l.oid == oid))
+            .map(|(group_role, _, members)| GroupMembers {
+                group_role,
+                members,
+            })
+            .collect();
+        for role in now_groups.keys() {
+            if !members.iter().any(|g| &g.group_role == role) {
+                unread.insert(role.clone());
+            }
+        }
+        let mfa_groups: BTreeSet<String> = now_groups
+            .iter()
+            .filter(|(_, l)| l.mfa)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let synced: Vec<SyncedRole> = now
+            .iter()
+            .filter(|r| r.label.synced)
+            .map(|r| SyncedRole {
+                role: r.name.clone(),
+                object_id: r.label.oid.clone(),
+                can_login: r.can_login,
+                groups: r
+                    .member_of
+                    .iter()
+                    .filter(|g| now_groups.contains_key(*g))
+                    .cloned()
+                    .collect(),
+            })
+            .collect();
+        let taken = |name: &str| {
+            let roleid = unsafe { pg_sys::get_role_oid(c_string(name).as_ptr(), true) };
+            roleid != pg_sys::InvalidOid
+        };
+        let actions = plan(&members, &unread, &synced, &taken);
+        let oid_of: BTreeMap<&str, &str> = synced
+            .iter()
+            .map(|s| (s.role.as_str(), s.object_id.as_str()))
+            .collect();
+        let tid = normalize_guid(&settings::text(&settings::TENANT_ID));
+        // SPI's statements need an outer snapshot (a worker has none of its own).
+        unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        for action in &actions {
+            apply(action, &oid_of, tid.as_deref(), &mfa_groups, &mut changes);
+        }
+        // A synced role's MFA requirement follows its groups': a member of a group that
+        // requires MFA must not log in without it under its own name.
+        for role in now.iter().filter(|r| r.label.synced) {
+            let groups = wanted_groups(&role.name, &role.member_of, &actions, &now_groups);
+            let mfa = groups.iter().any(|g| mfa_groups.contains(g));
+            if !groups.is_empty() && mfa != role.label.mfa {
+                let label = Label {
+                    mfa,
+                    ..role.label.clone()
+                };
+                set_label(&role.name, &label, false);
+                changes.push(Change {
+                    role: role.name.clone(),
+                    object_id: role.label.oid.clone(),
+                    group_role: None,
+                    action: if mfa {
+                        "mfa_required"
+                    } else {
+                        "mfa_not_required"
+                    },
+                    detail: None,
+                });
+            }
+        }
+        unsafe { pg_sys::PopActiveSnapshot() };
+        changes
+    })
+}
+
+/// The group roles a synced role is a member of once `actions` are applied.
+fn wanted_groups(
+    role: &str,
+    member_of: &[String],
+    actions: &[Action],
+    groups: &BTreeMap<String, &Label>,
+) -> BTreeSet<String> {
+    let mut now: BTreeSet<String> = member_of
+        .iter()
+        .filter(|g| groups.contains_key(*g))
+        .cloned()
+        .collect();
+    for action in actions {
+        match action {
+            Action::Grant {
+                role: r,
+                group_role,
+            } if r == role => {
+                now.insert(group_role.clone());
+            }
+            Action::Revoke {
+                role: r,
+                group_role,
+            } if r == role => {
+                now.remove(group_role);
+            }
+            _ => {}
+        }
+    }
+    now
+}
+
+fn apply(
+    action: &Action,
+    oid_of: &BTreeMap<&str, &str>,
+    tid: Option<&str>,
+    mfa_groups: &BTreeSet<String>,
+    changes: &mut Vec<Change>,
+) {
+    let change =
+        |role: &str, object_id: &str, group: Option<&str>, detail: Option<String>| Change {
+            role: role.to_string(),
+            object_id: object_id.to_string(),
+            group_role: group.map(String::from),
+            action: action.name(),
+            detail,
+        };
+    let oid = |role: &str| oid_of.get(role).copied().unwrap_or_default().to_string();
+    match action {
+        Action::Create {
+            role,
+            member,
+            groups,
+        } => {
+            run_sql(&format!("CREATE ROLE {} LOGIN", quoted(role)));
+            let label = Label {
+                oid: member.id.clone(),
+                principal_type: match member.kind {
+                    MemberKind::User => PrincipalType::User,
+                    MemberKind::Service => PrincipalType::Service,
+                },
+                tid: tid.map(String::from),
+                admin: false,
+                mfa: groups.iter().any(|g| mfa_groups.contains(g)),
+                synced: true,
+            };
+            set_label(role, &label, true);
+            changes.push(change(
+                role,
+                &member.id,
+                None,
+                Some(format!("type={}", member.kind.label_type())),
+            ));
+            for g in groups {
+                run_sql(&format!("GRANT {} TO {}", quoted(g), quoted(role)));
+                changes.push(Change {
+                    action: "granted",
+                    ..change(role, &member.id, Some(g), None)
+                });
+            }
+        }
+        Action::Grant { role, group_role } => {
+            run_sql(&format!("GRANT {} TO {}", quoted(group_role), quoted(role)));
+            changes.push(change(role, &oid(role), Some(group_role), None));
+        }
+        Action::Revoke { role, group_role } => {
+            run_sql(&format!(
+                "REVOKE {} FROM {}",
+                quoted(group_role),
+                quoted(role)
+            ));
+            changes.push(change(role, &oid(role), Some(group_role), None));
+        }
+        Action::Disable { role } => {
+            run_sql(&format!("ALTER ROLE {} NOLOGIN", quoted(role)));
+            changes.push(change(
+                role,
+                &oid(role),
+                None,
+                Some("in no synced group; kept (it may own objects)".into()),
+            ));
+        }
+        Action::Enable { role } => {
+            run_sql(&format!("ALTER ROLE {} LOGIN", quoted(role)));
+            changes.push(change(role, &oid(role), None, None));
+        }
+        Action::Renamed {
+            role,
+            object_id,
+            directory_name,
+        } => changes.push(change(
+            role,
+            object_id,
+            None,
+            Some(format!(
+                "the directory now names it \"{directory_name}\"; the role keeps its name"
+            )),
+        )),
+        Action::Skipped {
+            name,
+            object_id,
+            why,
+        } => changes.push(change(name, object_id, None, Some(why.clone()))),
+    }
+}
+
+/// Refuse where a sync cannot run: on a standby, with group sync off, or under a transaction
+/// snapshot (the run must see every commit made while it waited for the lock).
+fn require_sync_possible() {
+    let refuse = |code, message: &'static str, hint: &'static str| {
+        ErrorReport::new(code, message, "pgaadauth")
+            .set_hint(hint)
+            .report(PgLogLevel::ERROR)
+    };
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        refuse(
+            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            "group sync runs on the primary only",
+            "Call pgaadauth_sync_roles_for_group_members() on the primary; standbys receive its roles through WAL.",
+        );
+    }
+    if !settings::ENABLE_GROUP_SYNC.get() {
+        refuse(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "group sync is off",
+            "Set pgaadauth.enable_group_sync = on in postgresql.conf and reload.",
+        );
+    }
+    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
+        refuse(
+            PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+            "pgaadauth_sync_roles_for_group_members cannot run in a REPEATABLE READ or SERIALIZABLE transaction",
+            "Run it in a READ COMMITTED transaction.",
+        );
+    }
+}
+
+/// Sync now, in this transaction: one row per change, and per thing reported and not done.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_unsafe)]
+fn pgaadauth_sync_roles_for_group_members() -> TableIterator<
+    'static,
+    (
+        name!(role_name, String),
+        name!(object_id, String),
+        name!(group_role, Option<String>),
+        name!(action, String),
+        name!(detail, Option<String>),
+    ),
+> {
+    require_principal_manager("sync group members");
+    require_sync_possible();
+    let waiting = Waiting {
+        nap: &|d| crate::wait::nap_until(Instant::now() + d, d),
+        stop: &|| false,
+    };
+    let changes = sync_once(&mut DirectorySession::default(), &waiting);
+    TableIterator::new(changes.into_iter().map(|c| {
+        (
+            c.role,
+            c.object_id,
+            c.group_role,
+            c.action.to_string(),
+            c.detail,
+        )
+    }))
+}
+
+/// The roles group sync created, with the group roles it made them members of.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_restricted)]
+fn pgaadauth_list_synced_roles() -> TableIterator<
+    'static,
+    (
+        name!(rolname, String),
+        name!(objectid, String),
+        name!(objecttype, String),
+        name!(canlogin, bool),
+        name!(ismfa, bool),
+        name!(groups, Vec<String>),
+    ),
+> {
+    let roles = labelled_roles();
+    let groups = group_roles(&roles);
+    let mut rows: Vec<_> = roles
+        .iter()
+        .filter(|r| r.label.synced)
+        .map(|r| {
+            let mut member_of: Vec<String> = r
+                .member_of
+                .iter()
+                .filter(|g| groups.contains_key(*g))
+                .cloned()
+                .collect();
+            member_of.sort();
+            (
+                r.name.clone(),
+                r.label.oid.clone(),
+                r.label.principal_type.as_str().to_string(),
+                r.can_login,
+                r.label.mfa,
+                member_of,
+            )
+        })
+        .collect();
+    rows.sort();
+    TableIterator::new(rows)
+}

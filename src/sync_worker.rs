@@ -1,0 +1,128 @@
+//! The group sync worker: every `pgaadauth.group_sync_interval` while
+//! `pgaadauth.enable_group_sync` is on (and at once when it is turned on), one group sync in a
+//! transaction of its own, connected to `pgaadauth.database`; each change goes to the log after
+//! the commit. It starts only once recovery has finished: a standby never syncs (it receives
+//! the primary's roles through WAL), and a promoted standby starts syncing.
+
+use crate::directory_worker::DirectorySession;
+use crate::settings;
+use crate::sync_roles::{sync_once, Change, Waiting};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::{pg_guard, pg_sys, PgTryBuilder};
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+pub fn register() {
+    BackgroundWorkerBuilder::new("pgaadauth group sync worker")
+        .set_type("pgaadauth group sync worker")
+        .set_library("pgaadauth")
+        .set_function("pgaadauth_sync_worker_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(10)))
+        .load();
+}
+
+fn caught_message(e: &CaughtError) -> String {
+    match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
+        CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+    }
+}
+
+/// One sync in its own transaction: committed and logged, or rolled back with a warning.
+fn sync_and_log(session: &mut DirectorySession) {
+    let waiting = Waiting {
+        nap: &|d| {
+            BackgroundWorker::wait_latch(Some(d));
+        },
+        stop: &BackgroundWorker::sigterm_received,
+    };
+    unsafe {
+        pg_sys::SetCurrentStatementStartTimestamp();
+        pg_sys::StartTransactionCommand();
+    }
+    let run = AssertUnwindSafe(|| sync_once(session, &waiting));
+    let outcome = PgTryBuilder::new(move || Ok::<Vec<Change>, String>(run()))
+        .catch_others(|e| Err(caught_message(&e)))
+        .execute();
+    match outcome {
+        Ok(changes) if !BackgroundWorker::sigterm_received() => {
+            unsafe { pg_sys::CommitTransactionCommand() };
+            for c in &changes {
+                pgrx::log!(
+                    "pgaadauth: group sync: {} role \"{}\" (object id {}){}{}",
+                    c.action,
+                    c.role,
+                    c.object_id,
+                    c.group_role
+                        .as_ref()
+                        .map(|g| format!(", group role \"{g}\""))
+                        .unwrap_or_default(),
+                    c.detail
+                        .as_ref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                );
+            }
+            pgrx::log!("pgaadauth: group sync done: {} changes", changes.len());
+        }
+        Ok(_) => unsafe { pg_sys::AbortCurrentTransaction() },
+        Err(why) => {
+            unsafe { pg_sys::AbortCurrentTransaction() };
+            pgrx::warning!("pgaadauth: group sync failed and changed nothing: {why}");
+        }
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pgaadauth_sync_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = settings::text(&settings::DATABASE);
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    unsafe {
+        pg_sys::SetConfigOption(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+        )
+    };
+    let mut session = DirectorySession::default();
+    let mut last_run: Option<Instant> = None;
+    loop {
+        let interval = Duration::from_secs(settings::GROUP_SYNC_INTERVAL.get().max(1) as u64);
+        let on = settings::ENABLE_GROUP_SYNC.get();
+        let due = last_run.map_or_else(Instant::now, |t| t + interval);
+        if on && Instant::now() >= due {
+            sync_and_log(&mut session);
+            last_run = Some(Instant::now());
+            continue;
+        }
+        let wait = if on {
+            due.saturating_duration_since(Instant::now())
+        } else {
+            Duration::from_secs(3600)
+        };
+        if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(10)))) {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            if settings::text(&settings::DATABASE) != database {
+                pgrx::log!("pgaadauth: pgaadauth.database changed; the group sync worker restarts");
+                break;
+            }
+            session = DirectorySession::default(); // the credential may have changed
+            if !on && settings::ENABLE_GROUP_SYNC.get() {
+                last_run = None; // turned on: sync at once
+            }
+        }
+    }
+    // Exit code 1: restarted by the postmaster unless it is shutting down.
+    unsafe { pg_sys::proc_exit(1) }
+}
