@@ -92,9 +92,10 @@ fn read_members(
     fetcher: &crate::http::Fetcher,
     group_oid: &str,
     waiting: &Waiting,
-) -> Result<Vec<crate::group_sync::Member>, String> {
+) -> Result<(Vec<crate::group_sync::Member>, usize), String> {
     let graph = settings::text(&settings::GRAPH_ENDPOINT);
     let mut members = Vec::new();
+    let mut unnamed = 0;
     let mut next: Option<String> = None;
     let mut throttled = 0;
     for _ in 0..MAX_PAGES * MAX_THROTTLED as usize {
@@ -111,9 +112,10 @@ fn read_members(
             Ok(page) => {
                 throttled = 0;
                 members.extend(page.members);
+                unnamed += page.unnamed;
                 match page.next_link {
                     Some(link) => next = Some(link),
-                    None => return Ok(members),
+                    None => return Ok((members, unnamed)),
                 }
             }
             Err(PageError::Throttled { retry_after }) => {
@@ -203,7 +205,20 @@ pub fn sync_once(session: &mut DirectorySession, waiting: &Waiting) -> Vec<Chang
                 .map_err(String::clone)
                 .and_then(|f| read_members(session, f, group_oid, waiting));
             match members {
-                Ok(members) => read.push((group_role.clone(), group_oid.clone(), members)),
+                Ok((members, unnamed)) => {
+                    if unnamed > 0 {
+                        changes.push(Change {
+                            role: group_role.clone(),
+                            object_id: group_oid.clone(),
+                            group_role: Some(group_role.clone()),
+                            action: "skipped",
+                            detail: Some(format!(
+                                "{unnamed} members came without a userPrincipalName or displayName: the directory application needs User.Read.All and Application.Read.All"
+                            )),
+                        });
+                    }
+                    read.push((group_role.clone(), group_oid.clone(), members))
+                }
                 Err(why) => {
                     unread.insert(group_role.clone());
                     changes.push(Change {

@@ -81,8 +81,11 @@ pub fn next_page_request(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page {
     pub members: Vec<Member>,
-    /// Members of other kinds (nested groups, devices, contacts) and users without a UPN.
+    /// Members of other kinds (nested groups, devices, contacts).
     pub skipped: usize,
+    /// Users without a UPN and service principals without a display name: Graph answers with
+    /// just the id when the application may not read that kind of object.
+    pub unnamed: usize,
     pub next_link: Option<String>,
 }
 
@@ -134,6 +137,7 @@ pub fn parse_members_page(
     let mut page = Page {
         members: Vec::new(),
         skipped: 0,
+        unnamed: 0,
         next_link: doc
             .get("@odata.nextLink")
             .and_then(Value::as_str)
@@ -149,7 +153,10 @@ pub fn parse_members_page(
         let (kind, name) = match item.get("@odata.type").and_then(Value::as_str) {
             Some("#microsoft.graph.user") => (MemberKind::User, text("userPrincipalName")),
             Some("#microsoft.graph.servicePrincipal") => (MemberKind::Service, text("displayName")),
-            _ => (MemberKind::User, None),
+            _ => {
+                page.skipped += 1;
+                continue;
+            }
         };
         match (text("id"), name) {
             (Some(id), Some(name)) => page.members.push(Member {
@@ -157,7 +164,7 @@ pub fn parse_members_page(
                 kind,
                 name,
             }),
-            _ => page.skipped += 1,
+            _ => page.unnamed += 1,
         }
     }
     Ok(page)
@@ -392,7 +399,7 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(page.skipped, 3);
+        assert_eq!((page.skipped, page.unnamed), (2, 1));
         assert!(page.next_link.as_deref().unwrap().ends_with("$skiptoken=x"));
         let last = parse_members_page(200, None, br#"{"value":[]}"#).unwrap();
         assert_eq!(last.next_link, None);
