@@ -176,7 +176,23 @@ unsafe extern "C-unwind" fn check_relabel(
     }
     let role = role_name(object.objectId);
     require_principal_manager(&format!("set the pgaadauth label of role \"{role}\""));
+    // `synced` hands the role to group sync, which runs as a superuser; taking it away makes the
+    // sync's grants and LOGIN permanent. Either way only a superuser (or the sync) decides.
+    let refuse_synced = |what: &str| {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("permission denied to {what} role \"{role}\""),
+            "pgaadauth",
+        )
+        .set_hint("Only superusers may set or remove \"synced\" in a pgaadauth label.")
+        .report(PgLogLevel::ERROR)
+    };
+    let superuser = unsafe { pg_sys::superuser() };
+    let was_synced = matches!(label_of_role(object.objectId), RoleLabel::Label(l) if l.synced);
     if seclabel.is_null() {
+        if was_synced && !superuser {
+            refuse_synced("take from group sync");
+        }
         return;
     }
     let text = unsafe { CStr::from_ptr(seclabel) }.to_string_lossy();
@@ -189,15 +205,12 @@ unsafe extern "C-unwind" fn check_relabel(
         .set_detail(format!("{}.", capitalized(&e.to_string())))
         .set_hint("The form is 'aadauth,oid=<guid>,type=<user|group|service>[,tid=<guid>][,admin][,mfa][,synced]'.")
         .report(PgLogLevel::ERROR),
-        // `synced` hands the role to group sync, which runs as a superuser: only a superuser
-        // (or the sync itself) may say so.
-        Ok(label) if label.synced && !unsafe { pg_sys::superuser() } => ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            format!("permission denied to mark role \"{role}\" as created by group sync"),
-            "pgaadauth",
-        )
-        .set_hint("Only superusers may set \"synced\" in a pgaadauth label.")
-        .report(PgLogLevel::ERROR),
+        Ok(label) if label.synced && !was_synced && !superuser => {
+            refuse_synced("hand to group sync")
+        }
+        Ok(label) if !label.synced && was_synced && !superuser => {
+            refuse_synced("take from group sync")
+        }
         Ok(_) => {}
     }
 }

@@ -94,7 +94,7 @@ fn pgaadauth_update_principal_with_oid(
 ) -> String {
     use crate::seclabel::{label_of_role, RoleLabel};
     require_principal_manager("update Entra principals");
-    let label = principal_label(rolename, objectid, objecttype, isadmin, ismfa);
+    let mut label = principal_label(rolename, objectid, objecttype, isadmin, ismfa);
     let roleid = unsafe { pg_sys::get_role_oid(c_string(rolename).as_ptr(), true) };
     if roleid == pg_sys::InvalidOid {
         ErrorReport::new(
@@ -136,6 +136,8 @@ fn pgaadauth_update_principal_with_oid(
             refuse("it is your own role");
         }
     }
+    // A role group sync created stays the sync's (only a superuser may take it away).
+    label.synced = before.as_ref().is_some_and(|l| l.synced);
     let role = quote_ident(rolename);
     let was_admin = before.as_ref().is_some_and(|l| l.admin);
     // Authorized above; as for create, PostgreSQL 16+ gives a CREATEROLE administrator these

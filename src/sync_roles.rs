@@ -1,9 +1,11 @@
 //! Entra group sync: for every role labelled `type=group`, a login role for each of the group's
 //! members in the directory, kept in step (crates/core/src/group_sync.rs decides what changes).
-//! One run reads every group's members, then, under a cluster-wide lock held to the end of its
-//! transaction, reads the roles again, plans and applies: a run that fails changes nothing, and
-//! two runs never overlap. The roles it creates carry `synced` in their label: that is how a
-//! later run knows them, and it never touches any other role.
+//! A run takes a cluster-wide lock held to the end of its transaction (two runs never overlap),
+//! reads every group's members, reads the roles again, plans and applies each change in a
+//! subtransaction of its own: a change PostgreSQL refuses is a `failed` row and undoes nothing
+//! else; a run cancelled or failed as a whole changes nothing. The roles it creates carry
+//! `synced` in their label: that is how a later run knows them, and it never touches any other
+//! role.
 
 use crate::directory_worker::DirectorySession;
 use crate::group_sync::{
@@ -13,7 +15,7 @@ use crate::group_sync::{
 use crate::label::{normalize_guid, Label, PrincipalType};
 use crate::seclabel::{as_bootstrap_superuser, c_string, require_principal_manager};
 use crate::settings;
-use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
 use pgrx::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -44,6 +46,8 @@ struct LabelledRole {
     name: String,
     label: Label,
     can_login: bool,
+    /// A superuser, REPLICATION, BYPASSRLS or predefined role: never a group the sync grants.
+    protected: bool,
     member_of: Vec<String>,
 }
 
@@ -51,6 +55,7 @@ struct LabelledRole {
 /// calling statement started with). Only catalogs every role may read.
 fn labelled_roles() -> Vec<LabelledRole> {
     let query = "SELECT a.rolname::text, l.label, a.rolcanlogin, \
+           a.rolsuper OR a.rolreplication OR a.rolbypassrls OR a.oid < 16384, \
            ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m \
                  JOIN pg_catalog.pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid) \
          FROM pg_catalog.pg_shseclabel l JOIN pg_catalog.pg_roles a ON a.oid = l.objoid \
@@ -69,7 +74,8 @@ fn labelled_roles() -> Vec<LabelledRole> {
                     name,
                     label,
                     can_login: row.get(3).ok().flatten().unwrap_or(false),
-                    member_of: row.get::<Vec<String>>(4).ok().flatten().unwrap_or_default(),
+                    protected: row.get(4).ok().flatten().unwrap_or(true),
+                    member_of: row.get::<Vec<String>>(5).ok().flatten().unwrap_or_default(),
                 })
             })
             .collect::<Vec<_>>()
@@ -81,9 +87,18 @@ fn labelled_roles() -> Vec<LabelledRole> {
 fn group_roles(roles: &[LabelledRole]) -> BTreeMap<String, &Label> {
     roles
         .iter()
-        .filter(|r| r.label.principal_type == PrincipalType::Group)
+        .filter(|r| r.label.principal_type == PrincipalType::Group && !r.protected)
         .map(|r| (r.name.clone(), &r.label))
         .collect()
+}
+
+/// A group's members as the directory lists them.
+struct GroupRead {
+    members: Vec<crate::group_sync::Member>,
+    /// Members the directory did not name (see `Page::unnamed`).
+    unnamed: usize,
+    /// The directory answered 404: the group is gone, and has no members.
+    gone: bool,
 }
 
 /// All transitive members of the group `group_oid`, page by page, waiting out throttling.
@@ -92,13 +107,22 @@ fn read_members(
     fetcher: &crate::http::Fetcher,
     group_oid: &str,
     waiting: &Waiting,
-) -> Result<(Vec<crate::group_sync::Member>, usize), String> {
+) -> Result<GroupRead, String> {
     let graph = settings::text(&settings::GRAPH_ENDPOINT);
-    let mut members = Vec::new();
-    let mut unnamed = 0;
+    let mut read = GroupRead {
+        members: Vec::new(),
+        unnamed: 0,
+        gone: false,
+    };
     let mut next: Option<String> = None;
     let mut throttled = 0;
-    for _ in 0..MAX_PAGES * MAX_THROTTLED as usize {
+    let mut pages = 0;
+    loop {
+        if pages == MAX_PAGES {
+            return Err(format!(
+                "the group has more than {MAX_PAGES} pages of members"
+            ));
+        }
         if (waiting.stop)() {
             return Err("the sync was stopped".into());
         }
@@ -111,11 +135,12 @@ fn read_members(
         match parse_members_page(status, retry_after.as_deref(), &body) {
             Ok(page) => {
                 throttled = 0;
-                members.extend(page.members);
-                unnamed += page.unnamed;
+                pages += 1;
+                read.members.extend(page.members);
+                read.unnamed += page.unnamed;
                 match page.next_link {
                     Some(link) => next = Some(link),
-                    None => return Ok((members, unnamed)),
+                    None => return Ok(read),
                 }
             }
             Err(PageError::Throttled { retry_after }) => {
@@ -130,12 +155,14 @@ fn read_members(
                     (waiting.nap)(until.saturating_duration_since(Instant::now()));
                 }
             }
+            Err(PageError::Gone) if next.is_none() => {
+                read.gone = true;
+                return Ok(read);
+            }
+            Err(PageError::Gone) => return Err("a next page link led nowhere (HTTP 404)".into()),
             Err(PageError::Failed(why)) => return Err(why),
         }
     }
-    Err(format!(
-        "the group has more than {MAX_PAGES} pages of members"
-    ))
 }
 
 fn run_sql(sql: &str) {
@@ -149,11 +176,10 @@ fn quoted(name: &str) -> String {
         .into_owned()
 }
 
-/// Write `role`'s label. Directly, not through SECURITY LABEL, which locks each role to the
-/// end of the transaction: a run that creates 10,000 roles would fill the lock table. A role
-/// created in this transaction is invisible to everyone else and needs no lock; an existing
-/// one is locked as SECURITY LABEL would.
-fn set_label(role: &str, label: &Label, created_here: bool) {
+/// Write a synced role's label. Directly, not through SECURITY LABEL, which locks each role to
+/// the end of the transaction: a run that labels 10,000 roles would fill the lock table. Only
+/// the sync (under its lock) and superusers write labels with `synced`.
+fn set_label(role: &str, label: &Label) {
     let roleid = unsafe { pg_sys::get_role_oid(c_string(role).as_ptr(), false) };
     let object = pg_sys::ObjectAddress {
         classId: pg_sys::AuthIdRelationId,
@@ -162,34 +188,79 @@ fn set_label(role: &str, label: &Label, created_here: bool) {
     };
     let text = c_string(&label.to_string());
     unsafe {
-        if !created_here {
-            pg_sys::LockSharedObject(
-                pg_sys::AuthIdRelationId,
-                roleid,
-                0,
-                pg_sys::ShareUpdateExclusiveLock as pg_sys::LOCKMODE,
-            );
-        }
         pg_sys::SetSecurityLabel(&object, crate::seclabel::PROVIDER.as_ptr(), text.as_ptr());
         pg_sys::CommandCounterIncrement();
     }
 }
 
+/// The cluster-wide lock of a run: an object lock no statement of PostgreSQL's takes
+/// (`pg_authid`, object id 0), held to the end of the transaction. Without `wait`, false when
+/// another run holds it.
+fn lock_the_sync(wait: bool) -> bool {
+    let tag = pg_sys::LOCKTAG {
+        locktag_field1: 0, // shared: no database
+        locktag_field2: pg_sys::AuthIdRelationId.to_u32(),
+        locktag_field3: 0,
+        locktag_field4: 0,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_OBJECT as u8,
+        locktag_lockmethodid: pg_sys::DEFAULT_LOCKMETHOD as u8,
+    };
+    let got = unsafe {
+        pg_sys::LockAcquire(
+            &tag,
+            pg_sys::ExclusiveLock as pg_sys::LOCKMODE,
+            false,
+            !wait,
+        )
+    };
+    if got == pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL {
+        return false;
+    }
+    unsafe { pg_sys::AcceptInvalidationMessages() };
+    true
+}
+
+/// Run `f` in a subtransaction: its error rolls back only what `f` did, and comes back as text.
+fn in_subtransaction(f: impl FnOnce()) -> Result<(), String> {
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
+    let run = std::panic::AssertUnwindSafe(f);
+    let outcome = PgTryBuilder::new(move || {
+        run();
+        Ok(())
+    })
+    .catch_others(|e| {
+        Err(match e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
+            CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+        })
+    })
+    .execute();
+    unsafe {
+        if outcome.is_ok() {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    }
+    outcome
+}
+
 /// Sync once, inside the caller's transaction, as the bootstrap superuser: the rows of what
-/// changed (and what was reported and not done). Errors of one group's directory reading are
-/// rows; a PostgreSQL error aborts the transaction, and with it the whole run.
-pub fn sync_once(session: &mut DirectorySession, waiting: &Waiting) -> Vec<Change> {
+/// changed (and what was reported and not done), or None when `wait_for_lock` is false and
+/// another run holds the lock. A PostgreSQL error outside the changes themselves aborts the
+/// transaction, and with it the whole run.
+pub fn sync_once(
+    session: &mut DirectorySession,
+    waiting: &Waiting,
+    wait_for_lock: bool,
+) -> Option<Vec<Change>> {
     as_bootstrap_superuser(|| {
-        // One run at a time in the cluster: an object lock no other statement takes (pg_authid,
-        // object id 0), held to the end of the transaction.
-        unsafe {
-            pg_sys::LockSharedObject(
-                pg_sys::AuthIdRelationId,
-                pg_sys::InvalidOid,
-                0,
-                pg_sys::ExclusiveLock as pg_sys::LOCKMODE,
-            )
-        };
+        if !lock_the_sync(wait_for_lock) {
+            return None;
+        }
         let before = labelled_roles();
         let groups: Vec<(String, String)> = group_roles(&before)
             .into_iter()
@@ -199,37 +270,44 @@ pub fn sync_once(session: &mut DirectorySession, waiting: &Waiting) -> Vec<Chang
         let mut read = Vec::new();
         let mut unread = BTreeSet::new();
         let fetcher = crate::worker::new_fetcher();
+        let report = |group_role: &str, group_oid: &str, action, detail: String| Change {
+            role: group_role.to_string(),
+            object_id: group_oid.to_string(),
+            group_role: Some(group_role.to_string()),
+            action,
+            detail: Some(crate::token::escape_log_text(&detail)),
+        };
         for (group_role, group_oid) in &groups {
             let members = fetcher
                 .as_ref()
                 .map_err(String::clone)
                 .and_then(|f| read_members(session, f, group_oid, waiting));
             match members {
-                Ok((members, unnamed)) => {
-                    if unnamed > 0 {
-                        changes.push(Change {
-                            role: group_role.clone(),
-                            object_id: group_oid.clone(),
-                            group_role: Some(group_role.clone()),
-                            action: "skipped",
-                            detail: Some(format!(
-                                "{unnamed} members came without a userPrincipalName or displayName: the directory application needs User.Read.All and Application.Read.All"
-                            )),
-                        });
+                Ok(r) => {
+                    if r.gone {
+                        changes.push(report(
+                            group_role,
+                            group_oid,
+                            "group_not_found",
+                            "the group does not exist in the directory: it has no members".into(),
+                        ));
                     }
-                    read.push((group_role.clone(), group_oid.clone(), members))
+                    if r.unnamed > 0 {
+                        changes.push(report(group_role, group_oid, "skipped", format!(
+                            "{} members came without a userPrincipalName or displayName: the directory application needs User.Read.All and Application.Read.All",
+                            r.unnamed
+                        )));
+                    }
+                    read.push((group_role.clone(), group_oid.clone(), r.members))
                 }
                 Err(why) => {
                     unread.insert(group_role.clone());
-                    changes.push(Change {
-                        role: group_role.clone(),
-                        object_id: group_oid.clone(),
-                        group_role: Some(group_role.clone()),
-                        action: "failed",
-                        detail: Some(crate::token::escape_log_text(&format!(
-                            "could not read the group's members: {why}"
-                        ))),
-                    });
+                    changes.push(report(
+                        group_role,
+                        group_oid,
+                        "failed",
+                        format!("could not read the group's members: {why}"),
+                    ));
                 }
             }
         }
@@ -269,11 +347,10 @@ pub fn sync_once(session: &mut DirectorySession, waiting: &Waiting) -> Vec<Chang
                     .collect(),
             })
             .collect();
-        let taken = |name: &str| {
-            let roleid = unsafe { pg_sys::get_role_oid(c_string(name).as_ptr(), true) };
-            roleid != pg_sys::InvalidOid
-        };
-        let actions = plan(&members, &unread, &synced, &taken);
+        let taken = all_role_names_lower_case();
+        let actions = plan(&members, &unread, &synced, &|name| {
+            taken.contains(&name.to_lowercase())
+        });
         let oid_of: BTreeMap<&str, &str> = synced
             .iter()
             .map(|s| (s.role.as_str(), s.object_id.as_str()))
@@ -281,12 +358,33 @@ pub fn sync_once(session: &mut DirectorySession, waiting: &Waiting) -> Vec<Chang
         let tid = normalize_guid(&settings::text(&settings::TENANT_ID));
         // SPI's statements need an outer snapshot (a worker has none of its own).
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        let mut refused: BTreeSet<String> = BTreeSet::new();
         for action in &actions {
-            apply(action, &oid_of, tid.as_deref(), &mfa_groups, &mut changes);
+            let mut applied = Vec::new();
+            let done = in_subtransaction(|| {
+                apply(action, &oid_of, tid.as_deref(), &mfa_groups, &mut applied)
+            });
+            match done {
+                Ok(()) => changes.extend(applied),
+                Err(why) => {
+                    let (role, object_id, group) = action_subject(action, &oid_of);
+                    refused.insert(role.clone());
+                    changes.push(Change {
+                        role,
+                        object_id,
+                        group_role: group,
+                        action: "failed",
+                        detail: Some(format!("could not {}: {why}", action.name())),
+                    });
+                }
+            }
         }
         // A synced role's MFA requirement follows its groups': a member of a group that
         // requires MFA must not log in without it under its own name.
-        for role in now.iter().filter(|r| r.label.synced) {
+        for role in now
+            .iter()
+            .filter(|r| r.label.synced && !refused.contains(&r.name))
+        {
             let groups = wanted_groups(&role.name, &role.member_of, &actions, &now_groups);
             let mfa = groups.iter().any(|g| mfa_groups.contains(g));
             if !groups.is_empty() && mfa != role.label.mfa {
@@ -294,7 +392,7 @@ pub fn sync_once(session: &mut DirectorySession, waiting: &Waiting) -> Vec<Chang
                     mfa,
                     ..role.label.clone()
                 };
-                set_label(&role.name, &label, false);
+                set_label(&role.name, &label);
                 changes.push(Change {
                     role: role.name.clone(),
                     object_id: role.label.oid.clone(),
@@ -309,8 +407,47 @@ pub fn sync_once(session: &mut DirectorySession, waiting: &Waiting) -> Vec<Chang
             }
         }
         unsafe { pg_sys::PopActiveSnapshot() };
-        changes
+        Some(changes)
     })
+}
+
+/// Every role's name in lower case: a member gets no role whose name differs from an existing
+/// one's only in letter case.
+fn all_role_names_lower_case() -> BTreeSet<String> {
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+    let names = Spi::connect(|c| {
+        c.select(
+            "SELECT pg_catalog.lower(rolname::text) FROM pg_catalog.pg_roles",
+            None,
+            &[],
+        )
+        .unwrap_or_else(|e| error!("could not read the role names: {e}"))
+        .filter_map(|row| row.get::<String>(1).ok().flatten())
+        .collect()
+    });
+    unsafe { pg_sys::PopActiveSnapshot() };
+    names
+}
+
+/// The role, object id and group an action is about (for its `failed` row).
+fn action_subject(
+    action: &Action,
+    oid_of: &BTreeMap<&str, &str>,
+) -> (String, String, Option<String>) {
+    let oid = |role: &str| oid_of.get(role).copied().unwrap_or_default().to_string();
+    match action {
+        Action::Create { role, member, .. } => (role.clone(), member.id.clone(), None),
+        Action::Grant { role, group_role } | Action::Revoke { role, group_role } => {
+            (role.clone(), oid(role), Some(group_role.clone()))
+        }
+        Action::Disable { role } | Action::Enable { role } => (role.clone(), oid(role), None),
+        Action::Renamed {
+            role, object_id, ..
+        } => (role.clone(), object_id.clone(), None),
+        Action::Skipped {
+            name, object_id, ..
+        } => (name.clone(), object_id.clone(), None),
+    }
 }
 
 /// The group roles a synced role is a member of once `actions` are applied.
@@ -379,7 +516,7 @@ fn apply(
                 mfa: groups.iter().any(|g| mfa_groups.contains(g)),
                 synced: true,
             };
-            set_label(role, &label, true);
+            set_label(role, &label);
             changes.push(change(
                 role,
                 &member.id,
@@ -489,7 +626,7 @@ fn pgaadauth_sync_roles_for_group_members() -> TableIterator<
         nap: &|d| crate::wait::nap_until(Instant::now() + d, d),
         stop: &|| false,
     };
-    let changes = sync_once(&mut DirectorySession::default(), &waiting);
+    let changes = sync_once(&mut DirectorySession::default(), &waiting, true).unwrap_or_default();
     TableIterator::new(changes.into_iter().map(|c| {
         (
             c.role,

@@ -7,12 +7,14 @@
 use crate::directory_worker::DirectorySession;
 use crate::settings;
 use crate::sync_roles::{sync_once, Change, Waiting};
+use crate::token::escape_log_text;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::{pg_guard, pg_sys, PgTryBuilder};
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub fn register() {
@@ -26,6 +28,24 @@ pub fn register() {
         .load();
 }
 
+/// Once SIGTERM (or the postmaster's death) is seen, it stays seen: pgrx's flag is cleared by
+/// every read of it.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+fn stopping() -> bool {
+    if BackgroundWorker::sigterm_received() {
+        STOPPING.store(true, Ordering::Relaxed);
+    }
+    STOPPING.load(Ordering::Relaxed)
+}
+
+/// Sleep on the latch up to `d`; SIGTERM or the postmaster's death make [`stopping`] true.
+fn nap(d: Duration) {
+    if !BackgroundWorker::wait_latch(Some(d.max(Duration::from_millis(1)))) {
+        STOPPING.store(true, Ordering::Relaxed);
+    }
+}
+
 fn caught_message(e: &CaughtError) -> String {
     match e {
         CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
@@ -33,47 +53,57 @@ fn caught_message(e: &CaughtError) -> String {
     }
 }
 
-/// One sync in its own transaction: committed and logged, or rolled back with a warning.
+fn log_change(c: &Change) {
+    pgrx::log!(
+        "pgaadauth: group sync: {} role \"{}\" (object id {}){}{}",
+        c.action,
+        escape_log_text(&c.role),
+        escape_log_text(&c.object_id),
+        c.group_role
+            .as_ref()
+            .map(|g| format!(", group role \"{}\"", escape_log_text(g)))
+            .unwrap_or_default(),
+        c.detail
+            .as_ref()
+            .map(|d| format!(": {}", escape_log_text(d)))
+            .unwrap_or_default()
+    );
+}
+
+/// One sync in its own transaction: committed and logged, or rolled back (with a warning when
+/// it failed, silently when the worker is stopping or another run holds the lock).
 fn sync_and_log(session: &mut DirectorySession) {
     let waiting = Waiting {
-        nap: &|d| {
-            BackgroundWorker::wait_latch(Some(d));
-        },
-        stop: &BackgroundWorker::sigterm_received,
+        nap: &nap,
+        stop: &stopping,
     };
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
         pg_sys::StartTransactionCommand();
     }
-    let run = AssertUnwindSafe(|| sync_once(session, &waiting));
-    let outcome = PgTryBuilder::new(move || Ok::<Vec<Change>, String>(run()))
+    let run = AssertUnwindSafe(|| sync_once(session, &waiting, false));
+    let outcome = PgTryBuilder::new(move || Ok::<Option<Vec<Change>>, String>(run()))
         .catch_others(|e| Err(caught_message(&e)))
         .execute();
     match outcome {
-        Ok(changes) if !BackgroundWorker::sigterm_received() => {
+        Ok(Some(changes)) if !stopping() => {
             unsafe { pg_sys::CommitTransactionCommand() };
             for c in &changes {
-                pgrx::log!(
-                    "pgaadauth: group sync: {} role \"{}\" (object id {}){}{}",
-                    c.action,
-                    c.role,
-                    c.object_id,
-                    c.group_role
-                        .as_ref()
-                        .map(|g| format!(", group role \"{g}\""))
-                        .unwrap_or_default(),
-                    c.detail
-                        .as_ref()
-                        .map(|d| format!(": {d}"))
-                        .unwrap_or_default()
-                );
+                log_change(c);
             }
             pgrx::log!("pgaadauth: group sync done: {} changes", changes.len());
         }
-        Ok(_) => unsafe { pg_sys::AbortCurrentTransaction() },
+        Ok(None) => {
+            unsafe { pg_sys::AbortCurrentTransaction() };
+            pgrx::log!("pgaadauth: group sync skipped: another sync is running");
+        }
+        Ok(Some(_)) => unsafe { pg_sys::AbortCurrentTransaction() },
         Err(why) => {
             unsafe { pg_sys::AbortCurrentTransaction() };
-            pgrx::warning!("pgaadauth: group sync failed and changed nothing: {why}");
+            pgrx::warning!(
+                "pgaadauth: group sync failed and changed nothing: {}",
+                escape_log_text(&why)
+            );
         }
     }
 }
@@ -94,7 +124,7 @@ pub extern "C-unwind" fn pgaadauth_sync_worker_main(_arg: pg_sys::Datum) {
     };
     let mut session = DirectorySession::default();
     let mut last_run: Option<Instant> = None;
-    loop {
+    while !stopping() {
         let interval = Duration::from_secs(settings::GROUP_SYNC_INTERVAL.get().max(1) as u64);
         let on = settings::ENABLE_GROUP_SYNC.get();
         let due = last_run.map_or_else(Instant::now, |t| t + interval);
@@ -108,9 +138,7 @@ pub extern "C-unwind" fn pgaadauth_sync_worker_main(_arg: pg_sys::Datum) {
         } else {
             Duration::from_secs(3600)
         };
-        if !BackgroundWorker::wait_latch(Some(wait.max(Duration::from_millis(10)))) {
-            break;
-        }
+        nap(wait);
         if BackgroundWorker::sighup_received() {
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             if settings::text(&settings::DATABASE) != database {
@@ -118,8 +146,13 @@ pub extern "C-unwind" fn pgaadauth_sync_worker_main(_arg: pg_sys::Datum) {
                 break;
             }
             session = DirectorySession::default(); // the credential may have changed
-            if !on && settings::ENABLE_GROUP_SYNC.get() {
-                last_run = None; // turned on: sync at once
+            match (on, settings::ENABLE_GROUP_SYNC.get()) {
+                (false, true) => {
+                    pgrx::log!("pgaadauth: group sync is on");
+                    last_run = None; // sync at once
+                }
+                (true, false) => pgrx::log!("pgaadauth: group sync is off"),
+                _ => {}
             }
         }
     }

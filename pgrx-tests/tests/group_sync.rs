@@ -85,10 +85,22 @@ fn members_get_their_own_roles_and_follow_the_directory() {
     // Graph names no object the application may not read (here: a user without a UPN).
     let hidden = oid_for("hidden");
     s.idp.dir_add(&hidden, "user", "");
-    for m in [&ann, &guest, &etl, &interns, &taken, &hidden] {
+    // Names the sync refuses: reserved by PostgreSQL, a service principal named like a UPN,
+    // ann's name in other letters.
+    let reserved = s.user("pg_dba@contoso.example");
+    let squatter = oid_for("squatter");
+    s.idp.dir_add(&squatter, "service", "ceo@contoso.example");
+    let shouting = s.user("ANN@contoso.example");
+    for m in [
+        &ann, &guest, &etl, &interns, &taken, &hidden, &reserved, &squatter,
+    ] {
         s.idp.dir_add_member(&analysts, m);
     }
     s.idp.dir_add_member(&interns, &cy);
+    // A group that will disappear from the directory.
+    let temps = s.group("Temps", "temps");
+    let tem = s.user("tem@contoso.example");
+    s.idp.dir_add_member(&temps, &tem);
     s.pg.sql("CREATE ROLE \"taken@contoso.example\" LOGIN");
     s.pg.sql("CREATE TABLE report (x int); INSERT INTO report VALUES (42); GRANT SELECT ON report TO analysts");
 
@@ -102,13 +114,16 @@ fn members_get_their_own_roles_and_follow_the_directory() {
         "etl-identity created - type=service",
         "taken@contoso.example skipped - a role of that name exists that the sync did not create",
         "analysts skipped analysts 1 members came without a userPrincipalName or displayName: the directory application needs User.Read.All and Application.Read.All",
+        "pg_dba@contoso.example skipped - PostgreSQL reserves that role name",
+        "ceo@contoso.example skipped - a service principal's display name may not look like a user's UPN",
+        "tem@contoso.example granted temps -",
     ] {
         assert!(
             rows.contains(&expected.to_string()),
             "{expected} not in {rows:#?}"
         );
     }
-    assert_eq!(rows.len(), 10, "{rows:#?}");
+    assert_eq!(rows.len(), 14, "{rows:#?}");
     // The role it did not create is left as it was.
     assert_eq!(
         s.pg.sql("SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = 'taken@contoso.example'"),
@@ -136,7 +151,7 @@ fn members_get_their_own_roles_and_follow_the_directory() {
     // In step: nothing changes; what it skipped is reported again. The sync's roles
     // are listed apart; list_principals is unchanged.
     let again = s.sync();
-    assert_eq!(again.len(), 2, "{again:#?}");
+    assert_eq!(again.len(), 4, "{again:#?}");
     assert!(again.iter().all(|r| r.contains(" skipped ")), "{again:#?}");
     assert_eq!(
         s.pg.sql("SELECT rolname || ' ' || objecttype || ' ' || canlogin || ' ' || groups::text FROM pgaadauth_list_synced_roles() WHERE rolname LIKE 'ann%'"),
@@ -147,7 +162,10 @@ fn members_get_their_own_roles_and_follow_the_directory() {
         "isadminvalue,rolname,principaltype,objectid,tenantid,ismfa,isadmin"
     );
 
-    // Ann leaves, cy is renamed, dee joins.
+    // Ann leaves, cy is renamed, dee joins, a user named like ann in capitals joins, and the
+    // Temps group is deleted from the directory.
+    s.idp.dir_add_member(&analysts, &shouting);
+    s.idp.dir_remove(&temps);
     s.idp.dir_remove_member(&analysts, &ann);
     s.idp.dir_remove(&cy);
     s.idp.dir_add(&cy, "user", "cy.new@contoso.example");
@@ -160,6 +178,10 @@ fn members_get_their_own_roles_and_follow_the_directory() {
         "ann@contoso.example disabled - in no synced group; kept (it may own objects)",
         "cy@contoso.example renamed_in_directory - the directory now names it \"cy.new@contoso.example\"; the role keeps its name",
         "dee@contoso.example created - type=user",
+        "ANN@contoso.example skipped - a role of that name exists that the sync did not create",
+        "temps group_not_found temps the group does not exist in the directory: it has no members",
+        "tem@contoso.example revoked temps -",
+        "tem@contoso.example disabled - in no synced group; kept (it may own objects)",
         "dee@contoso.example granted analysts -",
     ] {
         assert!(rows.contains(&expected.to_string()), "{expected} not in {rows:#?}");
@@ -212,12 +234,37 @@ fn members_get_their_own_roles_and_follow_the_directory() {
         &[],
     )
     .unwrap();
+    // PostgreSQL 16+ asks for ADMIN OPTION before pgaadauth's own check is reached.
+    s.pg.sql("GRANT \"taken@contoso.example\", \"cy@contoso.example\" TO boss WITH ADMIN OPTION");
     let refused = boss
         .batch_execute(&format!(
             "SECURITY LABEL FOR pgaadauth ON ROLE \"taken@contoso.example\" IS 'aadauth,oid={taken},type=user,synced'"
         ))
         .unwrap_err();
-    assert_eq!(refused.code().unwrap().code(), "42501", "{refused}");
+    let message = refused.as_db_error().unwrap().message();
+    assert_eq!(
+        message,
+        "permission denied to hand to group sync role \"taken@contoso.example\""
+    );
+    let refused = boss
+        .batch_execute(&format!(
+            "SECURITY LABEL FOR pgaadauth ON ROLE \"cy@contoso.example\" IS 'aadauth,oid={cy},type=user'"
+        ))
+        .unwrap_err();
+    let message = refused.as_db_error().unwrap().message();
+    assert_eq!(
+        message,
+        "permission denied to take from group sync role \"cy@contoso.example\""
+    );
+    // Rebinding a synced role in place keeps it the sync's.
+    boss.batch_execute(&format!(
+        "SELECT pgaadauth_update_principal_with_oid('cy@contoso.example', '{cy}', 'user', false, false)"
+    ))
+    .unwrap();
+    assert_eq!(
+        s.pg.sql("SELECT count(*) FROM pgaadauth_list_synced_roles() WHERE rolname = 'cy@contoso.example'"),
+        "1"
+    );
     let mut dee_session =
         s.pg.connect("dee@contoso.example", &mint(&RSA1, &with_mfa))
             .unwrap();
@@ -299,29 +346,32 @@ fn two_syncs_never_overlap() {
     let s = setup("sync-overlap", "1h");
     let team = s.group("Team", "team");
     s.idp.dir_add_member(&team, &s.user("one@contoso.example"));
-    // The first sync holds its lock until its transaction ends; the second waits, then finds
-    // everything in step.
+    s.pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('boss', '{}', 'user', true, false)",
+        oid_for("boss")
+    ));
+    // The first sync holds its lock until its transaction ends; the second waits for it, then
+    // finds everything in step.
+    let mut first = s.pg.connect("boss", &s.token("boss")).unwrap();
+    let mut tx = first.transaction().unwrap();
+    let rows = tx
+        .query(
+            "SELECT * FROM pgaadauth_sync_roles_for_group_members()",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 2);
     let second = std::thread::scope(|scope| {
         let pg = &s.pg;
-        let held = scope.spawn(move || {
+        let second = scope
+            .spawn(move || pg.sql("SELECT count(*) FROM pgaadauth_sync_roles_for_group_members()"));
+        assert!(Cluster::wait_for(Duration::from_secs(20), || {
             pg.sql(
-                "BEGIN; SELECT count(*) FROM pgaadauth_sync_roles_for_group_members(); SELECT pg_sleep(3); COMMIT",
-            )
-        });
-        // Wait until the first holds the lock, then sync again.
-        assert!(Cluster::wait_for(Duration::from_secs(10), || {
-            pg.sql(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(3)%' AND wait_event = 'PgSleep'"
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%pgaadauth_sync_roles_for_group_members%'"
         ) == "1"
         }));
-        let started = Instant::now();
-        let second = pg.sql("SELECT count(*) FROM pgaadauth_sync_roles_for_group_members()");
-        assert!(
-            started.elapsed() >= Duration::from_millis(500),
-            "did not wait"
-        );
-        held.join().unwrap();
-        second
+        tx.commit().unwrap();
+        second.join().unwrap()
     });
     assert_eq!(second, "0");
     assert_eq!(
@@ -345,7 +395,6 @@ fn the_worker_syncs_on_its_interval_and_a_standby_never_syncs() {
         s.pg.log()
     );
     let standby = Cluster::standby_of(&s.pg, "sync-worker-standby");
-    assert!(standby.child_pid("pgaadauth group sync worker").is_none());
     let refused = standby
         .try_sql(
             "postgres",
@@ -366,6 +415,8 @@ fn the_worker_syncs_on_its_interval_and_a_standby_never_syncs() {
         "{}",
         s.pg.log()
     );
+    // By now the standby has run for seconds longer than the interval: no sync worker.
+    assert!(standby.child_pid("pgaadauth group sync worker").is_none());
     assert!(
         !standby.log().contains("pgaadauth: group sync"),
         "{}",
@@ -375,15 +426,15 @@ fn the_worker_syncs_on_its_interval_and_a_standby_never_syncs() {
         .connect("second@contoso.example", &s.token("second@contoso.example"))
         .unwrap();
 
-    // A run that PostgreSQL refuses (granting the group back would make a membership cycle)
-    // changes nothing, and the worker lives on and finishes once the cause is gone.
+    // A change PostgreSQL refuses (granting the group back would make a membership cycle) is
+    // a failed row; the rest of the run stands, the worker lives on, and finishes the change
+    // once the cause is gone.
     let worker = s.pg.child_pid("pgaadauth group sync worker");
     s.pg.sql("REVOKE crew FROM \"first@contoso.example\"; GRANT \"first@contoso.example\" TO crew");
     assert!(
-        Cluster::wait_for(Duration::from_secs(20), || s
-            .pg
-            .log()
-            .contains("WARNING:  pgaadauth: group sync failed and changed nothing: ")),
+        Cluster::wait_for(Duration::from_secs(20), || s.pg.log().contains(
+            "LOG:  pgaadauth: group sync: failed role \"first@contoso.example\""
+        )),
         "{}",
         s.pg.log()
     );
@@ -399,20 +450,52 @@ fn the_worker_syncs_on_its_interval_and_a_standby_never_syncs() {
         s.pg.log()
     );
 
-    // Turned off: the worker stops syncing and the function says why.
+    // Turned off: the worker says so and syncs no more, and the function says why.
     s.pg.set(&[("pgaadauth.enable_group_sync", "off")]);
-    assert!(Cluster::wait_for(Duration::from_secs(10), || s
-        .pg
-        .try_sql(
+    assert!(
+        Cluster::wait_for(Duration::from_secs(20), || s
+            .pg
+            .log()
+            .contains("pgaadauth: group sync is off")),
+        "{}",
+        s.pg.log()
+    );
+    let refused =
+        s.pg.try_sql(
             "postgres",
-            "SELECT * FROM pgaadauth_sync_roles_for_group_members()"
+            "SELECT * FROM pgaadauth_sync_roles_for_group_members()",
         )
-        .is_err_and(|e| e.contains("group sync is off"))));
+        .unwrap_err();
+    assert!(refused.contains("group sync is off"), "{refused}");
+    let asked = s.idp.count("/transitiveMembers");
     s.idp
         .dir_add_member(&crew, &s.user("third@contoso.example"));
-    std::thread::sleep(Duration::from_secs(4));
+    // Longer than the interval: a worker still syncing would have asked again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(s.idp.count("/transitiveMembers"), asked);
     assert_eq!(
         s.pg.sql("SELECT count(*) FROM pg_roles WHERE rolname = 'third@contoso.example'"),
         "0"
+    );
+
+    // On again, the worker syncs at once; a fast shutdown while it waits out throttling
+    // stops it at once, with nothing half-done.
+    s.idp.dir_throttle_next(10);
+    s.pg.set(&[("pgaadauth.enable_group_sync", "on")]);
+    assert!(Cluster::wait_for(Duration::from_secs(20), || s
+        .idp
+        .count("/transitiveMembers")
+        > asked));
+    let started = Instant::now();
+    s.pg.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !s.pg.log().contains("group sync: created role \"third"),
+        "{}",
+        s.pg.log()
     );
 }

@@ -83,8 +83,9 @@ pub struct Page {
     pub members: Vec<Member>,
     /// Members of other kinds (nested groups, devices, contacts).
     pub skipped: usize,
-    /// Users without a UPN and service principals without a display name: Graph answers with
-    /// just the id when the application may not read that kind of object.
+    /// Users without a UPN and service principals without a display name (Graph answers with
+    /// just the id when the application may not read that kind of object). They are in
+    /// `members` with an empty name.
     pub unnamed: usize,
     pub next_link: Option<String>,
 }
@@ -95,6 +96,8 @@ pub enum PageError {
     Throttled {
         retry_after: u64,
     },
+    /// HTTP 404: the group no longer exists in the directory, so it has no members.
+    Gone,
     Failed(String),
 }
 
@@ -119,9 +122,7 @@ pub fn parse_members_page(
         });
     }
     if status == 404 {
-        return Err(PageError::Failed(
-            "the group does not exist in the directory".into(),
-        ));
+        return Err(PageError::Gone);
     }
     if status != 200 {
         return Err(PageError::Failed(format!(
@@ -158,14 +159,19 @@ pub fn parse_members_page(
                 continue;
             }
         };
-        match (text("id"), name) {
-            (Some(id), Some(name)) => page.members.push(Member {
-                id: normalize_guid(&id).unwrap_or(id),
-                kind,
-                name,
-            }),
-            _ => page.unnamed += 1,
+        let Some(id) = text("id") else {
+            page.skipped += 1;
+            continue;
+        };
+        if name.is_none() {
+            page.unnamed += 1;
         }
+        page.members.push(Member {
+            id: normalize_guid(&id).unwrap_or(id),
+            kind,
+            // Unnamed: still a member (its role, if any, stays), but no new role is made.
+            name: name.unwrap_or_default(),
+        });
     }
     Ok(page)
 }
@@ -241,10 +247,33 @@ impl Action {
     }
 }
 
+/// Why a member may not have a role of its directory name, if it may not: names PostgreSQL
+/// reserves or refuses, names with control characters, names longer than role names, and
+/// service principals named like a user's UPN (display names are chosen by whoever owns the
+/// application, and must not claim a user's name).
+pub fn name_refused(member: &Member) -> Option<String> {
+    let name = &member.name;
+    if name.starts_with("pg_") || name == "public" || name == "none" {
+        return Some("PostgreSQL reserves that role name".into());
+    }
+    if name.chars().any(char::is_control) {
+        return Some("the name holds control characters".into());
+    }
+    if name.len() > MAX_ROLE_NAME {
+        return Some(format!(
+            "the name is longer than PostgreSQL's {MAX_ROLE_NAME}-byte role names"
+        ));
+    }
+    if member.kind == MemberKind::Service && name.contains('@') {
+        return Some("a service principal's display name may not look like a user's UPN".into());
+    }
+    None
+}
+
 /// What brings the synced roles in step with `groups`. `unread`: group roles whose members
 /// could not be read this time; memberships in them stay as they are. `taken(name)`: whether a
-/// role of that name exists now (the sync's own roles included). Actions come in a stable
-/// order: by object id, then by group role.
+/// role of that name exists now, in any letter case (the sync's own roles included). Actions
+/// come in a stable order: by object id, then by group role.
 pub fn plan(
     groups: &[GroupMembers],
     unread: &BTreeSet<String>,
@@ -272,7 +301,7 @@ pub fn plan(
                 let mut want = want.clone();
                 want.extend(s.groups.intersection(unread).cloned());
                 let want = &want;
-                if s.role != member.name {
+                if s.role != member.name && !member.name.is_empty() {
                     actions.push(Action::Renamed {
                         role: s.role.clone(),
                         object_id: oid.to_string(),
@@ -303,18 +332,19 @@ pub fn plan(
                     object_id: oid.to_string(),
                     why,
                 };
-                if normalize_guid(&member.id).is_none() {
+                let lower = member.name.to_lowercase();
+                if member.name.is_empty() {
+                    // Reported per group, with the permission it needs.
+                } else if normalize_guid(&member.id).is_none() {
                     actions.push(skip("the directory object id is not a GUID".into()));
-                } else if member.name.len() > MAX_ROLE_NAME {
-                    actions.push(skip(format!(
-                        "the name is longer than PostgreSQL's {MAX_ROLE_NAME}-byte role names"
-                    )));
-                } else if taken(&member.name) || names_planned.contains(&member.name) {
+                } else if let Some(why) = name_refused(member) {
+                    actions.push(skip(why));
+                } else if taken(&member.name) || names_planned.contains(&lower) {
                     actions.push(skip(
                         "a role of that name exists that the sync did not create".into(),
                     ));
                 } else {
-                    names_planned.insert(member.name.clone());
+                    names_planned.insert(lower);
                     actions.push(Action::Create {
                         role: member.name.clone(),
                         member: (*member).clone(),
@@ -385,7 +415,8 @@ mod tests {
             {"@odata.type":"#microsoft.graph.servicePrincipal","id":"s1","displayName":"etl-identity"},
             {"@odata.type":"#microsoft.graph.group","id":"g2","displayName":"nested"},
             {"@odata.type":"#microsoft.graph.device","id":"d1","displayName":"laptop"},
-            {"@odata.type":"#microsoft.graph.user","id":"u3"}]}"##;
+            {"@odata.type":"#microsoft.graph.user","id":"u3"},
+            {"@odata.type":"#microsoft.graph.user"}]}"##;
         let page = parse_members_page(200, None, body).unwrap();
         assert_eq!(
             page.members,
@@ -397,9 +428,10 @@ mod tests {
                     kind: MemberKind::Service,
                     name: "etl-identity".into()
                 },
+                user("u3", ""),
             ]
         );
-        assert_eq!((page.skipped, page.unnamed), (2, 1));
+        assert_eq!((page.skipped, page.unnamed), (3, 1));
         assert!(page.next_link.as_deref().unwrap().ends_with("$skiptoken=x"));
         let last = parse_members_page(200, None, br#"{"value":[]}"#).unwrap();
         assert_eq!(last.next_link, None);
@@ -425,6 +457,7 @@ mod tests {
             parse_members_page(503, Some("2"), b""),
             Err(PageError::Throttled { retry_after: 2 })
         );
+        assert_eq!(parse_members_page(404, None, b"{}"), Err(PageError::Gone));
         assert!(matches!(
             parse_members_page(503, None, b""),
             Err(PageError::Failed(_))
@@ -599,5 +632,38 @@ mod tests {
         }];
         assert!(matches!(&plan(&groups, &none(), &[], &|_| false)[0],
             Action::Skipped { why, .. } if why.contains("GUID")));
+    }
+
+    #[test]
+    fn names_postgresql_refuses_or_that_would_squat_are_skipped() {
+        let service = |name: &str| Member {
+            id: U2.into(),
+            kind: MemberKind::Service,
+            name: name.into(),
+        };
+        for name in ["pg_dba@contoso.com", "public", "none", "a\u{0}b", "a\nb"] {
+            assert!(name_refused(&user(U1, name)).is_some(), "{name:?}");
+        }
+        assert!(name_refused(&service("ceo@contoso.com")).is_some());
+        assert!(name_refused(&service("etl-identity")).is_none());
+        assert!(name_refused(&user(U1, "Public")).is_none());
+        // Letter case: one role per name, however it is written.
+        let groups = [GroupMembers {
+            group_role: "g".into(),
+            members: vec![user(U1, "Ann@x"), user(U2, "ann@x")],
+        }];
+        let actions = plan(&groups, &none(), &[], &|_| false);
+        assert!(matches!(&actions[0], Action::Create { role, .. } if role == "Ann@x"));
+        assert!(matches!(&actions[1], Action::Skipped { .. }));
+    }
+
+    #[test]
+    fn an_unnamed_member_keeps_its_role_and_gets_none() {
+        let groups = [GroupMembers {
+            group_role: "g".into(),
+            members: vec![user(U1, ""), user(U2, "")],
+        }];
+        let before = [synced("ann@x", U1, true, &["g"])];
+        assert!(plan(&groups, &none(), &before, &|_| true).is_empty());
     }
 }
