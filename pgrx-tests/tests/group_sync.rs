@@ -207,10 +207,17 @@ fn members_get_their_own_roles_and_follow_the_directory() {
     s.pg.connect("ann@contoso.example", &s.token("ann@contoso.example"))
         .unwrap();
 
-    // A group that requires MFA: so do its members' own roles.
+    // A group that requires MFA: so do its members' own roles, at once (before any sync),
+    // and the sync writes it into their labels.
     s.pg.sql(&format!(
         "SELECT pgaadauth_update_principal_with_oid('analysts', '{analysts}', 'group', false, true)"
     ));
+    assert!(s
+        .pg
+        .connect("dee@contoso.example", &s.token("dee@contoso.example"))
+        .is_err());
+    let detail = s.pg.failure_detail("dee@contoso.example").unwrap();
+    assert!(detail.contains("multi-factor"), "{detail}");
     let rows = s.sync();
     assert!(has(&rows, "dee@contoso.example mfa_required"), "{rows:#?}");
     assert!(s
