@@ -62,7 +62,7 @@ fn member_of_a_group_requiring_mfa(roleid: pg_sys::Oid) -> bool {
 }
 
 /// The label as stored.
-fn stored_label_of_role(roleid: pg_sys::Oid) -> RoleLabel {
+pub fn stored_label_of_role(roleid: pg_sys::Oid) -> RoleLabel {
     let object = pg_sys::ObjectAddress {
         classId: pg_sys::AuthIdRelationId,
         objectId: roleid,

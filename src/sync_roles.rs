@@ -9,8 +9,8 @@
 
 use crate::directory_worker::DirectorySession;
 use crate::group_sync::{
-    members_request, next_page_request, parse_members_page, plan, Action, GroupMembers, MemberKind,
-    PageError, SyncedRole,
+    limit_creates, members_request, next_page_request, parse_members_page, plan, Action,
+    GroupMembers, MemberKind, PageError, SyncedRole,
 };
 use crate::label::{normalize_guid, Label, PrincipalType};
 use crate::seclabel::{as_bootstrap_superuser, c_string, require_principal_manager};
@@ -221,6 +221,8 @@ fn lock_the_sync(wait: bool) -> bool {
 }
 
 /// Run `f` in a subtransaction: its error rolls back only what `f` did, and comes back as text.
+/// A cancel (`pg_cancel_backend`, `statement_timeout`) is raised again once the subtransaction
+/// is rolled back: it ends the whole run, which then changes nothing.
 fn in_subtransaction(f: impl FnOnce()) -> Result<(), String> {
     let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
     unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
@@ -229,12 +231,7 @@ fn in_subtransaction(f: impl FnOnce()) -> Result<(), String> {
         run();
         Ok(())
     })
-    .catch_others(|e| {
-        Err(match e {
-            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
-            CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-        })
-    })
+    .catch_others(Err)
     .execute();
     unsafe {
         if outcome.is_ok() {
@@ -245,7 +242,16 @@ fn in_subtransaction(f: impl FnOnce()) -> Result<(), String> {
         pg_sys::MemoryContextSwitchTo(context);
         pg_sys::CurrentResourceOwner = owner;
     }
-    outcome
+    outcome.map_err(|e| {
+        let report = match &e {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+            CaughtError::RustPanic { ereport, .. } => ereport,
+        };
+        if report.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
+            e.rethrow();
+        }
+        report.message().to_string()
+    })
 }
 
 /// Sync once, inside the caller's transaction, as the bootstrap superuser: the rows of what
@@ -348,9 +354,24 @@ pub fn sync_once(
             })
             .collect();
         let taken = all_role_names_lower_case();
-        let actions = plan(&members, &unread, &synced, &|name| {
-            taken.contains(&name.to_lowercase())
-        });
+        let (actions, deferred) = limit_creates(
+            plan(&members, &unread, &synced, &|name| {
+                taken.contains(&name.to_lowercase())
+            }),
+            max_creates_per_run(),
+        );
+        if deferred > 0 {
+            changes.push(Change {
+                role: String::new(),
+                object_id: String::new(),
+                group_role: None,
+                action: "deferred",
+                detail: Some(format!(
+                    "{deferred} more members get their roles at the next sync: a sync creates at most {} roles (max_locks_per_transaction x 16)",
+                    max_creates_per_run()
+                )),
+            });
+        }
         let oid_of: BTreeMap<&str, &str> = synced
             .iter()
             .map(|s| (s.role.as_str(), s.object_id.as_str()))
@@ -360,6 +381,9 @@ pub fn sync_once(
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
         let mut refused: BTreeSet<String> = BTreeSet::new();
         for action in &actions {
+            if (waiting.stop)() {
+                break; // the worker is stopping: the run will be rolled back
+            }
             let mut applied = Vec::new();
             let done = in_subtransaction(|| {
                 apply(action, &oid_of, tid.as_deref(), &mfa_groups, &mut applied)
@@ -387,43 +411,63 @@ pub fn sync_once(
         {
             let groups = wanted_groups(&role.name, &role.member_of, &actions, &now_groups);
             let mfa = groups.iter().any(|g| mfa_groups.contains(g));
-            if !groups.is_empty() && mfa != role.label.mfa {
-                let label = Label {
-                    mfa,
-                    ..role.label.clone()
-                };
-                set_label(&role.name, &label);
-                changes.push(Change {
-                    role: role.name.clone(),
-                    object_id: role.label.oid.clone(),
-                    group_role: None,
-                    action: if mfa {
-                        "mfa_required"
-                    } else {
-                        "mfa_not_required"
-                    },
-                    detail: None,
-                });
+            if groups.is_empty() || mfa == role.label.mfa {
+                continue;
             }
+            let mut changed = false;
+            let done = in_subtransaction(|| changed = set_mfa(&role.name, &role.label, mfa));
+            let (action, detail) = match done {
+                Ok(()) if !changed => continue, // rebound or dropped meanwhile: not the sync's
+                Ok(()) if mfa => ("mfa_required", None),
+                Ok(()) => ("mfa_not_required", None),
+                Err(why) => ("failed", Some(format!("could not set its MFA flag: {why}"))),
+            };
+            changes.push(Change {
+                role: role.name.clone(),
+                object_id: role.label.oid.clone(),
+                group_role: None,
+                action,
+                detail,
+            });
         }
         unsafe { pg_sys::PopActiveSnapshot() };
         Some(changes)
     })
 }
 
-/// Every role's name in lower case: a member gets no role whose name differs from an existing
-/// one's only in letter case.
+/// The most roles one run creates: PostgreSQL 16 and later lock each role created until the
+/// transaction ends, in a lock table of about max_locks_per_transaction x max_connections
+/// entries shared by the whole server.
+fn max_creates_per_run() -> usize {
+    (unsafe { pg_sys::max_locks_per_xact }.max(10) as usize) * 16
+}
+
+/// Set or clear `mfa` in a synced role's label, if the label is still the one the run read
+/// (an administrator may have rebound it meanwhile). Whether it did.
+fn set_mfa(role: &str, read: &Label, mfa: bool) -> bool {
+    let roleid = unsafe { pg_sys::get_role_oid(c_string(role).as_ptr(), true) };
+    if roleid == pg_sys::InvalidOid {
+        return false;
+    }
+    match crate::seclabel::stored_label_of_role(roleid) {
+        crate::seclabel::RoleLabel::Label(now) if now == *read => {
+            set_label(role, &Label { mfa, ..now });
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Every role's name in lower case (Rust's, whatever the database's collation): a member gets
+/// no role whose name differs from an existing one's only in letter case.
 fn all_role_names_lower_case() -> BTreeSet<String> {
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     let names = Spi::connect(|c| {
-        c.select(
-            "SELECT pg_catalog.lower(rolname::text) FROM pg_catalog.pg_roles",
-            None,
-            &[],
-        )
-        .unwrap_or_else(|e| error!("could not read the role names: {e}"))
-        .filter_map(|row| row.get::<String>(1).ok().flatten())
-        .collect()
+        c.select("SELECT rolname::text FROM pg_catalog.pg_roles", None, &[])
+            .unwrap_or_else(|e| error!("could not read the role names: {e}"))
+            .filter_map(|row| row.get::<String>(1).ok().flatten())
+            .map(|name| name.to_lowercase())
+            .collect()
     });
     unsafe { pg_sys::PopActiveSnapshot() };
     names

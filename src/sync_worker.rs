@@ -71,8 +71,9 @@ fn log_change(c: &Change) {
 }
 
 /// One sync in its own transaction: committed and logged, or rolled back (with a warning when
-/// it failed, silently when the worker is stopping or another run holds the lock).
-fn sync_and_log(session: &mut DirectorySession) {
+/// it failed, silently when the worker is stopping or another run holds the lock). Whether it
+/// left creations for the next run (a large group's first sync).
+fn sync_and_log(session: &mut DirectorySession) -> bool {
     let waiting = Waiting {
         nap: &nap,
         stop: &stopping,
@@ -92,6 +93,9 @@ fn sync_and_log(session: &mut DirectorySession) {
                 log_change(c);
             }
             pgrx::log!("pgaadauth: group sync done: {} changes", changes.len());
+            // Only while runs make progress: a run that created nothing is not repeated at once.
+            let progress = changes.iter().any(|c| c.action == "created");
+            return progress && changes.iter().any(|c| c.action == "deferred");
         }
         Ok(None) => {
             unsafe { pg_sys::AbortCurrentTransaction() };
@@ -106,6 +110,7 @@ fn sync_and_log(session: &mut DirectorySession) {
             );
         }
     }
+    false
 }
 
 #[pg_guard]
@@ -129,8 +134,9 @@ pub extern "C-unwind" fn pgaadauth_sync_worker_main(_arg: pg_sys::Datum) {
         let on = settings::ENABLE_GROUP_SYNC.get();
         let due = last_run.map_or_else(Instant::now, |t| t + interval);
         if on && Instant::now() >= due {
-            sync_and_log(&mut session);
-            last_run = Some(Instant::now());
+            let more = sync_and_log(&mut session);
+            // Creations left for the next run: that run is now.
+            last_run = if more { None } else { Some(Instant::now()) };
             continue;
         }
         let wait = if on {

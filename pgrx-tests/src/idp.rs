@@ -91,8 +91,10 @@ struct Directory {
     issued: usize,
     /// Members per transitiveMembers page at most (Graph: `$top`, at most 999).
     page_size: usize,
-    /// The next this many transitiveMembers requests answer 429 with `Retry-After: 1`.
+    /// The next this many transitiveMembers requests answer 429 with `Retry-After:
+    /// retry_after` (seconds, 1 unless set).
     throttle_next: usize,
+    retry_after: u32,
     /// The transitiveMembers page starting at this member answers 500, once.
     fail_page_at: Option<usize>,
 }
@@ -328,9 +330,11 @@ impl Idp {
         self.state.lock().unwrap().directory.page_size = size;
     }
 
-    /// Answer the next `count` transitiveMembers requests with 429 and `Retry-After: 1`.
-    pub fn dir_throttle_next(&self, count: usize) {
-        self.state.lock().unwrap().directory.throttle_next = count;
+    /// Answer the next `count` transitiveMembers requests with 429 and `Retry-After: seconds`.
+    pub fn dir_throttle_next(&self, count: usize, seconds: u32) {
+        let mut s = self.state.lock().unwrap();
+        s.directory.throttle_next = count;
+        s.directory.retry_after = seconds;
     }
 
     /// Answer the transitiveMembers page that starts at member `offset` with 500, once.
@@ -434,9 +438,10 @@ fn serve(mut stream: impl Read + Write, port: u16, scheme: &str, state: &Mutex<S
         _ => "Internal Server Error",
     };
     let retry_after = if status == 429 {
-        "Retry-After: 1\r\n"
+        let seconds = state.lock().unwrap().directory.retry_after.max(1);
+        format!("Retry-After: {seconds}\r\n")
     } else {
-        ""
+        String::new()
     };
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}{retry_after}Connection: close\r\n\r\n",

@@ -122,7 +122,20 @@ pub fn parse_members_page(
         });
     }
     if status == 404 {
-        return Err(PageError::Gone);
+        // Only Graph's own "no such object": a wrong endpoint or a proxy answers 404 too, and
+        // must not make every group look empty.
+        let code = serde_json::from_slice::<Value>(body).ok().and_then(|d| {
+            d.pointer("/error/code")
+                .and_then(Value::as_str)
+                .map(String::from)
+        });
+        if code.as_deref() == Some("Request_ResourceNotFound") {
+            return Err(PageError::Gone);
+        }
+        return Err(PageError::Failed(
+            "the directory answered HTTP status 404 without Graph's Request_ResourceNotFound"
+                .into(),
+        ));
     }
     if status != 200 {
         return Err(PageError::Failed(format!(
@@ -270,6 +283,28 @@ pub fn name_refused(member: &Member) -> Option<String> {
     None
 }
 
+/// At most `cap` roles created in one run (PostgreSQL 16 and later lock each role they create
+/// until the transaction ends, and the lock table is shared by the whole server): the actions
+/// to run now, and how many creations wait for the next run.
+pub fn limit_creates(actions: Vec<Action>, cap: usize) -> (Vec<Action>, usize) {
+    let mut created = 0;
+    let mut deferred = 0;
+    let now = actions
+        .into_iter()
+        .filter(|a| {
+            if !matches!(a, Action::Create { .. }) {
+                return true;
+            }
+            created += 1;
+            if created > cap {
+                deferred += 1;
+            }
+            created <= cap
+        })
+        .collect();
+    (now, deferred)
+}
+
 /// What brings the synced roles in step with `groups`. `unread`: group roles whose members
 /// could not be read this time; memberships in them stay as they are. `taken(name)`: whether a
 /// role of that name exists now, in any letter case (the sync's own roles included). Actions
@@ -293,6 +328,7 @@ pub fn plan(
     }
     let by_oid: BTreeMap<&str, &SyncedRole> =
         synced.iter().map(|s| (s.object_id.as_str(), s)).collect();
+    let synced_names: BTreeSet<String> = synced.iter().map(|s| s.role.to_lowercase()).collect();
     let mut actions = Vec::new();
     let mut names_planned: BTreeSet<String> = BTreeSet::new();
     for (oid, (member, want)) in &wanted {
@@ -339,7 +375,11 @@ pub fn plan(
                     actions.push(skip("the directory object id is not a GUID".into()));
                 } else if let Some(why) = name_refused(member) {
                     actions.push(skip(why));
-                } else if taken(&member.name) || names_planned.contains(&lower) {
+                } else if synced_names.contains(&lower) || names_planned.contains(&lower) {
+                    actions.push(skip(
+                        "the sync's role of another member has that name".into(),
+                    ));
+                } else if taken(&member.name) {
                     actions.push(skip(
                         "a role of that name exists that the sync did not create".into(),
                     ));
@@ -457,7 +497,18 @@ mod tests {
             parse_members_page(503, Some("2"), b""),
             Err(PageError::Throttled { retry_after: 2 })
         );
-        assert_eq!(parse_members_page(404, None, b"{}"), Err(PageError::Gone));
+        assert_eq!(
+            parse_members_page(
+                404,
+                None,
+                br#"{"error":{"code":"Request_ResourceNotFound"}}"#
+            ),
+            Err(PageError::Gone)
+        );
+        assert!(matches!(
+            parse_members_page(404, None, b"<html>not found</html>"),
+            Err(PageError::Failed(_))
+        ));
         assert!(matches!(
             parse_members_page(503, None, b""),
             Err(PageError::Failed(_))
@@ -532,7 +583,8 @@ mod tests {
         }];
         let actions = plan(&groups, &none(), &[], &|_| false);
         assert!(matches!(&actions[0], Action::Create { role, .. } if role == "same"));
-        assert!(matches!(&actions[1], Action::Skipped { object_id, .. } if object_id == U2));
+        assert!(matches!(&actions[1], Action::Skipped { object_id, why, .. }
+            if object_id == U2 && why.contains("another member")));
     }
 
     #[test]
@@ -665,5 +717,31 @@ mod tests {
         }];
         let before = [synced("ann@x", U1, true, &["g"])];
         assert!(plan(&groups, &none(), &before, &|_| true).is_empty());
+    }
+
+    #[test]
+    fn creations_beyond_the_cap_wait_for_the_next_run() {
+        let groups = [GroupMembers {
+            group_role: "g".into(),
+            members: vec![user(U1, "a"), user(U2, "b"), user(U3, "c")],
+        }];
+        let before = [synced(
+            "old",
+            "00000000-0000-4000-8000-000000000009",
+            true,
+            &["g"],
+        )];
+        let (now, deferred) = limit_creates(plan(&groups, &none(), &before, &|_| false), 2);
+        assert_eq!(deferred, 1);
+        assert_eq!(
+            now.iter()
+                .filter(|a| matches!(a, Action::Create { .. }))
+                .count(),
+            2
+        );
+        // Everything else still happens now.
+        assert!(now
+            .iter()
+            .any(|a| matches!(a, Action::Disable { role } if role == "old")));
     }
 }
