@@ -231,7 +231,7 @@ fn in_subtransaction(f: impl FnOnce()) -> Result<(), String> {
         run();
         Ok(())
     })
-    .catch_others(Err)
+    .catch_others(|e| Err(Box::new(e)))
     .execute();
     unsafe {
         if outcome.is_ok() {
@@ -243,12 +243,12 @@ fn in_subtransaction(f: impl FnOnce()) -> Result<(), String> {
         pg_sys::CurrentResourceOwner = owner;
     }
     outcome.map_err(|e| {
-        let report = match &e {
+        let report = match e.as_ref() {
             CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
             CaughtError::RustPanic { ereport, .. } => ereport,
         };
         if report.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
-            e.rethrow();
+            (*e).rethrow();
         }
         report.message().to_string()
     })
