@@ -25,13 +25,11 @@ pub fn register() {
         .load();
 }
 
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+/// Connect this worker to `pgaadauth.database` (its name is returned) with `search_path` pinned:
+/// the worker runs as a superuser, and nothing a user created decides what its SQL means.
+pub(crate) fn connect_to_pgaadauth_database() -> String {
     let database = settings::text(&settings::DATABASE);
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    // It reads as a superuser: nothing a user created decides what its SQL means.
     unsafe {
         pg_sys::SetConfigOption(
             c"search_path".as_ptr(),
@@ -40,6 +38,14 @@ pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
             pg_sys::GucSource::PGC_S_OVERRIDE,
         )
     };
+    database
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = connect_to_pgaadauth_database();
     let mut last_error: Option<String> = None;
     let mut warned_overflow = false;
     loop {

@@ -7,7 +7,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::ffi::CStr;
 
-fn quote_ident(name: &str) -> String {
+pub(crate) fn quote_ident(name: &str) -> String {
     let c = c_string(name);
     unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
         .to_string_lossy()
@@ -30,6 +30,16 @@ fn invalid_argument(message: String, hint: &str) -> ! {
     .set_hint(hint)
     .report(PgLogLevel::ERROR);
     unreachable!()
+}
+
+/// `SECURITY LABEL FOR pgaadauth ON ROLE rolename IS label` (the label hook checks it).
+fn label_role(rolename: &str, label: &Label) {
+    Spi::run(&format!(
+        "SECURITY LABEL FOR \"pgaadauth\" ON ROLE {} IS {}",
+        quote_ident(rolename),
+        quote_literal(&label.to_string())
+    ))
+    .unwrap_or_else(|e| error!("could not label role \"{rolename}\": {e}"));
 }
 
 fn role_exists(name: &str) -> bool {
@@ -161,11 +171,7 @@ fn pgaadauth_update_principal_with_oid(
                     });
             }
         }
-        Spi::run(&format!(
-            "SECURITY LABEL FOR \"pgaadauth\" ON ROLE {role} IS {}",
-            quote_literal(&label.to_string())
-        ))
-        .unwrap_or_else(|e| error!("could not label role \"{rolename}\": {e}"));
+        label_role(rolename, &label);
     });
     format!("Updated role for {rolename}")
 }
@@ -195,11 +201,7 @@ fn pgaadauth_create_principal_with_oid(
                 |e| error!("could not grant \"{admin_role}\" to \"{rolename}\": {e}"),
             );
         }
-        Spi::run(&format!(
-            "SECURITY LABEL FOR \"pgaadauth\" ON ROLE {role} IS {}",
-            quote_literal(&label.to_string())
-        ))
-        .unwrap_or_else(|e| error!("could not label role \"{rolename}\": {e}"));
+        label_role(rolename, &label);
     });
     format!("Created role for {rolename}")
 }

@@ -15,7 +15,8 @@ use crate::group_sync::{
 use crate::label::{normalize_guid, Label, PrincipalType};
 use crate::seclabel::{as_bootstrap_superuser, c_string, require_principal_manager};
 use crate::settings;
-use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use crate::sql_api::quote_ident;
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport, ErrorReportWithLevel};
 use pgrx::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -169,13 +170,6 @@ fn run_sql(sql: &str) {
     Spi::run(sql).unwrap_or_else(|e| error!("group sync could not run \"{sql}\": {e}"));
 }
 
-fn quoted(name: &str) -> String {
-    let c = c_string(name);
-    unsafe { std::ffi::CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
-        .to_string_lossy()
-        .into_owned()
-}
-
 /// Write a synced role's label. Directly, not through SECURITY LABEL, which locks each role to
 /// the end of the transaction: a run that labels 10,000 roles would fill the lock table. Only
 /// the sync (under its lock) and superusers write labels with `synced`.
@@ -220,6 +214,14 @@ fn lock_the_sync(wait: bool) -> bool {
     true
 }
 
+/// The report of a caught error, whatever its kind.
+pub fn caught_report(e: &CaughtError) -> &ErrorReportWithLevel {
+    match e {
+        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+        CaughtError::RustPanic { ereport, .. } => ereport,
+    }
+}
+
 /// Run `f` in a subtransaction: its error rolls back only what `f` did, and comes back as text.
 /// A cancel (`pg_cancel_backend`, `statement_timeout`) is raised again once the subtransaction
 /// is rolled back: it ends the whole run, which then changes nothing.
@@ -243,10 +245,7 @@ fn in_subtransaction(f: impl FnOnce()) -> Result<(), String> {
         pg_sys::CurrentResourceOwner = owner;
     }
     outcome.map_err(|e| {
-        let report = match e.as_ref() {
-            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
-            CaughtError::RustPanic { ereport, .. } => ereport,
-        };
+        let report = caught_report(&e);
         if report.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
             (*e).rethrow();
         }
@@ -548,7 +547,7 @@ fn apply(
             member,
             groups,
         } => {
-            run_sql(&format!("CREATE ROLE {} LOGIN", quoted(role)));
+            run_sql(&format!("CREATE ROLE {} LOGIN", quote_ident(role)));
             let label = Label {
                 oid: member.id.clone(),
                 principal_type: match member.kind {
@@ -568,7 +567,11 @@ fn apply(
                 Some(format!("type={}", member.kind.label_type())),
             ));
             for g in groups {
-                run_sql(&format!("GRANT {} TO {}", quoted(g), quoted(role)));
+                run_sql(&format!(
+                    "GRANT {} TO {}",
+                    quote_ident(g),
+                    quote_ident(role)
+                ));
                 changes.push(Change {
                     action: "granted",
                     ..change(role, &member.id, Some(g), None)
@@ -576,19 +579,23 @@ fn apply(
             }
         }
         Action::Grant { role, group_role } => {
-            run_sql(&format!("GRANT {} TO {}", quoted(group_role), quoted(role)));
+            run_sql(&format!(
+                "GRANT {} TO {}",
+                quote_ident(group_role),
+                quote_ident(role)
+            ));
             changes.push(change(role, &oid(role), Some(group_role), None));
         }
         Action::Revoke { role, group_role } => {
             run_sql(&format!(
                 "REVOKE {} FROM {}",
-                quoted(group_role),
-                quoted(role)
+                quote_ident(group_role),
+                quote_ident(role)
             ));
             changes.push(change(role, &oid(role), Some(group_role), None));
         }
         Action::Disable { role } => {
-            run_sql(&format!("ALTER ROLE {} NOLOGIN", quoted(role)));
+            run_sql(&format!("ALTER ROLE {} NOLOGIN", quote_ident(role)));
             changes.push(change(
                 role,
                 &oid(role),
@@ -597,7 +604,7 @@ fn apply(
             ));
         }
         Action::Enable { role } => {
-            run_sql(&format!("ALTER ROLE {} LOGIN", quoted(role)));
+            run_sql(&format!("ALTER ROLE {} LOGIN", quote_ident(role)));
             changes.push(change(role, &oid(role), None, None));
         }
         Action::Renamed {

@@ -6,12 +6,11 @@
 
 use crate::directory_worker::DirectorySession;
 use crate::settings;
-use crate::sync_roles::{sync_once, Change, Waiting};
+use crate::sync_roles::{caught_report, sync_once, Change, Waiting};
 use crate::token::escape_log_text;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
-use pgrx::pg_sys::panic::CaughtError;
 use pgrx::{pg_guard, pg_sys, PgTryBuilder};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,13 +45,6 @@ fn nap(d: Duration) {
     }
 }
 
-fn caught_message(e: &CaughtError) -> String {
-    match e {
-        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r.message().to_string(),
-        CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
-    }
-}
-
 fn log_change(c: &Change) {
     pgrx::log!(
         "pgaadauth: group sync: {} role \"{}\" (object id {}){}{}",
@@ -84,7 +76,7 @@ fn sync_and_log(session: &mut DirectorySession) -> bool {
     }
     let run = AssertUnwindSafe(|| sync_once(session, &waiting, false));
     let outcome = PgTryBuilder::new(move || Ok::<Option<Vec<Change>>, String>(run()))
-        .catch_others(|e| Err(caught_message(&e)))
+        .catch_others(|e| Err(caught_report(&e).message().to_string()))
         .execute();
     match outcome {
         Ok(Some(changes)) if !stopping() => {
@@ -117,16 +109,7 @@ fn sync_and_log(session: &mut DirectorySession) -> bool {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pgaadauth_sync_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let database = settings::text(&settings::DATABASE);
-    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    unsafe {
-        pg_sys::SetConfigOption(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
-            pg_sys::GucSource::PGC_S_OVERRIDE,
-        )
-    };
+    let database = crate::session_worker::connect_to_pgaadauth_database();
     let mut session = DirectorySession::default();
     let mut last_run: Option<Instant> = None;
     while !stopping() {
