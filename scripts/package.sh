@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds release packages of pgaadauth into target/packages/, for each PostgreSQL major of
 # $PG_VERSIONS (default: every supported one, scripts/pg.sh):
-#   pgaadauth-postgresql-NN_<version>_amd64.deb   Debian's layout (/usr/lib/postgresql/NN/lib,
+#   pgaadauth-postgresql-NN_<version>-<rev>_amd64.deb  Debian's layout (/usr/lib/postgresql/NN/lib,
 #                                                 /usr/share/postgresql/NN/extension), depends
-#                                                 on postgresql-NN
+#                                                 on postgresql-NN; <rev> is the package
+#                                                 build, $PACKAGE_REVISION (default 1)
 #   pgaadauth-postgresql-NN-<version>.tar.gz      lib/ and extension/, for other layouts: copy
 #                                                 them into `pg_config --pkglibdir` and
 #                                                 `pg_config --sharedir`/extension
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/pg.sh
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+revision=${PACKAGE_REVISION:-1}
 # The maintainer named in the packages: the author of the commit they are built from.
 maintainer=$(git log -1 --format='%an <%ae>' 2>/dev/null || echo 'pgaadauth developers <root@localhost>')
 out=target/packages
@@ -37,7 +39,7 @@ for v in $PG_VERSIONS; do
     install -m 0644 LICENSE "$root/usr/share/doc/pgaadauth-postgresql-$v/copyright"
     cat > "$root/DEBIAN/control" <<CONTROL
 Package: pgaadauth-postgresql-$v
-Version: $version
+Version: $version-$revision
 Architecture: amd64
 Maintainer: $maintainer
 Depends: postgresql-$v, libc6
@@ -49,7 +51,7 @@ Description: Microsoft Entra ID and OpenID Connect token login for PostgreSQL $v
  object id to a role through SECURITY LABEL FOR "pgaadauth". Add pgaadauth to
  shared_preload_libraries, restart, then CREATE EXTENSION pgaadauth.
 CONTROL
-    dpkg-deb --root-owner-group --build "$root" "$out/pgaadauth-postgresql-${v}_${version}_amd64.deb" >/dev/null
+    dpkg-deb --root-owner-group --build "$root" "$out/pgaadauth-postgresql-${v}_${version}-${revision}_amd64.deb" >/dev/null
     # A tarball for other layouts.
     tree=target/package-stage/tar$v/pgaadauth-postgresql-$v-$version
     rm -rf "$(dirname "$tree")"
@@ -66,5 +68,5 @@ pgaadauth $version for PostgreSQL $v
 Then add pgaadauth to shared_preload_libraries, restart, and CREATE EXTENSION pgaadauth.
 INSTALL
     tar -C "$(dirname "$tree")" -czf "$out/pgaadauth-postgresql-$v-$version.tar.gz" "$(basename "$tree")"
-    echo "package: $out/pgaadauth-postgresql-${v}_${version}_amd64.deb, $out/pgaadauth-postgresql-$v-$version.tar.gz"
+    echo "package: $out/pgaadauth-postgresql-${v}_${version}-${revision}_amd64.deb, $out/pgaadauth-postgresql-$v-$version.tar.gz"
 done

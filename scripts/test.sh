@@ -58,6 +58,13 @@ for v in $PG_VERSIONS; do
     fi
 done
 
+# Last, on its own: the PostgreSQL 15 Debian package, installed into Debian's PostgreSQL 15
+# (replacing the development install there), upgraded and removed.
+if [[ " $PG_VERSIONS " == *" 15 "* ]] && [ -x /usr/lib/postgresql/15/bin/pg_config ] && [ "$(id -u)" = 0 ]; then
+    step "package" env PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config \
+        cargo test -p pgaadauth-e2e --test package -- --ignored
+fi
+
 # One closing line for the whole run.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "all: %d passed, %d failed\n", p, f }' "$results"
 if [ ${#failed_steps[@]} -gt 0 ]; then
