@@ -5,6 +5,7 @@
 //! - `P/.well-known/openid-configuration` → `{"issuer": base+P, "jwks_uri": base+P+"/keys"}`
 //! - any path ending in `/keys` → the published key set.
 
+use crate::managed_identity::{self, ManagedIdentity};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -111,6 +112,8 @@ struct State {
     /// A `jwks_uri` for discovery documents to name instead of the provider's own.
     jwks_uri: Option<String>,
     directory: Directory,
+    /// Tokens for a client application, when it asks as a managed identity.
+    managed_identity: Option<ManagedIdentity>,
 }
 
 pub struct Idp {
@@ -192,6 +195,7 @@ impl Idp {
                 page_size: 999,
                 ..Directory::default()
             },
+            managed_identity: None,
         }));
         let shared = state.clone();
         let with_tls = tls.is_some();
@@ -274,6 +278,36 @@ impl Idp {
     /// The v2.0 issuer of the test tenant, as Entra would name it under this authority.
     pub fn entra_issuer(&self) -> String {
         format!("{}/{TENANT}/v2.0", self.base())
+    }
+
+    /// Answer App Service managed identity requests (see `managed_identity`) with tokens for
+    /// the service principal `name` with object id `oid`, signed by `key`, each valid for
+    /// `lifetime_seconds`.
+    pub fn issue_managed_identity_tokens(
+        &self,
+        key: &'static Key,
+        name: &str,
+        oid: &str,
+        lifetime_seconds: i64,
+    ) {
+        self.state.lock().unwrap().managed_identity = Some(ManagedIdentity {
+            key,
+            oid: oid.into(),
+            name: name.into(),
+            lifetime_seconds,
+            issued: 0,
+        });
+    }
+
+    /// The managed identity endpoint, for `IDENTITY_ENDPOINT`.
+    pub fn identity_endpoint(&self) -> String {
+        format!("{}{}", self.base(), managed_identity::PATH)
+    }
+
+    /// How many managed identity tokens were issued so far.
+    pub fn managed_identity_tokens_issued(&self) -> usize {
+        let s = self.state.lock().unwrap();
+        s.managed_identity.as_ref().map_or(0, |m| m.issued)
     }
 
     pub fn publish(&self, keys: &[&Key]) {
@@ -387,11 +421,15 @@ fn serve(mut stream: impl Read + Write, port: u16, scheme: &str, state: &Mutex<S
     let (status, body, cache, stall) = {
         let mut s = state.lock().unwrap();
         s.requests.push(path.clone());
-        let answer = directory_answer(
-            &mut s.directory,
-            &request,
-            &format!("{scheme}://127.0.0.1:{port}"),
-        );
+        let base = format!("{scheme}://127.0.0.1:{port}");
+        let answer = match s.managed_identity.as_mut() {
+            Some(identity) if path.starts_with(managed_identity::PATH) => Some(identity.answer(
+                &path,
+                header(&request.head, "x-identity-header").as_deref(),
+                &format!("{base}/{TENANT}/v2.0"),
+            )),
+            _ => directory_answer(&mut s.directory, &request, &base),
+        };
         let cache = s
             .max_age
             .map(|a| format!("Cache-Control: public, max-age={a}\r\n"));
@@ -547,7 +585,7 @@ struct Incoming {
     body: String,
 }
 
-fn header(head: &str, name: &str) -> Option<String> {
+pub(crate) fn header(head: &str, name: &str) -> Option<String> {
     head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.trim()
@@ -556,7 +594,7 @@ fn header(head: &str, name: &str) -> Option<String> {
     })
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -3,6 +3,7 @@
 pub mod clients;
 pub mod cluster;
 pub mod idp;
+pub mod managed_identity;
 pub mod pgbench;
 pub mod pgbouncer;
 pub mod ports;

@@ -1,0 +1,254 @@
+//! The examples of docs/clients.md, run as a user runs them: each client library's pool against
+//! a server that requires TLS, with tokens from the test provider that expire after a few
+//! seconds. Each pool must keep opening new connections after the first token has expired,
+//! and the sessions it already has must go on. The page's code blocks must be the files run
+//! here, byte for byte.
+//!
+//! The token sources are the page's: azure-identity's DefaultAzureCredential (Python, Node.js)
+//! finds a managed identity through IDENTITY_ENDPOINT and IDENTITY_HEADER, which the test
+//! provider answers as App Service does; psql, Java and Rust run `az`, here clients/az, which
+//! asks the same endpoint. Installed by scripts/setup.sh: the Python packages into
+//! target/clients-venv, the npm packages into examples/clients/node_modules, pgjdbc and HikariCP
+//! from Debian.
+
+use pgaadauth_e2e::cluster::{base_dir, private_file, Cluster};
+use pgaadauth_e2e::idp::{fixture_path, oid_for, Idp, RSA1};
+use pgaadauth_e2e::managed_identity::IDENTITY_HEADER;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Seconds a token from the test provider is valid.
+const LIFETIME: i64 = 4;
+/// pgaadauth.clock_skew on the test server, in seconds.
+const SKEW: i64 = 2;
+/// How long each example waits before it opens new connections: past the first token's
+/// expiry and the skew.
+const PAUSE: &str = "8";
+const ROLE: &str = "orders-app";
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+struct Setup {
+    idp: Idp,
+    pg: Cluster,
+}
+
+/// The test provider issuing tokens for the managed identity `orders-app`, mapped to a role;
+/// a server that accepts TCP logins only over TLS, with its log prefixed by the epoch time.
+fn setup(name: &str) -> Setup {
+    let idp = Idp::start(&[&RSA1]);
+    idp.issue_managed_identity_tokens(&RSA1, ROLE, &oid_for(ROLE), LIFETIME);
+    let key = private_file(
+        &format!("{name}-tls.key"),
+        &std::fs::read_to_string(fixture_path("tls.key")).unwrap(),
+    );
+    let mut settings = idp.entra_settings();
+    settings.extend([
+        ("pgaadauth.clock_skew", SKEW.to_string()),
+        ("ssl", "on".into()),
+        ("ssl_cert_file", fixture_path("tls.pem")),
+        ("ssl_key_file", key.display().to_string()),
+        ("log_line_prefix", "%m [%p] %n ".into()),
+    ]);
+    let pg = Cluster::start_with_hba(name, &settings, "hostssl all all 127.0.0.1/32 trust\n");
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('{ROLE}', '{}', 'service', false, false)",
+        oid_for(ROLE)
+    ));
+    Setup { idp, pg }
+}
+
+impl Setup {
+    /// `program` with the environment of an application of the page: libpq's connection
+    /// variables, the managed identity's, and clients/az first on PATH.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let path = format!(
+            "{}:{}:{}",
+            repo("pgrx-tests/clients").display(),
+            self.pg.bindir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut c = Command::new(program);
+        c.env("PATH", path)
+            .env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.pg.port.to_string())
+            .env("PGUSER", ROLE)
+            .env("PGDATABASE", "postgres")
+            .env("PGSSLMODE", "verify-full")
+            .env("PGSSLROOTCERT", fixture_path("ca.pem"))
+            .env("IDENTITY_ENDPOINT", self.idp.identity_endpoint())
+            .env("IDENTITY_HEADER", IDENTITY_HEADER)
+            .env_remove("PGPASSWORD")
+            .env_remove("AZURE_CLIENT_ID")
+            .current_dir(repo("examples/clients"));
+        c
+    }
+
+    /// Run `c`; its standard output, or a failure with everything it and the server said.
+    fn run(&self, c: &mut Command) -> String {
+        let out = c.output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{c:?} failed\n--- stdout\n{stdout}\n--- stderr\n{}\n--- server log\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.pg.log()
+        );
+        stdout
+    }
+
+    /// When each backend of ROLE logged in (epoch seconds), by pid, from the audit lines.
+    fn logins(&self) -> HashMap<u32, f64> {
+        let log = self.pg.log();
+        assert!(
+            !log.contains(&format!("outcome=rejected role={ROLE}")),
+            "a login was refused:\n{log}"
+        );
+        log.lines()
+            .filter(|l| l.contains(&format!("login outcome=accepted role={ROLE} ")))
+            .map(|l| {
+                let after_pid = &l[l.find(" [").unwrap() + 2..];
+                let (pid, rest) = after_pid.split_once("] ").unwrap();
+                let epoch = rest.split_whitespace().next().unwrap();
+                (pid.parse().unwrap(), epoch.parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// Check an example's output: one `first` line and four `later` lines, `<label> <role>
+    /// <pid>`. The later connections are four sessions; the first one goes on past its
+    /// token's expiry; and at least two are new, logged in after the first token expired (a
+    /// pool may have opened a second connection before the pause).
+    fn check_pool_output(&self, output: &str) {
+        let rows: Vec<(&str, &str, u32)> = output
+            .lines()
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                assert_eq!(f.len(), 3, "unexpected line {l:?} in\n{output}");
+                (f[0], f[1], f[2].parse().unwrap())
+            })
+            .collect();
+        let labels: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        assert_eq!(labels, ["first", "later", "later", "later", "later"], "{output}");
+        assert!(rows.iter().all(|r| r.1 == ROLE), "{output}");
+        let first = rows[0].2;
+        let later: Vec<u32> = rows[1..].iter().map(|r| r.2).collect();
+        let distinct: std::collections::HashSet<u32> = later.iter().copied().collect();
+        assert_eq!(distinct.len(), 4, "four sessions at once: {output}");
+        assert!(
+            later.contains(&first),
+            "the first session goes on after its token expired: {output}"
+        );
+        let logins = self.logins();
+        let first_login = logins[&first];
+        // The first token was issued before the first login and is accepted until its
+        // expiry plus the skew: a login later than that had a newer token.
+        let new = later
+            .iter()
+            .filter(|pid| logins[pid] > first_login + (LIFETIME + SKEW) as f64)
+            .count();
+        assert!(
+            new >= 2,
+            "at least two logins after the first token expired ({new}); logins {logins:?}, output\n{output}"
+        );
+    }
+}
+
+/// The page's code blocks that name a file (```lang file=examples/clients/...) are that file.
+#[test]
+fn the_page_shows_the_files_that_run() {
+    let page = std::fs::read_to_string(repo("docs/clients.md")).unwrap();
+    let mut shown = Vec::new();
+    let mut lines = page.lines();
+    while let Some(line) = lines.next() {
+        let Some(file) = line
+            .strip_prefix("```")
+            .and_then(|info| info.split_whitespace().find_map(|w| w.strip_prefix("file=")))
+        else {
+            continue;
+        };
+        let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
+        let on_disk = std::fs::read_to_string(repo(file))
+            .unwrap_or_else(|e| panic!("docs/clients.md shows {file}: {e}"));
+        assert_eq!(
+            format!("{}\n", block.join("\n")),
+            on_disk,
+            "docs/clients.md shows {file} otherwise than it is"
+        );
+        shown.push(file.to_string());
+    }
+    for file in [
+        "examples/clients/psql.sh",
+        "examples/clients/psycopg_token_pool.py",
+        "examples/clients/requirements.txt",
+        "examples/clients/node_pool.js",
+        "examples/clients/package.json",
+        "examples/clients/TokenPool.java",
+        "examples/clients/rust_pool.rs",
+    ] {
+        assert!(shown.iter().any(|s| s == file), "docs/clients.md does not show {file}");
+    }
+}
+
+#[test]
+fn psql_gets_a_fresh_token_for_each_connection() {
+    let s = setup("clients-psql");
+    let first = s.run(s.command("sh").arg("psql.sh"));
+    assert!(first.contains(ROLE), "{first}");
+    std::thread::sleep(std::time::Duration::from_secs(PAUSE.parse().unwrap()));
+    let second = s.run(s.command("sh").arg("psql.sh"));
+    assert!(second.contains(ROLE), "{second}");
+    assert_eq!(s.logins().len(), 2);
+    assert_eq!(s.idp.managed_identity_tokens_issued(), 2);
+}
+
+#[test]
+fn psycopg_pool_opens_new_connections_after_the_first_token_expired() {
+    let s = setup("clients-psycopg");
+    let python = repo("target/clients-venv/bin/python");
+    let output = s.run(s.command(python).args(["psycopg_token_pool.py", PAUSE]));
+    s.check_pool_output(&output);
+}
+
+#[test]
+fn node_postgres_pool_opens_new_connections_after_the_first_token_expired() {
+    let s = setup("clients-node");
+    let output = s.run(s.command("node").args(["node_pool.js", PAUSE]));
+    s.check_pool_output(&output);
+}
+
+#[test]
+fn hikaricp_over_pgjdbc_opens_new_connections_after_the_first_token_expired() {
+    let s = setup("clients-java");
+    let classes = base_dir().join(format!("clients-java-classes-{}", std::process::id()));
+    let jars = [
+        "postgresql.jar",
+        "HikariCP.jar",
+        "slf4j-api.jar",
+        "slf4j-nop.jar",
+    ]
+    .map(|j| format!("/usr/share/java/{j}"))
+    .join(":");
+    s.run(
+        s.command("javac")
+            .args(["-d", &classes.display().to_string(), "-cp", &jars])
+            .arg("TokenPool.java"),
+    );
+    let classpath = format!("{}:{jars}", classes.display());
+    let output = s.run(
+        s.command("java")
+            .args(["-cp", &classpath, "TokenPool", PAUSE]),
+    );
+    let _ = std::fs::remove_dir_all(&classes);
+    s.check_pool_output(&output);
+}
+
+#[test]
+fn rust_deadpool_opens_new_connections_after_the_first_token_expired() {
+    let s = setup("clients-rust");
+    let output = s.run(s.command(env!("CARGO_BIN_EXE_client-example-rust")).arg(PAUSE));
+    s.check_pool_output(&output);
+}
