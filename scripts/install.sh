@@ -18,12 +18,7 @@ done
 cargo build -p pam_pgaadauth "$@"
 profile=debug
 for a in "$@"; do [ "$a" = --release ] && profile=release; done
-pam_unix=$(find /usr/lib /lib -name pam_unix.so -path '*security*' 2>/dev/null | head -n1)
-if [ -z "$pam_unix" ]; then
-    echo "install: no PAM module directory found (no pam_unix.so under /usr/lib or /lib)" >&2
-    exit 1
-fi
-pam_dir=$(dirname "$pam_unix")
+pam_dir=$(pam_module_dir)
 if [ "$(id -u)" = 0 ]; then as_root=(); else as_root=(sudo); fi
 "${as_root[@]}" install -m 0644 "target/$profile/libpam_pgaadauth.so" "$pam_dir/pam_pgaadauth.so"
 echo "install: $pam_dir/pam_pgaadauth.so"

@@ -8,6 +8,9 @@
 #   pgaadauth-postgresql-NN-<version>.tar.gz      lib/ and extension/, for other layouts: copy
 #                                                 them into `pg_config --pkglibdir` and
 #                                                 `pg_config --sharedir`/extension
+# and once, whatever the majors:
+#   libpam-pgaadauth_<version>-<rev>_amd64.deb    the PAM module for PgBouncer, pam_pgaadauth.so,
+#                                                 in the system's PAM module directory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -18,6 +21,49 @@ revision=${PACKAGE_REVISION:-1}
 maintainer=$(git log -1 --format='%an <%ae>' 2>/dev/null || echo 'pgaadauth developers <root@localhost>')
 out=target/packages
 mkdir -p "$out"
+
+# "libc6 (>= 2.NN)": the newest glibc symbol version the library uses.
+libc_dependency() {
+    local newest
+    newest=$(objdump -T "$1" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n1)
+    echo "libc6 (>= $newest)"
+}
+
+# Write DEBIAN/control into package root $1: package $2, dependencies $3, summary $4, and the
+# long description on standard input (each line indented by one space).
+write_control() {
+    {
+        echo "Package: $2"
+        echo "Version: $version-$revision"
+        echo "Architecture: amd64"
+        echo "Maintainer: $maintainer"
+        echo "Depends: $3"
+        echo "Section: database"
+        echo "Priority: optional"
+        echo "Description: $4"
+        sed 's/^/ /'
+    } > "$1/DEBIAN/control"
+}
+
+# The PAM module for PgBouncer, in the directory of the system's own PAM modules.
+cargo build --release -p pam_pgaadauth
+pam_dir=$(pam_module_dir)
+root=target/package-stage/libpam
+rm -rf "$root"
+install -d "$root/DEBIAN" "$root$pam_dir" "$root/usr/share/doc/libpam-pgaadauth"
+install -m 0644 target/release/libpam_pgaadauth.so "$root$pam_dir/pam_pgaadauth.so"
+strip --strip-unneeded "$root$pam_dir/pam_pgaadauth.so"
+install -m 0644 LICENSE "$root/usr/share/doc/libpam-pgaadauth/copyright"
+write_control "$root" libpam-pgaadauth \
+    "libpam0g, libpq5, libgcc-s1, $(libc_dependency "$root$pam_dir/pam_pgaadauth.so")" \
+    "PAM module for PgBouncer: token logins checked by a pgaadauth server" <<DESCRIPTION
+pam_pgaadauth.so lets PgBouncer (auth_type = pam) have a PostgreSQL server with
+pgaadauth decide every client login: Microsoft Entra ID or OpenID Connect tokens,
+and passwords, through pgaadauth_pooler_login.
+DESCRIPTION
+dpkg-deb --root-owner-group --build "$root" "$out/libpam-pgaadauth_${version}-${revision}_amd64.deb" >/dev/null
+echo "package: $out/libpam-pgaadauth_${version}-${revision}_amd64.deb"
+
 for v in $PG_VERSIONS; do
     pg_config=$(pg_config_for "$v")
     staged=target/package-stage/pg$v
@@ -33,30 +79,26 @@ for v in $PG_VERSIONS; do
     rm -rf "$root"
     install -d "$root/DEBIAN" "$root/usr/lib/postgresql/$v/lib" \
         "$root/usr/share/postgresql/$v/extension" "$root/usr/share/doc/pgaadauth-postgresql-$v"
-    install -m 0644 "$pkglib/pgaadauth.so" "$root/usr/lib/postgresql/$v/lib/"
-    strip --strip-unneeded "$root/usr/lib/postgresql/$v/lib/pgaadauth.so"
+    # The library stripped once, for both.
+    install -m 0644 "$pkglib/pgaadauth.so" "$staged/pgaadauth.so"
+    strip --strip-unneeded "$staged/pgaadauth.so"
+    install -m 0644 "$staged/pgaadauth.so" "$root/usr/lib/postgresql/$v/lib/"
     install -m 0644 "$extdir"/pgaadauth* "$root/usr/share/postgresql/$v/extension/"
     install -m 0644 LICENSE "$root/usr/share/doc/pgaadauth-postgresql-$v/copyright"
-    cat > "$root/DEBIAN/control" <<CONTROL
-Package: pgaadauth-postgresql-$v
-Version: $version-$revision
-Architecture: amd64
-Maintainer: $maintainer
-Depends: postgresql-$v, libc6
-Section: database
-Priority: optional
-Description: Microsoft Entra ID and OpenID Connect token login for PostgreSQL $v
- pgaadauth verifies signed JWT access tokens sent as the password, in the server,
- against signing keys cached in shared memory, and maps the token's directory
- object id to a role through SECURITY LABEL FOR "pgaadauth". Add pgaadauth to
- shared_preload_libraries, restart, then CREATE EXTENSION pgaadauth.
-CONTROL
+    write_control "$root" "pgaadauth-postgresql-$v" \
+        "postgresql-$v, libgcc-s1, $(libc_dependency "$staged/pgaadauth.so")" \
+        "Microsoft Entra ID and OpenID Connect token login for PostgreSQL $v" <<DESCRIPTION
+pgaadauth verifies signed JWT access tokens sent as the password, in the server,
+against signing keys cached in shared memory, and maps the token's directory
+object id to a role through SECURITY LABEL FOR "pgaadauth". Add pgaadauth to
+shared_preload_libraries, restart, then CREATE EXTENSION pgaadauth.
+DESCRIPTION
     dpkg-deb --root-owner-group --build "$root" "$out/pgaadauth-postgresql-${v}_${version}-${revision}_amd64.deb" >/dev/null
     # A tarball for other layouts.
     tree=target/package-stage/tar$v/pgaadauth-postgresql-$v-$version
     rm -rf "$(dirname "$tree")"
     install -d "$tree/lib" "$tree/extension"
-    install -m 0644 "$pkglib/pgaadauth.so" "$tree/lib/"
+    install -m 0644 "$staged/pgaadauth.so" "$tree/lib/"
     install -m 0644 "$extdir"/pgaadauth* "$tree/extension/"
     install -m 0644 LICENSE "$tree/"
     cat > "$tree/INSTALL" <<INSTALL

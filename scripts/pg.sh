@@ -21,3 +21,15 @@ pg_config_for() {
 
 # Fail early on a PG_VERSIONS entry that is not supported.
 for v in $PG_VERSIONS; do pg_config_for "$v" >/dev/null; done
+
+# The system's PAM module directory (where pam_unix.so is; Debian: /usr/lib/x86_64-linux-gnu/
+# security), for PgBouncer's pam_pgaadauth.so.
+pam_module_dir() {
+    local pam_unix
+    pam_unix=$(find /usr/lib /lib -name pam_unix.so -path '*security*' 2>/dev/null | head -n1)
+    if [ -z "$pam_unix" ]; then
+        echo "no PAM module directory found (no pam_unix.so under /usr/lib or /lib)" >&2
+        return 1
+    fi
+    dirname "$pam_unix"
+}

@@ -1,17 +1,20 @@
-//! The Debian package for PostgreSQL 15, as a DBA uses it: `dpkg -i` into Debian's PostgreSQL
-//! 15, the extension enabled and a token login; a newer package build installed over it and
-//! the server restarted onto it; then `dpkg -r`, which leaves none of its files behind.
+//! The Debian packages, as a DBA uses them: the PostgreSQL 15 package and the PAM module's
+//! installed with `dpkg -i` into Debian's PostgreSQL 15, the extension enabled, a token login
+//! to the server and one through PgBouncer; newer package builds installed over them and the
+//! server restarted onto them; then `dpkg -r`, which leaves none of their files behind.
 //!
 //! Ignored by default: it installs into the system's PostgreSQL 15 (replacing a development
 //! install) and needs root. scripts/test.sh runs it last, on its own.
 
 use pgaadauth_e2e::cluster::Cluster;
 use pgaadauth_e2e::idp::{claims, mint, oid_for, Idp, RSA1};
+use pgaadauth_e2e::pgbouncer::{pam_lock, write_pam_service, PgBouncer};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 const LIB: &str = "/usr/lib/postgresql/15/lib/pgaadauth.so";
+const PACKAGES: [&str; 2] = ["pgaadauth-postgresql-15", "libpam-pgaadauth"];
 
 fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(program)
@@ -29,20 +32,28 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Build the PostgreSQL 15 package with package revision `revision`; its path.
-fn build(revision: &str) -> String {
+/// Build the PostgreSQL 15 package and the PAM module's with package revision `revision`:
+/// their paths.
+fn build(revision: &str) -> [String; 2] {
     run(
         "scripts/package.sh",
         &[],
         &[("PG_VERSIONS", "15"), ("PACKAGE_REVISION", revision)],
     );
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/packages");
-    std::fs::read_dir(dir)
+    let built: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path().display().to_string())
-        .find(|p| p.ends_with(&format!("-{revision}_amd64.deb")) && p.contains("postgresql-15_"))
-        .unwrap_or_else(|| panic!("no package of revision {revision} in {dir}"))
+        .filter(|p| p.ends_with(&format!("-{revision}_amd64.deb")))
+        .collect();
+    ["pgaadauth-postgresql-15_", "libpam-pgaadauth_"].map(|name| {
+        built
+            .iter()
+            .find(|p| p.contains(name))
+            .unwrap_or_else(|| panic!("no {name} package of revision {revision} in {dir}"))
+            .clone()
+    })
 }
 
 /// The extension's version (the root package's).
@@ -65,42 +76,61 @@ fn the_postgresql_15_package_installs_upgrades_and_removes_cleanly() {
     );
     let first = build("1");
     let second = build("2");
-    run("dpkg", &["-i", &first], &[]);
-    assert!(run("dpkg-query", &["-W", "pgaadauth-postgresql-15"], &[]).contains("-1"));
+    run("dpkg", &["-i", &first[0], &first[1]], &[]);
+    for package in PACKAGES {
+        assert!(run("dpkg-query", &["-W", package], &[]).contains("-1"));
+    }
     assert!(Path::new(LIB).exists());
 
     let idp = Idp::start(&[&RSA1]);
     let pg = Cluster::start("package", &idp.entra_settings());
     let token = mint(&RSA1, &claims(&idp.entra_issuer(), &oid_for("ann")));
     pg.sql(&format!(
-        "SELECT pgaadauth_create_principal_with_oid('ann', '{}', 'user', false, false)",
+        "SELECT pgaadauth_create_principal_with_oid('ann', '{}', 'user', false, false); \
+         CREATE ROLE pgbouncer_auth LOGIN PASSWORD 'pooler-Secret-1'; \
+         GRANT EXECUTE ON FUNCTION pgaadauth_pooler_login(text, text, text) TO pgbouncer_auth",
         oid_for("ann")
     ));
     assert!(Cluster::wait_for(Duration::from_secs(20), || pg
         .connect("ann", &token)
         .is_ok()));
+    // The packaged PAM module: a token login through PgBouncer.
+    let _pam = pam_lock();
+    write_pam_service(&format!(
+        "dsn=postgresql://pgbouncer_auth:pooler-Secret-1@127.0.0.1:{}/postgres",
+        pg.port
+    ));
+    let bouncer = PgBouncer::start("package-bouncer", &pg, "session", &["postgres"]);
+    let through_pgbouncer = || bouncer.connect("postgres", "ann", &token).is_ok();
+    assert!(through_pgbouncer(), "{}", bouncer.log());
 
-    // A newer build over it; the server restarts onto it and logins go on.
-    run("dpkg", &["-i", &second], &[]);
-    assert!(run("dpkg-query", &["-W", "pgaadauth-postgresql-15"], &[]).contains("-2"));
+    // Newer builds over them; the server restarts onto the new library and logins go on.
+    run("dpkg", &["-i", &second[0], &second[1]], &[]);
+    for package in PACKAGES {
+        assert!(run("dpkg-query", &["-W", package], &[]).contains("-2"));
+    }
     pg.restart();
     assert!(Cluster::wait_for(Duration::from_secs(20), || pg
         .connect("ann", &token)
         .is_ok()));
+    assert!(through_pgbouncer(), "{}", bouncer.log());
     assert_eq!(
         pg.sql("SELECT extversion FROM pg_extension WHERE extname = 'pgaadauth'"),
         extension_version()
     );
+    drop(bouncer);
     pg.stop();
 
-    // Removed: none of its files is left.
-    let files = run("dpkg", &["-L", "pgaadauth-postgresql-15"], &[]);
-    run("dpkg", &["-r", "pgaadauth-postgresql-15"], &[]);
-    for file in files.lines().filter(|f| f.contains("pgaadauth")) {
-        assert!(
-            !Path::new(file).is_file(),
-            "{file} is still there after dpkg -r"
-        );
+    // Removed: none of their files is left.
+    for package in PACKAGES {
+        let files = run("dpkg", &["-L", package], &[]);
+        run("dpkg", &["-r", package], &[]);
+        for file in files.lines().filter(|f| f.contains("pgaadauth")) {
+            assert!(
+                !Path::new(file).is_file(),
+                "{file} is still there after dpkg -r {package}"
+            );
+        }
     }
     assert!(!Path::new(LIB).exists());
 }
