@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Seconds a token from the test provider is valid.
-const LIFETIME: i64 = 4;
+const LIFETIME: i64 = 3;
 /// pgaadauth.clock_skew on the test server, in seconds.
-const SKEW: i64 = 2;
+const SKEW: i64 = 1;
 /// How long each example waits before it opens new connections: past the first token's
 /// expiry and the skew.
-const PAUSE: &str = "8";
+const PAUSE: &str = "6";
 const ROLE: &str = "orders-app";
 
 fn repo(path: &str) -> PathBuf {
