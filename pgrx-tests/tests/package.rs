@@ -1,12 +1,13 @@
 //! The Debian packages, as a DBA uses them: the PostgreSQL 15 package and the PAM module's
 //! installed with `dpkg -i` into Debian's PostgreSQL 15, the extension enabled, a token login
 //! to the server and one through PgBouncer; newer package builds installed over them and the
-//! server restarted onto them; then `dpkg -r`, which leaves none of their files behind.
+//! server restarted onto them; then `dpkg -r`, which leaves none of their files behind. Last,
+//! the tarball, installed as its INSTALL says, serves a token login too.
 //!
 //! Ignored by default: it installs into the system's PostgreSQL 15 (replacing a development
 //! install) and needs root. scripts/test.sh runs it last, on its own.
 
-use pgaadauth_e2e::cluster::Cluster;
+use pgaadauth_e2e::cluster::{base_dir, Cluster};
 use pgaadauth_e2e::idp::{claims, mint, oid_for, Idp, RSA1};
 use pgaadauth_e2e::pgbouncer::{pam_lock, write_pam_service, PgBouncer};
 use std::path::Path;
@@ -14,6 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 const LIB: &str = "/usr/lib/postgresql/15/lib/pgaadauth.so";
+const EXTENSION_DIR: &str = "/usr/share/postgresql/15/extension";
 const PACKAGES: [&str; 2] = ["pgaadauth-postgresql-15", "libpam-pgaadauth"];
 
 fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
@@ -133,4 +135,53 @@ fn the_postgresql_15_package_installs_upgrades_and_removes_cleanly() {
         }
     }
     assert!(!Path::new(LIB).exists());
+
+    // The tarball, installed by the commands of its INSTALL, serves the same login.
+    let version = extension_version();
+    let work = base_dir().join(format!("unpacked-tarball-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let tarball = format!(
+        "{}/../target/packages/pgaadauth-postgresql-15-{version}.tar.gz",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    run(
+        "tar",
+        &["-xzf", &tarball, "-C", &work.display().to_string()],
+        &[],
+    );
+    let tree = work.join(format!("pgaadauth-postgresql-15-{version}"));
+    let install = std::fs::read_to_string(tree.join("INSTALL")).unwrap();
+    let commands: Vec<&str> = install
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .collect();
+    assert_eq!(commands.len(), 2, "{install}");
+    let path = format!(
+        "/usr/lib/postgresql/15/bin:{}",
+        std::env::var("PATH").unwrap()
+    );
+    for command in commands {
+        let out = Command::new("sh")
+            .args(["-c", command])
+            .current_dir(&tree)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command}: {out:?}");
+    }
+    let pg = Cluster::start("package-tarball", &idp.entra_settings());
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('ann', '{}', 'user', false, false)",
+        oid_for("ann")
+    ));
+    assert!(Cluster::wait_for(Duration::from_secs(20), || pg
+        .connect("ann", &token)
+        .is_ok()));
+    pg.stop();
+    std::fs::remove_file(LIB).unwrap();
+    for file in std::fs::read_dir(tree.join("extension")).unwrap() {
+        let name = file.unwrap().file_name();
+        std::fs::remove_file(Path::new(EXTENSION_DIR).join(name)).unwrap();
+    }
+    std::fs::remove_dir_all(&work).unwrap();
 }
