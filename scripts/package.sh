@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds release packages of pgaadauth into target/packages/, for each PostgreSQL major of
 # $PG_VERSIONS (default: every supported one, scripts/pg.sh):
-#   pgaadauth-postgresql-NN_<version>-<rev>_amd64.deb  Debian's layout (/usr/lib/postgresql/NN/lib,
+#   pgaadauth-postgresql-NN_<version>-<rev>_<arch>.deb Debian's layout (/usr/lib/postgresql/NN/lib,
 #                                                 /usr/share/postgresql/NN/extension), depends
 #                                                 on postgresql-NN; <rev> is the package
 #                                                 build, $PACKAGE_REVISION (default 1)
@@ -9,7 +9,7 @@
 #                                                 them into `pg_config --pkglibdir` and
 #                                                 `pg_config --sharedir`/extension
 # and once, whatever the majors:
-#   libpam-pgaadauth_<version>-<rev>_amd64.deb    the PAM module for PgBouncer, pam_pgaadauth.so,
+#   libpam-pgaadauth_<version>-<rev>_<arch>.deb   the PAM module for PgBouncer, pam_pgaadauth.so,
 #                                                 in the system's PAM module directory
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,25 +22,38 @@ maintainer=$(git log -1 --format='%an <%ae>' 2>/dev/null || echo 'pgaadauth deve
 out=target/packages
 mkdir -p "$out"
 
-# "libc6 (>= 2.NN)": the newest glibc symbol version the library uses.
-libc_dependency() {
-    local newest
-    newest=$(objdump -T "$1" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n1)
-    echo "libc6 (>= $newest)"
+arch=$(dpkg --print-architecture)
+
+# The Depends of a package holding library $1: the packages of the shared libraries it links,
+# at the versions its symbols need (dpkg-shlibdeps, which wants a debian/control to read).
+shlibs_depends() {
+    local dir library
+    dir=$(mktemp -d)
+    library=$(realpath "$1")
+    mkdir "$dir/debian"
+    printf 'Source: pgaadauth\n\nPackage: pgaadauth\nArchitecture: any\n' > "$dir/debian/control"
+    (cd "$dir" && dpkg-shlibdeps -O "$library") | sed -n 's/^shlibs:Depends=//p'
+    rm -rf "$dir"
 }
 
-# Write DEBIAN/control into package root $1: package $2, dependencies $3, summary $4, and the
-# long description on standard input (each line indented by one space).
+# Write DEBIAN/control into package root $1: package $2, section $3, dependencies $4 (besides
+# those of the shared libraries), summary $5, and the long description on standard input.
 write_control() {
+    local depends library
+    depends=$4
+    while IFS= read -r library; do
+        depends="$depends, $(shlibs_depends "$library")"
+    done < <(find "$1" -name '*.so')
     {
         echo "Package: $2"
         echo "Version: $version-$revision"
-        echo "Architecture: amd64"
+        echo "Architecture: $arch"
         echo "Maintainer: $maintainer"
-        echo "Depends: $3"
-        echo "Section: database"
+        echo "Installed-Size: $(du -sk --exclude=DEBIAN "$1" | cut -f1)"
+        echo "Depends: ${depends#, }"
+        echo "Section: $3"
         echo "Priority: optional"
-        echo "Description: $4"
+        echo "Description: $5"
         sed 's/^/ /'
     } > "$1/DEBIAN/control"
 }
@@ -54,15 +67,14 @@ install -d "$root/DEBIAN" "$root$pam_dir" "$root/usr/share/doc/libpam-pgaadauth"
 install -m 0644 target/release/libpam_pgaadauth.so "$root$pam_dir/pam_pgaadauth.so"
 strip --strip-unneeded "$root$pam_dir/pam_pgaadauth.so"
 install -m 0644 LICENSE "$root/usr/share/doc/libpam-pgaadauth/copyright"
-write_control "$root" libpam-pgaadauth \
-    "libpam0g, libpq5, libgcc-s1, $(libc_dependency "$root$pam_dir/pam_pgaadauth.so")" \
+write_control "$root" libpam-pgaadauth admin "" \
     "PAM module for PgBouncer: token logins checked by a pgaadauth server" <<DESCRIPTION
 pam_pgaadauth.so lets PgBouncer (auth_type = pam) have a PostgreSQL server with
 pgaadauth decide every client login: Microsoft Entra ID or OpenID Connect tokens,
 and passwords, through pgaadauth_pooler_login.
 DESCRIPTION
-dpkg-deb --root-owner-group --build "$root" "$out/libpam-pgaadauth_${version}-${revision}_amd64.deb" >/dev/null
-echo "package: $out/libpam-pgaadauth_${version}-${revision}_amd64.deb"
+dpkg-deb --root-owner-group --build "$root" "$out/libpam-pgaadauth_${version}-${revision}_${arch}.deb" >/dev/null
+echo "package: $out/libpam-pgaadauth_${version}-${revision}_${arch}.deb"
 
 for v in $PG_VERSIONS; do
     pg_config=$(pg_config_for "$v")
@@ -85,15 +97,14 @@ for v in $PG_VERSIONS; do
     install -m 0644 "$staged/pgaadauth.so" "$root/usr/lib/postgresql/$v/lib/"
     install -m 0644 "$extdir"/pgaadauth* "$root/usr/share/postgresql/$v/extension/"
     install -m 0644 LICENSE "$root/usr/share/doc/pgaadauth-postgresql-$v/copyright"
-    write_control "$root" "pgaadauth-postgresql-$v" \
-        "postgresql-$v, libgcc-s1, $(libc_dependency "$staged/pgaadauth.so")" \
+    write_control "$root" "pgaadauth-postgresql-$v" database "postgresql-$v" \
         "Microsoft Entra ID and OpenID Connect token login for PostgreSQL $v" <<DESCRIPTION
 pgaadauth verifies signed JWT access tokens sent as the password, in the server,
 against signing keys cached in shared memory, and maps the token's directory
 object id to a role through SECURITY LABEL FOR "pgaadauth". Add pgaadauth to
 shared_preload_libraries, restart, then CREATE EXTENSION pgaadauth.
 DESCRIPTION
-    dpkg-deb --root-owner-group --build "$root" "$out/pgaadauth-postgresql-${v}_${version}-${revision}_amd64.deb" >/dev/null
+    dpkg-deb --root-owner-group --build "$root" "$out/pgaadauth-postgresql-${v}_${version}-${revision}_${arch}.deb" >/dev/null
     # A tarball for other layouts.
     tree=target/package-stage/tar$v/pgaadauth-postgresql-$v-$version
     rm -rf "$(dirname "$tree")"
@@ -110,5 +121,5 @@ pgaadauth $version for PostgreSQL $v
 Then add pgaadauth to shared_preload_libraries, restart, and CREATE EXTENSION pgaadauth.
 INSTALL
     tar -C "$(dirname "$tree")" -czf "$out/pgaadauth-postgresql-$v-$version.tar.gz" "$(basename "$tree")"
-    echo "package: $out/pgaadauth-postgresql-${v}_${version}-${revision}_amd64.deb, $out/pgaadauth-postgresql-$v-$version.tar.gz"
+    echo "package: $out/pgaadauth-postgresql-${v}_${version}-${revision}_${arch}.deb, $out/pgaadauth-postgresql-$v-$version.tar.gz"
 done

@@ -8,6 +8,7 @@ import java.sql.SQLException;
 import java.sql.Statement;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.TimeUnit;
 import org.postgresql.plugin.AuthenticationPlugin;
 import org.postgresql.plugin.AuthenticationRequestType;
 import org.postgresql.util.PSQLException;
@@ -28,13 +29,19 @@ public class TokenPool {
         @Override
         public char[] getPassword(AuthenticationRequestType type) throws PSQLException {
             try {
+                // On Windows the Azure CLI is az.cmd.
                 Process az = new ProcessBuilder("az", "account", "get-access-token",
                         "--resource-type", "oss-rdbms", "--query", "accessToken", "--output", "tsv")
                         .redirectError(ProcessBuilder.Redirect.INHERIT)
                         .start();
                 String token = new String(az.getInputStream().readAllBytes(),
                         StandardCharsets.US_ASCII).trim();
-                if (az.waitFor() != 0 || token.isEmpty()) {
+                if (!az.waitFor(30, TimeUnit.SECONDS)) {
+                    az.destroyForcibly();
+                    throw new PSQLException("az account get-access-token took over 30 s",
+                            PSQLState.CONNECTION_REJECTED);
+                }
+                if (az.exitValue() != 0 || token.isEmpty()) {
                     throw new PSQLException("az account get-access-token failed",
                             PSQLState.CONNECTION_REJECTED);
                 }
@@ -62,16 +69,21 @@ public class TokenPool {
             try (Connection conn = pool.getConnection()) {
                 print("first", conn);
             }
-            // Tokens last about an hour (a few seconds in the tests): the pool outlives them.
+            // Tokens last an hour or more (a few seconds in the tests): the pool outlives them.
             Thread.sleep((long) (pauseSeconds * 1000));
             // Holding four connections at once makes the pool open new ones.
             List<Connection> held = new ArrayList<>();
-            for (int i = 0; i < 4; i++) {
-                held.add(pool.getConnection());
-            }
-            for (Connection conn : held) {
-                print("later", conn);
-                conn.close();
+            try {
+                for (int i = 0; i < 4; i++) {
+                    held.add(pool.getConnection());
+                }
+                for (Connection conn : held) {
+                    print("later", conn);
+                }
+            } finally {
+                for (Connection conn : held) {
+                    conn.close();
+                }
             }
         }
     }

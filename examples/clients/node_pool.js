@@ -18,26 +18,33 @@ const pool = new Pool({
   ssl: { ca: fs.readFileSync(process.env.PGSSLROOTCERT) },
   max: 4,
 });
+// An idle connection the server ended (a restart, a failover): without a listener, the
+// pool's "error" event would end the process.
+pool.on("error", (error) => console.error("idle connection lost:", error.message));
 
 const QUERY = "SELECT current_user AS name, pg_backend_pid() AS pid";
 
 async function main(pauseSeconds) {
   const { rows } = await pool.query(QUERY);
   console.log("first", rows[0].name, rows[0].pid);
-  // Tokens last about an hour (a few seconds in the tests): the pool outlives them.
+  // Tokens last an hour or more (a few seconds in the tests): the pool outlives them.
   await new Promise((resolve) => setTimeout(resolve, pauseSeconds * 1000));
   // Holding four connections at once makes the pool open new ones.
   const held = [];
-  for (let i = 0; i < 4; i++) held.push(await pool.connect());
-  for (const client of held) {
-    const { rows } = await client.query(QUERY);
-    console.log("later", rows[0].name, rows[0].pid);
-    client.release();
+  try {
+    for (let i = 0; i < 4; i++) held.push(await pool.connect());
+    for (const client of held) {
+      const { rows } = await client.query(QUERY);
+      console.log("later", rows[0].name, rows[0].pid);
+    }
+  } finally {
+    held.forEach((client) => client.release());
   }
-  await pool.end();
 }
 
-main(Number(process.argv[2] ?? 0)).catch((error) => {
-  console.error(error.message);
-  process.exit(1);
-});
+main(Number(process.argv[2] ?? 0))
+  .catch((error) => {
+    console.error(error.message);
+    process.exitCode = 1;
+  })
+  .finally(() => pool.end());

@@ -1,9 +1,11 @@
 """A psycopg 3 pool whose every new connection logs in with a fresh Microsoft Entra token.
 
-Connection settings come from libpq's variables (PGHOST, PGPORT, PGUSER, PGDATABASE, PGSSLMODE,
-PGSSLROOTCERT). The token comes from azure-identity's DefaultAzureCredential: a managed identity
-on Azure, the Azure CLI's login (`az login`) on a workstation.
+Connection settings come from libpq's variables (PGHOST, PGPORT, PGUSER, PGDATABASE,
+PGSSLROOTCERT); the server's certificate and name are always checked. The token comes from
+azure-identity's DefaultAzureCredential: a managed identity on Azure, the Azure CLI's login
+(`az login`) on a workstation.
 """
+import contextlib
 import sys
 import time
 
@@ -20,17 +22,22 @@ def connection_kwargs():
     return {"password": credential.get_token(SCOPE).token}
 
 
+def show(label, conn):
+    print(label, *conn.execute("SELECT current_user, pg_backend_pid()").fetchone())
+
+
 def main(pause_seconds):
-    with ConnectionPool(kwargs=connection_kwargs, min_size=1, max_size=4, open=True) as pool:
+    with ConnectionPool(
+        "sslmode=verify-full", kwargs=connection_kwargs, min_size=1, max_size=4, open=True
+    ) as pool:
         with pool.connection() as conn:
-            print("first", *conn.execute("SELECT current_user, pg_backend_pid()").fetchone())
-        # Tokens last about an hour (a few seconds in the tests): the pool outlives them.
+            show("first", conn)
+        # Tokens last an hour or more (a few seconds in the tests): the pool outlives them.
         time.sleep(pause_seconds)
         # Holding four connections at once makes the pool open new ones.
-        held = [pool.getconn() for _ in range(4)]
-        for conn in held:
-            print("later", *conn.execute("SELECT current_user, pg_backend_pid()").fetchone())
-            pool.putconn(conn)
+        with contextlib.ExitStack() as held:
+            for conn in [held.enter_context(pool.connection()) for _ in range(4)]:
+                show("later", conn)
 
 
 if __name__ == "__main__":

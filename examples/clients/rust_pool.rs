@@ -5,13 +5,15 @@
 use deadpool::managed::{self, Metrics, Pool, RecycleError, RecycleResult};
 use rustls::pki_types::{pem::PemObject, CertificateDer};
 use std::io::Error;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// A token from the Azure CLI (`az login`, or `az login --identity` for a managed identity),
-/// which returns its cached token while it is valid and a new one before it expires.
+/// which returns its cached token while it is valid and a new one before it expires. On
+/// Windows the Azure CLI is az.cmd.
 async fn access_token() -> Result<String, Error> {
     let az = tokio::process::Command::new("az")
         .args([
@@ -21,8 +23,11 @@ async fn access_token() -> Result<String, Error> {
             "oss-rdbms",
         ])
         .args(["--query", "accessToken", "--output", "tsv"])
-        .output()
-        .await?;
+        .kill_on_drop(true)
+        .output();
+    let az = tokio::time::timeout(Duration::from_secs(30), az)
+        .await
+        .map_err(|_| Error::other("az account get-access-token took over 30 s"))??;
     if !az.status.success() {
         let why = String::from_utf8_lossy(&az.stderr);
         return Err(Error::other(format!(
@@ -73,7 +78,10 @@ fn tls() -> Result<MakeRustlsConnect, Error> {
             .add(cert.map_err(Error::other)?)
             .map_err(Error::other)?;
     }
-    let config = rustls::ClientConfig::builder()
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(Error::other)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
@@ -118,7 +126,7 @@ async fn main() -> Result<(), Error> {
     let first = pool.get().await.map_err(Error::other)?;
     print("first", &first).await?;
     drop(first);
-    // Tokens last about an hour (a few seconds in the tests): the pool outlives them.
+    // Tokens last an hour or more (a few seconds in the tests): the pool outlives them.
     tokio::time::sleep(Duration::from_secs_f64(pause)).await;
     // Holding four connections at once makes the pool open new ones.
     let mut held = Vec::new();

@@ -295,7 +295,7 @@ impl Idp {
             oid: oid.into(),
             name: name.into(),
             lifetime_seconds,
-            issued: 0,
+            issued: Vec::new(),
         });
     }
 
@@ -304,10 +304,12 @@ impl Idp {
         format!("{}{}", self.base(), managed_identity::PATH)
     }
 
-    /// How many managed identity tokens were issued so far.
-    pub fn managed_identity_tokens_issued(&self) -> usize {
+    /// The managed identity tokens issued so far, oldest first.
+    pub fn managed_identity_tokens(&self) -> Vec<String> {
         let s = self.state.lock().unwrap();
-        s.managed_identity.as_ref().map_or(0, |m| m.issued)
+        s.managed_identity
+            .as_ref()
+            .map_or(Vec::new(), |m| m.issued.clone())
     }
 
     pub fn publish(&self, keys: &[&Key]) {

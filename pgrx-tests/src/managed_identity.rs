@@ -20,7 +20,8 @@ pub(crate) struct ManagedIdentity {
     pub oid: String,
     pub name: String,
     pub lifetime_seconds: i64,
-    pub issued: usize,
+    /// The tokens issued, oldest first.
+    pub issued: Vec<String>,
 }
 
 impl ManagedIdentity {
@@ -48,7 +49,6 @@ impl ManagedIdentity {
         if param("api-version").as_deref() != Some("2019-08-01") {
             return (400, r#"{"error":"unsupported api-version"}"#.into());
         }
-        self.issued += 1;
         let now = unix_now();
         let expires_on = now + self.lifetime_seconds;
         let claims = json!({
@@ -56,8 +56,10 @@ impl ManagedIdentity {
             "exp": expires_on, "tid": TENANT, "oid": self.oid, "sub": self.oid,
             "appid": self.oid, "app_displayname": self.name, "idtyp": "app", "ver": "2.0",
         });
+        let token = mint(self.key, &claims);
+        self.issued.push(token.clone());
         let body = json!({
-            "access_token": mint(self.key, &claims), "expires_on": expires_on.to_string(),
+            "access_token": token, "expires_on": expires_on.to_string(),
             "resource": resource, "token_type": "Bearer", "client_id": self.oid,
         });
         (200, body.to_string())

@@ -17,14 +17,19 @@ use pgaadauth_e2e::managed_identity::IDENTITY_HEADER;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// Seconds a token from the test provider is valid.
-const LIFETIME: i64 = 3;
+const LIFETIME: i64 = 4;
 /// pgaadauth.clock_skew on the test server, in seconds.
-const SKEW: i64 = 1;
+const SKEW: i64 = 2;
 /// How long each example waits before it opens new connections: past the first token's
-/// expiry and the skew.
-const PAUSE: &str = "6";
+/// expiry and the skew (both in whole seconds: the token is accepted until the second after).
+const PAUSE: &str = "8";
+/// Whether an example's PATH has the Azure CLI stand-in: not for the examples that get their
+/// token from azure-identity, so that only the managed identity can have given it.
+const WITH_AZ: bool = true;
+const NO_AZ: bool = false;
 const ROLE: &str = "orders-app";
 
 fn repo(path: &str) -> PathBuf {
@@ -66,29 +71,60 @@ fn setup(name: &str) -> Setup {
 }
 
 impl Setup {
-    /// `program` with the environment of an application of the page: libpq's connection
-    /// variables, the managed identity's, and clients/az first on PATH.
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let path = format!(
-            "{}:{}:{}",
-            repo("pgrx-tests/clients").display(),
+    /// `program` with the environment of an application of the page and nothing else of the
+    /// test's: libpq's connection variables, the managed identity's, HOME, and on PATH the
+    /// server's binaries and, `with_az`, clients/az.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>, with_az: bool) -> Command {
+        let mut path = format!(
+            "{}:{}",
             self.pg.bindir().display(),
             std::env::var("PATH").unwrap_or_default()
         );
+        if with_az {
+            path = format!("{}:{path}", repo("pgrx-tests/clients").display());
+        }
         let mut c = Command::new(program);
-        c.env("PATH", path)
+        c.env_clear()
+            .env("PATH", path)
+            .env("HOME", std::env::var("HOME").unwrap_or("/root".into()))
             .env("PGHOST", "127.0.0.1")
             .env("PGPORT", self.pg.port.to_string())
             .env("PGUSER", ROLE)
             .env("PGDATABASE", "postgres")
-            .env("PGSSLMODE", "verify-full")
             .env("PGSSLROOTCERT", fixture_path("ca.pem"))
             .env("IDENTITY_ENDPOINT", self.idp.identity_endpoint())
             .env("IDENTITY_HEADER", IDENTITY_HEADER)
-            .env_remove("PGPASSWORD")
-            .env_remove("AZURE_CLIENT_ID")
             .current_dir(repo("examples/clients"));
         c
+    }
+
+    /// Each example, as its test runs it, with `args`.
+    fn examples(&self, args: &[&str]) -> Vec<Command> {
+        let mut psql = self.command("sh", WITH_AZ);
+        psql.arg("psql.sh").args(args);
+        let mut python = self.command(repo("target/clients-venv/bin/python"), NO_AZ);
+        python.arg("psycopg_token_pool.py").args(args);
+        let mut node = self.command("node", NO_AZ);
+        node.arg("node_pool.js").args(args);
+        let mut java = self.command("java", WITH_AZ);
+        java.args(["-cp", java_classpath(), "TokenPool"]).args(args);
+        let mut rust = self.command(env!("CARGO_BIN_EXE_client-example-rust"), WITH_AZ);
+        rust.args(args);
+        vec![psql, python, node, java, rust]
+    }
+
+    /// psql as `user` with `password` (verifying the server): (success, what it printed).
+    fn psql(&self, user: &str, password: &str) -> (bool, String) {
+        let out = self
+            .command("psql", NO_AZ)
+            .env("PGUSER", user)
+            .env("PGPASSWORD", password)
+            .args(["-XAt", "sslmode=verify-full", "-c", "SELECT current_user"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
     }
 
     /// Run `c`; its standard output, or a failure with everything it and the server said.
@@ -152,17 +188,46 @@ impl Setup {
         );
         let logins = self.logins();
         let first_login = logins[&first];
-        // The first token was issued before the first login and is accepted until its
-        // expiry plus the skew: a login later than that had a newer token.
+        // The first token was issued before the first login and is accepted until the second
+        // after its expiry plus the skew: a login later than that had a newer token.
         let new = later
             .iter()
-            .filter(|pid| logins[pid] > first_login + (LIFETIME + SKEW) as f64)
+            .filter(|pid| logins[pid] > first_login + (LIFETIME + SKEW + 1) as f64)
             .count();
         assert!(
             new >= 2,
             "at least two logins after the first token expired ({new}); logins {logins:?}, output\n{output}"
         );
+        // And the server did refuse that first token by then.
+        let first_token = &self.idp.managed_identity_tokens()[0];
+        let (ok, text) = self.psql(ROLE, first_token);
+        assert!(!ok, "{text}");
+        let detail = self.pg.failure_detail(ROLE).unwrap_or_default();
+        assert!(detail.contains("The token expired at"), "{detail}");
     }
+}
+
+/// The classpath of the Java example, compiled once per test process.
+fn java_classpath() -> &'static str {
+    static CLASSPATH: OnceLock<String> = OnceLock::new();
+    CLASSPATH.get_or_init(|| {
+        let classes = base_dir().join(format!("clients-java-classes-{}", std::process::id()));
+        let jars = [
+            "postgresql.jar",
+            "HikariCP.jar",
+            "slf4j-api.jar",
+            "slf4j-nop.jar",
+        ]
+        .map(|j| format!("/usr/share/java/{j}"))
+        .join(":");
+        let out = Command::new("javac")
+            .args(["-d", &classes.display().to_string(), "-cp", &jars])
+            .arg(repo("examples/clients/TokenPool.java"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "javac: {out:?}");
+        format!("{}:{jars}", classes.display())
+    })
 }
 
 /// The page's code blocks that name a file (```lang file=examples/clients/...) are that file;
@@ -212,88 +277,87 @@ fn the_page_shows_the_files_that_run() {
 #[test]
 fn psql_gets_a_fresh_token_for_each_connection() {
     let s = setup("clients-psql");
-    let first = s.run(s.command("sh").arg("psql.sh"));
+    let mut psql = s.examples(&[]).remove(0);
+    let first = s.run(&mut psql);
     assert!(first.contains(ROLE), "{first}");
     std::thread::sleep(std::time::Duration::from_secs(PAUSE.parse().unwrap()));
-    let second = s.run(s.command("sh").arg("psql.sh"));
+    let second = s.run(&mut psql);
     assert!(second.contains(ROLE), "{second}");
     assert_eq!(s.logins().len(), 2);
-    assert_eq!(s.idp.managed_identity_tokens_issued(), 2);
+    assert_eq!(s.idp.managed_identity_tokens().len(), 2);
+}
+
+/// The pool example at `index` of [`Setup::examples`], run past the first token's expiry.
+fn pool_example_outlives_the_first_token(name: &str, index: usize) {
+    let s = setup(name);
+    let mut example = s.examples(&[PAUSE]).remove(index);
+    let output = s.run(&mut example);
+    s.check_pool_output(&output);
 }
 
 #[test]
 fn psycopg_pool_opens_new_connections_after_the_first_token_expired() {
-    let s = setup("clients-psycopg");
-    let python = repo("target/clients-venv/bin/python");
-    let output = s.run(s.command(python).args(["psycopg_token_pool.py", PAUSE]));
-    s.check_pool_output(&output);
+    pool_example_outlives_the_first_token("clients-psycopg", 1);
 }
 
 #[test]
 fn node_postgres_pool_opens_new_connections_after_the_first_token_expired() {
-    let s = setup("clients-node");
-    let output = s.run(s.command("node").args(["node_pool.js", PAUSE]));
-    s.check_pool_output(&output);
+    pool_example_outlives_the_first_token("clients-node", 2);
 }
 
 #[test]
 fn hikaricp_over_pgjdbc_opens_new_connections_after_the_first_token_expired() {
-    let s = setup("clients-java");
-    let classes = base_dir().join(format!("clients-java-classes-{}", std::process::id()));
-    let jars = [
-        "postgresql.jar",
-        "HikariCP.jar",
-        "slf4j-api.jar",
-        "slf4j-nop.jar",
-    ]
-    .map(|j| format!("/usr/share/java/{j}"))
-    .join(":");
-    s.run(
-        s.command("javac")
-            .args(["-d", &classes.display().to_string(), "-cp", &jars])
-            .arg("TokenPool.java"),
-    );
-    let classpath = format!("{}:{jars}", classes.display());
-    let output = s.run(
-        s.command("java")
-            .args(["-cp", &classpath, "TokenPool", PAUSE]),
-    );
-    let _ = std::fs::remove_dir_all(&classes);
-    s.check_pool_output(&output);
+    pool_example_outlives_the_first_token("clients-java", 3);
 }
 
 #[test]
 fn rust_deadpool_opens_new_connections_after_the_first_token_expired() {
-    let s = setup("clients-rust");
-    let output = s.run(
-        s.command(env!("CARGO_BIN_EXE_client-example-rust"))
-            .arg(PAUSE),
-    );
-    s.check_pool_output(&output);
+    pool_example_outlives_the_first_token("clients-rust", 4);
+}
+
+/// Every example checks the server's certificate: against a root certificate that did not
+/// sign it, none connects, so no token reaches the server.
+#[test]
+fn no_example_connects_to_a_server_whose_certificate_it_cannot_verify() {
+    let s = setup("clients-other-ca");
+    let running: Vec<_> = s
+        .examples(&[])
+        .into_iter()
+        .map(|mut c| {
+            let child = c
+                .env("PGSSLROOTCERT", fixture_path("other-ca.pem"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (format!("{c:?}"), child)
+        })
+        .collect();
+    for (command, child) in running {
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).to_lowercase()
+            + &String::from_utf8_lossy(&out.stdout).to_lowercase();
+        assert!(!out.status.success(), "{command} connected: {said}");
+        assert!(
+            said.contains("certificat"),
+            "{command} failed otherwise: {said}"
+        );
+    }
+    let log = s.pg.log();
+    assert!(!log.contains("pgaadauth: login"), "{log}");
 }
 
 /// The client-side mistakes of the page's troubleshooting table, each made once: what the
-/// client is told (nothing but "password authentication failed", or that the role does not
-/// exist) and the DETAIL the server logs, which the page quotes.
+/// client is told (nothing but "password authentication failed") and the DETAIL the server logs,
+/// which the page quotes.
 #[test]
 fn client_side_mistakes_leave_the_details_the_page_quotes() {
     let s = setup("clients-mistakes");
     let page = read("docs/clients.md");
-    let psql = |user: &str, password: &str| {
-        let out = s
-            .command("psql")
-            .env("PGUSER", user)
-            .env("PGPASSWORD", password)
-            .args(["-XAt", "-c", "SELECT current_user"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.success(), text)
-    };
+    let psql = |user: &str, password: &str| s.psql(user, password);
     let az = |args: &[&str]| {
         let token = s.run(
-            s.command("az")
+            s.command("az", WITH_AZ)
                 .args(["account", "get-access-token"])
                 .args(args),
         );
@@ -321,7 +385,8 @@ fn client_side_mistakes_leave_the_details_the_page_quotes() {
     let token_args = ["--resource-type", "oss-rdbms", "--query", "accessToken"];
     let token_args = [&token_args[..], &["--output", "tsv"]].concat();
 
-    // A tool that cuts the password (here at 100 characters, as psql 13's prompt did).
+    // A tool that cuts the password (here at 100 characters, about where psql's own prompt
+    // cut it before PostgreSQL 14).
     let token = az(&token_args);
     refused(
         ROLE,
