@@ -27,23 +27,27 @@ arch=$(dpkg --print-architecture)
 # The Depends of a package holding library $1: the packages of the shared libraries it links,
 # at the versions its symbols need (dpkg-shlibdeps, which wants a debian/control to read).
 shlibs_depends() {
-    local dir library
+    local dir library out
     dir=$(mktemp -d)
     library=$(realpath "$1")
     mkdir "$dir/debian"
     printf 'Source: pgaadauth\n\nPackage: pgaadauth\nArchitecture: any\n' > "$dir/debian/control"
-    (cd "$dir" && dpkg-shlibdeps -O "$library") | sed -n 's/^shlibs:Depends=//p'
+    out=$(cd "$dir" && dpkg-shlibdeps -O "$library") || { rm -rf "$dir"; return 1; }
     rm -rf "$dir"
+    out=$(sed -n 's/^shlibs:Depends=//p' <<<"$out")
+    [ -n "$out" ] || { echo "package: dpkg-shlibdeps found no dependencies of $1" >&2; return 1; }
+    echo "$out"
 }
 
 # Write DEBIAN/control into package root $1: package $2, section $3, dependencies $4 (besides
 # those of the shared libraries), summary $5, and the long description on standard input.
 write_control() {
-    local depends library
+    local depends library found
     depends=$4
-    while IFS= read -r library; do
-        depends="$depends, $(shlibs_depends "$library")"
-    done < <(find "$1" -name '*.so')
+    for library in $(find "$1" -name '*.so'); do
+        found=$(shlibs_depends "$library")
+        depends="$depends, $found"
+    done
     {
         echo "Package: $2"
         echo "Version: $version-$revision"

@@ -34,13 +34,14 @@ public class TokenPool {
                         "--resource-type", "oss-rdbms", "--query", "accessToken", "--output", "tsv")
                         .redirectError(ProcessBuilder.Redirect.INHERIT)
                         .start();
-                String token = new String(az.getInputStream().readAllBytes(),
-                        StandardCharsets.US_ASCII).trim();
+                // A token fits in the pipe's buffer: wait first, then read.
                 if (!az.waitFor(30, TimeUnit.SECONDS)) {
                     az.destroyForcibly();
                     throw new PSQLException("az account get-access-token took over 30 s",
                             PSQLState.CONNECTION_REJECTED);
                 }
+                String token = new String(az.getInputStream().readAllBytes(),
+                        StandardCharsets.US_ASCII).trim();
                 if (az.exitValue() != 0 || token.isEmpty()) {
                     throw new PSQLException("az account get-access-token failed",
                             PSQLState.CONNECTION_REJECTED);

@@ -5,4 +5,4 @@
 set -e
 PGPASSWORD=$(az account get-access-token --resource-type oss-rdbms --query accessToken --output tsv)
 export PGPASSWORD
-psql -X "sslmode=verify-full" -c 'SELECT current_user, pg_backend_pid()'
+psql -X -c 'SELECT current_user, pg_backend_pid()' "sslmode=verify-full"

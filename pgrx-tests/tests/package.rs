@@ -47,7 +47,8 @@ fn build(revision: &str) -> [String; 2] {
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path().display().to_string())
-        .filter(|p| p.contains(&format!("-{revision}_")) && p.ends_with(".deb"))
+        .filter(|p| p.contains(&format!("_{}-{revision}_", extension_version())))
+        .filter(|p| p.ends_with(".deb"))
         .collect();
     ["pgaadauth-postgresql-15_", "libpam-pgaadauth_"].map(|name| {
         built
