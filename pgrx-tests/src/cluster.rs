@@ -55,7 +55,8 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
-fn check(out: Output, what: &str) -> String {
+/// `out`'s standard output; a test failure naming `what` if the command failed.
+pub fn check(out: Output, what: &str) -> String {
     assert!(
         out.status.success(),
         "{what} failed: {}{}",

@@ -7,7 +7,7 @@
 //! Ignored by default: it installs into the system's PostgreSQL 15 (replacing a development
 //! install) and needs root. scripts/test.sh runs it last, on its own.
 
-use pgaadauth_e2e::cluster::{base_dir, Cluster};
+use pgaadauth_e2e::cluster::{base_dir, check, Cluster};
 use pgaadauth_e2e::idp::{claims, mint, oid_for, Idp, RSA1};
 use pgaadauth_e2e::pgbouncer::{pam_lock, write_pam_service, PgBouncer};
 use std::path::Path;
@@ -25,13 +25,7 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    check(out, &format!("{program} {args:?}"))
 }
 
 /// Build the PostgreSQL 15 package and the PAM module's with package revision `revision`:
@@ -168,7 +162,7 @@ fn the_postgresql_15_package_installs_upgrades_and_removes_cleanly() {
             .env("PATH", &path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{command}: {out:?}");
+        check(out, command);
     }
     let pg = Cluster::start("package-tarball", &idp.entra_settings());
     pg.sql(&format!(
