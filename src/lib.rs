@@ -19,6 +19,7 @@ mod mailbox;
 #[cfg(feature = "pg18")]
 mod oauth;
 mod pooler;
+mod privileges;
 mod revocations;
 mod sasl;
 mod seclabel;

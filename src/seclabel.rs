@@ -236,7 +236,11 @@ unsafe extern "C-unwind" fn check_relabel(
         .report(PgLogLevel::ERROR)
     };
     let superuser = unsafe { pg_sys::superuser() };
-    let was_synced = matches!(label_of_role(object.objectId), RoleLabel::Label(l) if l.synced);
+    let before = match stored_label_of_role(object.objectId) {
+        RoleLabel::Label(l) => Some(l),
+        RoleLabel::None | RoleLabel::Malformed(_) => None,
+    };
+    let was_synced = before.as_ref().is_some_and(|l| l.synced);
     if seclabel.is_null() {
         if was_synced && !superuser {
             refuse_synced("take from group sync");
@@ -259,7 +263,15 @@ unsafe extern "C-unwind" fn check_relabel(
         Ok(label) if !label.synced && was_synced && !superuser => {
             refuse_synced("take from group sync")
         }
-        Ok(_) => {}
+        Ok(label) => {
+            let change = crate::privileges::change_between(before.as_ref(), &label);
+            crate::privileges::require_may_bind(
+                &crate::privileges::managers(),
+                object.objectId,
+                &role,
+                change,
+            );
+        }
     }
 }
 

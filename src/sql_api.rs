@@ -92,8 +92,8 @@ fn principal_label(
 /// Rebind an existing Entra role in place: its object id, type, MFA requirement and
 /// administrator membership (Azure's signature). Superusers and Entra administrators, as for
 /// the create functions; an Entra administrator only for roles already mapped to a principal
-/// (mapping any other role would take it over), never for a superuser, REPLICATION, BYPASSRLS
-/// or predefined role, nor for its own.
+/// (mapping any other role would take it over), never for its own, and only as the binding
+/// rule allows (`crate::privileges`).
 #[pg_extern(volatile, parallel_unsafe)]
 fn pgaadauth_update_principal_with_oid(
     rolename: &str,
@@ -129,16 +129,8 @@ fn pgaadauth_update_principal_with_oid(
             .set_hint("Only superusers may do that.")
             .report(PgLogLevel::ERROR);
         };
-        let protected = unsafe {
-            pg_sys::superuser_arg(roleid)
-                || pg_sys::has_rolreplication(roleid)
-                || pg_sys::has_bypassrls_privilege(roleid)
-        };
         if before.is_none() {
             refuse("it is not mapped to an Entra principal");
-        }
-        if protected || roleid.to_u32() < pg_sys::FirstNormalObjectId {
-            refuse("it is a superuser, REPLICATION, BYPASSRLS or predefined role");
         }
         if roleid == unsafe { pg_sys::GetSessionUserId() }
             || roleid == unsafe { pg_sys::GetUserId() }
@@ -148,6 +140,8 @@ fn pgaadauth_update_principal_with_oid(
     }
     // A role group sync created stays the sync's (only a superuser may take it away).
     label.synced = before.as_ref().is_some_and(|l| l.synced);
+    let change = crate::privileges::change_between(before.as_ref(), &label);
+    let managers = crate::privileges::managers();
     let role = quote_ident(rolename);
     let was_admin = before.as_ref().is_some_and(|l| l.admin);
     // Authorized above; as for create, PostgreSQL 16+ gives a CREATEROLE administrator these
@@ -171,6 +165,7 @@ fn pgaadauth_update_principal_with_oid(
                     });
             }
         }
+        crate::privileges::require_may_bind(&managers, roleid, rolename, change);
         label_role(rolename, &label);
     });
     format!("Updated role for {rolename}")
@@ -189,6 +184,7 @@ fn pgaadauth_create_principal_with_oid(
     let label = principal_label(rolename, objectid, objecttype, isadmin, ismfa);
     let role = quote_ident(rolename);
     let extra = if isadmin { " CREATEROLE CREATEDB" } else { "" };
+    let managers = crate::privileges::managers();
     // Authorized above; the statements need rights that PostgreSQL 16+ gives a CREATEROLE
     // administrator only over roles it created itself.
     as_bootstrap_superuser(|| {
@@ -201,6 +197,13 @@ fn pgaadauth_create_principal_with_oid(
                 |e| error!("could not grant \"{admin_role}\" to \"{rolename}\": {e}"),
             );
         }
+        let roleid = unsafe { pg_sys::get_role_oid(c_string(rolename).as_ptr(), false) };
+        crate::privileges::require_may_bind(
+            &managers,
+            roleid,
+            rolename,
+            pgaadauth_core::binding::Change::NewBinding,
+        );
         label_role(rolename, &label);
     });
     format!("Created role for {rolename}")

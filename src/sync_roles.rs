@@ -44,19 +44,20 @@ pub struct Waiting<'a> {
 
 /// A role with a pgaadauth label, as the catalogs say now.
 struct LabelledRole {
+    oid: pg_sys::Oid,
     name: String,
     label: Label,
     can_login: bool,
-    /// A superuser, REPLICATION, BYPASSRLS or predefined role: never a group the sync grants.
-    protected: bool,
+    /// Why the sync never grants it (a superuser, REPLICATION, BYPASSRLS or predefined role,
+    /// or a member of one: `crate::privileges::floor`); None for most roles.
+    protected: Option<String>,
     member_of: Vec<String>,
 }
 
 /// Every role with a well-formed pgaadauth label, read with a fresh snapshot (not the one the
 /// calling statement started with). Only catalogs every role may read.
 fn labelled_roles() -> Vec<LabelledRole> {
-    let query = "SELECT a.rolname::text, l.label, a.rolcanlogin, \
-           a.rolsuper OR a.rolreplication OR a.rolbypassrls OR a.oid < 16384, \
+    let query = "SELECT a.rolname::text, l.label, a.rolcanlogin, a.oid, \
            ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m \
                  JOIN pg_catalog.pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid) \
          FROM pg_catalog.pg_shseclabel l JOIN pg_catalog.pg_roles a ON a.oid = l.objoid \
@@ -75,12 +76,23 @@ fn labelled_roles() -> Vec<LabelledRole> {
                     name,
                     label,
                     can_login: row.get(3).ok().flatten().unwrap_or(false),
-                    protected: row.get(4).ok().flatten().unwrap_or(true),
+                    oid: row.get(4).ok().flatten()?,
+                    protected: None,
                     member_of: row.get::<Vec<String>>(5).ok().flatten().unwrap_or_default(),
                 })
             })
             .collect::<Vec<_>>()
     });
+    // Only group roles are granted: the rule is read for them alone.
+    let mut rows = rows;
+    for r in rows
+        .iter_mut()
+        .filter(|r| r.label.principal_type == PrincipalType::Group)
+    {
+        r.protected = crate::privileges::floor(r.oid)
+            .err()
+            .map(|why| why.to_string());
+    }
     unsafe { pg_sys::PopActiveSnapshot() };
     rows
 }
@@ -88,7 +100,7 @@ fn labelled_roles() -> Vec<LabelledRole> {
 fn group_roles(roles: &[LabelledRole]) -> BTreeMap<String, &Label> {
     roles
         .iter()
-        .filter(|r| r.label.principal_type == PrincipalType::Group && !r.protected)
+        .filter(|r| r.label.principal_type == PrincipalType::Group && r.protected.is_none())
         .map(|r| (r.name.clone(), &r.label))
         .collect()
 }
@@ -271,7 +283,19 @@ pub fn sync_once(
             .into_iter()
             .map(|(name, label)| (name, label.oid.clone()))
             .collect();
-        let mut changes = Vec::new();
+        let mut changes: Vec<Change> = before
+            .iter()
+            .filter(|r| r.label.principal_type == PrincipalType::Group)
+            .filter_map(|r| {
+                r.protected.as_ref().map(|why| Change {
+                    role: r.name.clone(),
+                    object_id: r.label.oid.clone(),
+                    group_role: Some(r.name.clone()),
+                    action: "skipped",
+                    detail: Some(format!("group sync never grants this group role: {why}")),
+                })
+            })
+            .collect();
         let mut read = Vec::new();
         let mut unread = BTreeSet::new();
         let fetcher = crate::worker::new_fetcher();

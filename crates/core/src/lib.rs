@@ -5,6 +5,7 @@
 //! PgBouncer module all link this crate, so all three decide alike.
 
 pub mod audit;
+pub mod binding;
 pub mod clock;
 pub mod config;
 pub mod directory;

@@ -221,6 +221,9 @@ pub enum Reject {
         want: String,
     },
     PrincipalMissing(String),
+    /// The principal claim holds a control character (or a line or paragraph separator):
+    /// it would reach `SYSTEM_USER`, `log_connections` and the audit line.
+    PrincipalUnsafe(String),
     PrincipalMismatch {
         claim: String,
         got: String,
@@ -298,7 +301,9 @@ impl Reject {
             Reject::Expired { .. } => "expired",
             Reject::NotYetValid { .. } | Reject::IssuedInFuture { .. } => "not_yet_valid",
             Reject::TenantMissing | Reject::TenantMismatch { .. } => "tenant",
-            Reject::PrincipalMissing(_) | Reject::PrincipalMismatch { .. } => "principal",
+            Reject::PrincipalMissing(_)
+            | Reject::PrincipalUnsafe(_)
+            | Reject::PrincipalMismatch { .. } => "principal",
             Reject::MfaRequired => "mfa_required",
             Reject::NotGroupMember { .. } => "not_group_member",
             Reject::MembershipUnknown { .. } => "membership_unknown",
@@ -415,6 +420,11 @@ impl fmt::Display for Reject {
                 s(tid)
             ),
             PrincipalMissing(c) => write!(f, "The token has no \"{}\" claim.", s(c)),
+            PrincipalUnsafe(c) => write!(
+                f,
+                "The token's \"{}\" claim holds a control character; it cannot name a principal.",
+                s(c)
+            ),
             PrincipalMismatch { claim, got, want } => write!(
                 f,
                 "The token {} \"{}\" does not match the role's object id \"{want}\".",
@@ -790,6 +800,12 @@ pub fn verify<K: KeyLookup + ?Sized>(
 
     let principal = string(&claims, &policy.principal_claim)
         .ok_or_else(|| Reject::PrincipalMissing(policy.principal_claim.clone()))?;
+    if principal
+        .chars()
+        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
+    {
+        return Err(Reject::PrincipalUnsafe(policy.principal_claim.clone()));
+    }
     Ok(Authentic {
         principal: normalize_guid(principal).unwrap_or_else(|| principal.to_string()),
         kid: kid.into(),
@@ -1424,6 +1440,39 @@ mod tests {
             c.remove("oid");
         });
         assert!(validate(&t, keys().as_slice(), &NoDirectory, &p, &label(), NOW).is_ok());
+    }
+
+    #[test]
+    fn a_principal_with_a_control_character_is_refused() {
+        let mut p = policy();
+        p.principal_claim = "upn".into();
+        for bad in [
+            "ann@contoso.com\nLOG:  forged",
+            "ann\r@contoso.com",
+            "ann\u{1b}[31m",
+            "ann\u{85}",
+            "ann\u{2028}x",
+            "\u{7f}",
+        ] {
+            let t = with(|c| {
+                c.insert("upn".into(), json!(bad));
+            });
+            let refused = validate(&t, keys().as_slice(), &NoDirectory, &p, &label(), NOW);
+            assert_eq!(
+                refused,
+                Err(Reject::PrincipalUnsafe("upn".into())),
+                "{bad:?}"
+            );
+            assert_eq!(refused.unwrap_err().code(), "principal");
+        }
+        // Spaces and non-ASCII letters are not control characters.
+        let t = with(|c| {
+            c.insert("upn".into(), json!("ann zoë@contoso.com"));
+        });
+        assert!(!matches!(
+            validate(&t, keys().as_slice(), &NoDirectory, &p, &label(), NOW),
+            Err(Reject::PrincipalUnsafe(_))
+        ));
     }
 
     #[test]
