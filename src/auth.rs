@@ -155,6 +155,30 @@ fn not_revoked(authentic: Authentic) -> Result<Authentic, Reject> {
     Ok(authentic)
 }
 
+/// auth_delay's pause before a failed login: `auth_delay.milliseconds`, when auth_delay is
+/// loaded (the setting is its own, not a placeholder). Neither order in
+/// shared_preload_libraries lets auth_delay see a login pgaadauth refuses: its hook runs
+/// either before pgaadauth's decision or never returns from it.
+fn pause_as_auth_delay() {
+    let name = c"auth_delay.milliseconds";
+    let flags = unsafe { pg_sys::GetConfigOptionFlags(name.as_ptr(), true) };
+    if flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as c_int != 0 {
+        return;
+    }
+    let value = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
+    if value.is_null() {
+        return;
+    }
+    let millis: i64 = unsafe { CStr::from_ptr(value) }
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if millis > 0 {
+        unsafe { pg_sys::pg_usleep((millis * 1000) as _) };
+    }
+}
+
 struct Login {
     port: *mut Port,
     user: CString,
@@ -165,8 +189,10 @@ impl Login {
         self.user.to_string_lossy()
     }
 
-    /// Refuse the connection: 28P01 to the client, `detail` to the server log only.
+    /// Refuse the connection: 28P01 to the client, `detail` to the server log only; after
+    /// auth_delay's pause when it is loaded (pgaadauth's refusal never returns to its hook).
     fn fail(&self, detail: &str) -> ! {
+        pause_as_auth_delay();
         let line = unsafe { shim::pgaadauth_port_hba_line(self.port) };
         let detail = format!("{detail}\nConnection matched pg_hba.conf line {line}.");
         let detail = CString::new(detail.replace('\0', "")).unwrap_or_default();
@@ -271,15 +297,11 @@ impl Login {
 
     fn with_password(&self) {
         if !settings::PASSWORD_AUTH.get() {
-            // Never ask for a cleartext password here: the client would send the role's real
-            // password, in clear on a line without SSL. PostgreSQL's mock SCRAM exchange (no
-            // secret) learns nothing and always fails.
-            let mut logdetail: *const c_char = std::ptr::null();
-            let status =
-                unsafe { sasl::check_scram(self.port, std::ptr::null_mut(), &mut logdetail) };
-            if status == pg_sys::STATUS_EOF {
-                self.hung_up();
-            }
+            // The same request as a labelled role's (a cleartext password, for a token), so
+            // that a client cannot tell Entra roles from others before logging in. What comes
+            // back is never checked, logged or kept.
+            let mut answer = self.read_password();
+            answer.fill(0);
             stats::bump(Counter::PasswordLoginsRejected);
             self.fail(&format!(
                 "Role \"{}\" has no pgaadauth label and pgaadauth.password_auth is off.",

@@ -232,7 +232,9 @@ unsafe extern "C-unwind" fn check_relabel(
             format!("permission denied to {what} role \"{role}\""),
             "pgaadauth",
         )
-        .set_hint("Only superusers may set or remove \"synced\" in a pgaadauth label.")
+        .set_hint(
+            "Only superusers may set or remove \"synced\" or \"disabled\" in a pgaadauth label.",
+        )
         .report(PgLogLevel::ERROR)
     };
     let superuser = unsafe { pg_sys::superuser() };
@@ -255,13 +257,16 @@ unsafe extern "C-unwind" fn check_relabel(
             "pgaadauth",
         )
         .set_detail(format!("{}.", capitalized(&e.to_string())))
-        .set_hint("The form is 'aadauth,oid=<guid>,type=<user|group|service>[,tid=<guid>][,admin][,mfa][,synced]'.")
+        .set_hint("The form is 'aadauth,oid=<guid>,type=<user|group|service>[,tid=<guid>][,admin][,mfa][,synced][,disabled]'.")
         .report(PgLogLevel::ERROR),
         Ok(label) if label.synced && !was_synced && !superuser => {
             refuse_synced("hand to group sync")
         }
         Ok(label) if !label.synced && was_synced && !superuser => {
             refuse_synced("take from group sync")
+        }
+        Ok(label) if label.disabled != before.as_ref().is_some_and(|l| l.disabled) && !superuser => {
+            refuse_synced("change group sync's NOLOGIN mark of")
         }
         Ok(label) => {
             let change = crate::privileges::change_between(before.as_ref(), &label);

@@ -86,6 +86,7 @@ fn principal_label(
         admin: isadmin,
         mfa: ismfa,
         synced: false,
+        disabled: false,
     }
 }
 
@@ -140,6 +141,7 @@ fn pgaadauth_update_principal_with_oid(
     }
     // A role group sync created stays the sync's (only a superuser may take it away).
     label.synced = before.as_ref().is_some_and(|l| l.synced);
+    label.disabled = before.as_ref().is_some_and(|l| l.disabled);
     let change = crate::privileges::change_between(before.as_ref(), &label);
     let managers = crate::privileges::managers();
     let role = quote_ident(rolename);
@@ -441,6 +443,7 @@ fn pgaadauth_validate_token_for(token: &str, role: Option<&str>) -> pgrx::JsonB 
             admin: false,
             mfa: false,
             synced: false,
+            disabled: false,
         }),
     };
     let mut out = json!({"header": header, "claims": claims, "role": role});

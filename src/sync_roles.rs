@@ -97,10 +97,19 @@ fn labelled_roles() -> Vec<LabelledRole> {
     rows
 }
 
+/// Group roles the sync never grants, with the reason: they count as unread (their members
+/// keep what they have, nobody is granted them).
+fn protected_groups(roles: &[LabelledRole]) -> BTreeMap<String, String> {
+    roles
+        .iter()
+        .filter_map(|r| Some((r.name.clone(), r.protected.clone()?)))
+        .collect()
+}
+
 fn group_roles(roles: &[LabelledRole]) -> BTreeMap<String, &Label> {
     roles
         .iter()
-        .filter(|r| r.label.principal_type == PrincipalType::Group && r.protected.is_none())
+        .filter(|r| r.label.principal_type == PrincipalType::Group)
         .map(|r| (r.name.clone(), &r.label))
         .collect()
 }
@@ -283,19 +292,7 @@ pub fn sync_once(
             .into_iter()
             .map(|(name, label)| (name, label.oid.clone()))
             .collect();
-        let mut changes: Vec<Change> = before
-            .iter()
-            .filter(|r| r.label.principal_type == PrincipalType::Group)
-            .filter_map(|r| {
-                r.protected.as_ref().map(|why| Change {
-                    role: r.name.clone(),
-                    object_id: r.label.oid.clone(),
-                    group_role: Some(r.name.clone()),
-                    action: "skipped",
-                    detail: Some(format!("group sync never grants this group role: {why}")),
-                })
-            })
-            .collect();
+        let mut changes = Vec::new();
         let mut read = Vec::new();
         let mut unread = BTreeSet::new();
         let fetcher = crate::worker::new_fetcher();
@@ -306,7 +303,18 @@ pub fn sync_once(
             action,
             detail: Some(crate::token::escape_log_text(&detail)),
         };
+        let protected = protected_groups(&before);
         for (group_role, group_oid) in &groups {
+            if let Some(why) = protected.get(group_role) {
+                unread.insert(group_role.clone());
+                changes.push(report(
+                    group_role,
+                    group_oid,
+                    "skipped",
+                    format!("group sync never grants this group role: {why}"),
+                ));
+                continue;
+            }
             let members = fetcher
                 .as_ref()
                 .map_err(String::clone)
@@ -343,9 +351,13 @@ pub fn sync_once(
         // The roles now (a role may have changed while the directory was read).
         let now = labelled_roles();
         let now_groups = group_roles(&now);
+        let now_protected = protected_groups(&now);
         let members: Vec<GroupMembers> = read
             .into_iter()
-            .filter(|(role, oid, _)| now_groups.get(role).is_some_and(|l| &l.oid == oid))
+            .filter(|(role, oid, _)| {
+                now_groups.get(role).is_some_and(|l| &l.oid == oid)
+                    && !now_protected.contains_key(role)
+            })
             .map(|(group_role, _, members)| GroupMembers {
                 group_role,
                 members,
@@ -368,6 +380,7 @@ pub fn sync_once(
                 role: r.name.clone(),
                 object_id: r.label.oid.clone(),
                 can_login: r.can_login,
+                disabled_by_sync: r.label.disabled,
                 groups: r
                     .member_of
                     .iter()
@@ -402,6 +415,14 @@ pub fn sync_once(
         let tid = normalize_guid(&settings::text(&settings::TENANT_ID));
         // SPI's statements need an outer snapshot (a worker has none of its own).
         unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
+        // A role the sync disabled that an administrator gave LOGIN back is no longer the
+        // sync's to enable: a later NOLOGIN is the administrator's.
+        for r in now
+            .iter()
+            .filter(|r| r.label.synced && r.label.disabled && r.can_login)
+        {
+            let _ = in_subtransaction(|| mark_disabled(&r.name, false));
+        }
         let mut refused: BTreeSet<String> = BTreeSet::new();
         for action in &actions {
             if (waiting.stop)() {
@@ -481,6 +502,16 @@ fn set_mfa(role: &str, read: &Label, mfa: bool) -> bool {
     }
 }
 
+/// Set or clear `disabled` in a synced role's label: the mark that the sync set NOLOGIN.
+fn mark_disabled(role: &str, disabled: bool) {
+    let roleid = unsafe { pg_sys::get_role_oid(c_string(role).as_ptr(), false) };
+    if let crate::seclabel::RoleLabel::Label(now) = crate::seclabel::stored_label_of_role(roleid) {
+        if now.disabled != disabled {
+            set_label(role, &Label { disabled, ..now });
+        }
+    }
+}
+
 /// Every role's name in lower case (Rust's, whatever the database's collation): a member gets
 /// no role whose name differs from an existing one's only in letter case.
 fn all_role_names_lower_case() -> BTreeSet<String> {
@@ -507,7 +538,9 @@ fn action_subject(
         Action::Grant { role, group_role } | Action::Revoke { role, group_role } => {
             (role.clone(), oid(role), Some(group_role.clone()))
         }
-        Action::Disable { role } | Action::Enable { role } => (role.clone(), oid(role), None),
+        Action::Disable { role } | Action::Enable { role } | Action::KeptDisabled { role } => {
+            (role.clone(), oid(role), None)
+        }
         Action::Renamed {
             role, object_id, ..
         } => (role.clone(), object_id.clone(), None),
@@ -582,6 +615,7 @@ fn apply(
                 admin: false,
                 mfa: groups.iter().any(|g| mfa_groups.contains(g)),
                 synced: true,
+                disabled: false,
             };
             set_label(role, &label);
             changes.push(change(
@@ -620,6 +654,7 @@ fn apply(
         }
         Action::Disable { role } => {
             run_sql(&format!("ALTER ROLE {} NOLOGIN", quote_ident(role)));
+            mark_disabled(role, true);
             changes.push(change(
                 role,
                 &oid(role),
@@ -629,8 +664,18 @@ fn apply(
         }
         Action::Enable { role } => {
             run_sql(&format!("ALTER ROLE {} LOGIN", quote_ident(role)));
+            mark_disabled(role, false);
             changes.push(change(role, &oid(role), None, None));
         }
+        Action::KeptDisabled { role } => changes.push(change(
+            role,
+            &oid(role),
+            None,
+            Some(
+                "in a synced group, but an administrator set NOLOGIN; the sync leaves it (ALTER ROLE ... LOGIN gives it back)"
+                    .into(),
+            ),
+        )),
         Action::Renamed {
             role,
             object_id,

@@ -213,6 +213,44 @@ fn members_get_their_own_roles_and_follow_the_directory() {
     s.pg.connect("ann@contoso.example", &s.token("ann@contoso.example"))
         .unwrap();
 
+    // The mark the sync set with NOLOGIN went with LOGIN.
+    assert!(!s
+        .pg
+        .sql("SELECT label FROM pg_shseclabel WHERE objoid = 'ann@contoso.example'::regrole")
+        .contains("disabled"));
+    // An administrator's NOLOGIN stays: reported, never undone; LOGIN given back by hand is
+    // kept too.
+    s.pg.sql("ALTER ROLE \"cy@contoso.example\" NOLOGIN");
+    let rows = s.sync();
+    assert!(
+        has(
+            &rows,
+            "cy@contoso.example kept_nologin - in a synced group, but an administrator set NOLOGIN"
+        ),
+        "{rows:#?}"
+    );
+    assert!(!has(&rows, "cy@contoso.example enabled"), "{rows:#?}");
+    assert!(s
+        .pg
+        .connect("cy@contoso.example", &s.token("cy@contoso.example"))
+        .is_err());
+    s.pg.sql("ALTER ROLE \"cy@contoso.example\" LOGIN");
+    let rows = s.sync();
+    assert!(!has(&rows, "cy@contoso.example kept_nologin"), "{rows:#?}");
+    s.pg.connect("cy@contoso.example", &s.token("cy@contoso.example"))
+        .unwrap();
+    // A group role that reaches a privileged predefined role is never granted: reported.
+    // Its members keep what they have, as for a group that could not be read.
+    s.pg.sql("CREATE ROLE readers_of_all NOLOGIN; GRANT pg_read_all_data TO readers_of_all; GRANT readers_of_all TO analysts");
+    let rows = s.sync();
+    assert!(has(&rows, "analysts skipped analysts group sync never grants this group role: it is a member of \"pg_read_all_data\""), "{rows:#?}");
+    assert_eq!(
+        rows.iter().filter(|r| !r.contains(" skipped ")).count(),
+        0,
+        "{rows:#?}"
+    );
+    s.pg.sql("REVOKE readers_of_all FROM analysts");
+
     // A group that requires MFA: so do its members' own roles, at once (before any sync),
     // and the sync writes it into their labels.
     s.pg.sql(&format!(

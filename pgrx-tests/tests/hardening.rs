@@ -1,7 +1,7 @@
 //! Findings of an adversarial read, each tried for real: issuers sharing a kid, a stalled
 //! directory beside a key rotation (and a stalled key fetch beside a directory question),
 //! waits that end at authentication_timeout and statement_timeout, a CREATEROLE role that
-//! tries to become an Entra administrator, the method asked of unlabelled roles with
+//! tries to become an Entra administrator, the request every role gets with
 //! password_auth off, and the group cache with long non-GUID principals.
 
 use pgaadauth_e2e::cluster::Cluster;
@@ -383,7 +383,7 @@ fn first_auth_request(port: u16, user: &str) -> i32 {
 }
 
 #[test]
-fn password_auth_off_never_asks_an_unlabelled_role_for_its_password_in_clear() {
+fn password_auth_off_asks_every_role_the_same_and_keeps_no_password() {
     let pg = Cluster::start(
         "noclear",
         &[
@@ -397,13 +397,12 @@ fn password_auth_off_never_asks_an_unlabelled_role_for_its_password_in_clear() {
         "SELECT pgaadauth_create_principal_with_oid('entra-user', '{USER}', 'user', false, false)"
     ));
     pg.sql("CREATE ROLE judy LOGIN PASSWORD 'judy-secret'");
-    assert_eq!(first_auth_request(pg.port, "entra-user"), 3, "a token");
-    assert_eq!(
-        first_auth_request(pg.port, "judy"),
-        10,
-        "SCRAM, never cleartext"
-    );
-    assert_eq!(first_auth_request(pg.port, "nobody"), 10, "as for judy");
+    pg.sql("CREATE ROLE mabel LOGIN");
+    // A labelled role, a password role, a role without a secret and no role at all: the same
+    // request (a cleartext password, i.e. a token), so none is told apart before logging in.
+    for user in ["entra-user", "judy", "mabel", "nobody"] {
+        assert_eq!(first_auth_request(pg.port, user), 3, "{user}");
+    }
     let err = pg.connect("judy", "judy-secret").err().expect("refused");
     assert_eq!(
         err.as_db_error().unwrap().code(),
@@ -414,12 +413,13 @@ fn password_auth_off_never_asks_an_unlabelled_role_for_its_password_in_clear() {
         detail.contains("pgaadauth.password_auth is off"),
         "{detail}"
     );
-    // psql (libpq) too: refused after a SCRAM exchange.
+    // psql (libpq) too: refused, and the password it sent is nowhere in the log.
     let (ok, out) = pg.psql_login("judy", Some("judy-secret"), "SELECT 1");
     assert!(
         !ok && out.contains("password authentication failed"),
         "{out}"
     );
+    assert!(!pg.log().contains("judy-secret"));
 }
 
 #[test]
@@ -563,4 +563,59 @@ fn a_forged_kid_refresh_does_not_make_a_new_key_wait_for_the_next_rotation() {
         "new key accepted {:?} after a forged kid's refresh",
         start.elapsed()
     );
+}
+
+#[test]
+fn a_refused_login_waits_as_auth_delay_says_whichever_library_loads_first() {
+    const DELAY: Duration = Duration::from_millis(2000);
+    let idp = Idp::start(&[&RSA1]);
+    for (name, order) in [
+        ("delay-after", "pgaadauth,auth_delay"),
+        ("delay-before", "auth_delay,pgaadauth"),
+    ] {
+        let pg = Cluster::start(
+            name,
+            &[
+                ("shared_preload_libraries", order.into()),
+                ("auth_delay.milliseconds", DELAY.as_millis().to_string()),
+                ("pgaadauth.tenant_id", TENANT.into()),
+                ("pgaadauth.authority_host", idp.base()),
+                ("pgaadauth.allow_http", "on".into()),
+            ],
+        );
+        pg.sql(&format!(
+            "SELECT pgaadauth_create_principal_with_oid('entra-user', '{USER}', 'user', false, false)"
+        ));
+        pg.sql("CREATE ROLE judy LOGIN PASSWORD 'judy-secret'");
+        let good = mint(&RSA1, &claims(&idp.entra_issuer(), USER));
+        assert!(
+            Cluster::wait_for(Duration::from_secs(20), || pg
+                .connect("entra-user", &good)
+                .is_ok()),
+            "{order}: {}",
+            pg.log()
+        );
+        let timed = |user: &str, password: &str| {
+            let start = Instant::now();
+            let ok = pg.connect(user, password).is_ok();
+            (ok, start.elapsed())
+        };
+        let wrong_principal = mint(&RSA1, &claims(&idp.entra_issuer(), MEMBER));
+        for (user, password) in [
+            ("entra-user", wrong_principal.as_str()),
+            ("entra-user", "not a token"),
+            ("judy", "wrong"),
+        ] {
+            let (ok, took) = timed(user, password);
+            assert!(!ok, "{order}: {user} with {password:.20} must be refused");
+            assert!(took >= DELAY, "{order}: {user} refused after {took:?}");
+        }
+        // Accepted logins are not delayed.
+        for (user, password) in [("entra-user", good.as_str()), ("judy", "judy-secret")] {
+            let (ok, took) = timed(user, password);
+            assert!(ok, "{order}: {user}");
+            assert!(took < DELAY, "{order}: {user} accepted after {took:?}");
+        }
+        pg.stop();
+    }
 }

@@ -715,3 +715,52 @@ fn malformed_oauthbearer_messages_are_refused_cleanly_and_never_logged() {
     );
     assert!(!log.contains("PANIC"), "{log}");
 }
+
+#[test]
+fn a_refused_oauth_token_waits_as_auth_delay_says_whichever_library_loads_first() {
+    if cluster::major() < 18 {
+        return;
+    }
+    const DELAY: Duration = Duration::from_millis(2000);
+    for (name, order) in [
+        ("oauth-delay-after", "pgaadauth,auth_delay"),
+        ("oauth-delay-before", "auth_delay,pgaadauth"),
+    ] {
+        let idp = Idp::start(&[&RSA1]);
+        let mut settings = idp.directory_settings(name);
+        settings.extend([
+            ("shared_preload_libraries", order.into()),
+            ("auth_delay.milliseconds", DELAY.as_millis().to_string()),
+            ("oauth_validator_libraries", "pgaadauth".into()),
+            (
+                "pgaadauth.jwks_uri",
+                format!("{}/{TENANT}/discovery/v2.0/keys", idp.base()),
+            ),
+        ]);
+        let pg = Cluster::start_with_hba(name, &settings, &hba(&idp));
+        pg.sql("CREATE DATABASE oauthdb");
+        let w = World { idp, pg };
+        w.principal("oauth-user", &oid_for("oauth-user"), "user", false);
+        let good = w.token(&oid_for("oauth-user"), json!({}));
+        assert!(
+            Cluster::wait_for(Duration::from_secs(20), || w
+                .pg
+                .connect("oauth-user", &good)
+                .is_ok()),
+            "{}",
+            w.pg.log()
+        );
+        let timed = |token: &str| {
+            let start = std::time::Instant::now();
+            let outcome = w.oauth_login("oauthdb", "oauth-user", token);
+            (outcome, start.elapsed())
+        };
+        let (outcome, took) = timed(&w.token(&oid_for("someone-else"), json!({})));
+        assert!(outcome.is_err(), "{order}: {outcome:?}");
+        assert!(took >= DELAY, "{order}: refused after {took:?}");
+        let (outcome, took) = timed(&good);
+        assert!(outcome.is_ok(), "{order}: {outcome:?}");
+        assert!(took < DELAY, "{order}: accepted after {took:?}");
+        w.pg.stop();
+    }
+}

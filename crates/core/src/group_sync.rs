@@ -202,6 +202,8 @@ pub struct SyncedRole {
     pub role: String,
     pub object_id: String,
     pub can_login: bool,
+    /// NOLOGIN was set by the sync itself (the label's `disabled`), not by an administrator.
+    pub disabled_by_sync: bool,
     /// The group roles the sync made it a member of.
     pub groups: BTreeSet<String>,
 }
@@ -227,8 +229,12 @@ pub enum Action {
     Disable {
         role: String,
     },
-    /// Back in a synced group.
+    /// Back in a synced group, after the sync had disabled it.
     Enable {
+        role: String,
+    },
+    /// In a synced group, but an administrator set NOLOGIN: the sync leaves it so.
+    KeptDisabled {
         role: String,
     },
     /// The member's directory name changed; the role keeps its name (identity is the object id).
@@ -254,6 +260,7 @@ impl Action {
             Action::Revoke { .. } => "revoked",
             Action::Disable { .. } => "disabled",
             Action::Enable { .. } => "enabled",
+            Action::KeptDisabled { .. } => "kept_nologin",
             Action::Renamed { .. } => "renamed_in_directory",
             Action::Skipped { .. } => "skipped",
         }
@@ -345,8 +352,11 @@ pub fn plan(
                     });
                 }
                 if !s.can_login {
-                    actions.push(Action::Enable {
-                        role: s.role.clone(),
+                    let role = s.role.clone();
+                    actions.push(if s.disabled_by_sync {
+                        Action::Enable { role }
+                    } else {
+                        Action::KeptDisabled { role }
                     });
                 }
                 for g in want.difference(&s.groups) {
@@ -430,8 +440,34 @@ mod tests {
             role: role.into(),
             object_id: id.into(),
             can_login: login,
+            // As the sync leaves a role it disabled itself.
+            disabled_by_sync: !login,
             groups: groups.iter().map(|g| g.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn an_administrators_nologin_is_kept_and_reported() {
+        let groups = [GroupMembers {
+            group_role: "analysts".into(),
+            members: vec![user(U1, "ann@contoso.com"), user(U2, "bob@contoso.com")],
+        }];
+        let ann = SyncedRole {
+            disabled_by_sync: false,
+            ..synced("ann@contoso.com", U1, false, &["analysts"])
+        };
+        let bob = synced("bob@contoso.com", U2, false, &["analysts"]);
+        assert_eq!(
+            plan(&groups, &none(), &[ann, bob], &|_| true),
+            vec![
+                Action::KeptDisabled {
+                    role: "ann@contoso.com".into()
+                },
+                Action::Enable {
+                    role: "bob@contoso.com".into()
+                },
+            ]
+        );
     }
 
     fn set(items: &[&str]) -> BTreeSet<String> {

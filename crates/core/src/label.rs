@@ -1,6 +1,6 @@
 //! The `pgaadauth` security label grammar (pure, no pgrx).
 //!
-//! `aadauth,oid=<guid>,type=<user|group|service>[,tid=<guid>][,admin][,mfa][,synced]`
+//! `aadauth,oid=<guid>,type=<user|group|service>[,tid=<guid>][,admin][,mfa][,synced][,disabled]`
 //!
 //! The head `aadauth` comes first; the other items follow in any order, each at most once.
 //! Azure's documented form `aadauth,oid=<objectId>,type=<objectType>,admin` is valid.
@@ -46,6 +46,9 @@ pub struct Label {
     pub mfa: bool,
     /// The role was created by Entra group sync, which keeps it in step with the directory.
     pub synced: bool,
+    /// Group sync set the role NOLOGIN (its member left every synced group): the sync alone
+    /// gives LOGIN back. A NOLOGIN without it is an administrator's, which the sync keeps.
+    pub disabled: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,7 +71,7 @@ impl fmt::Display for LabelError {
             }
             LabelError::UnknownItem(i) => write!(
                 f,
-                "unknown item \"{i}\"; expected oid=, type=, tid=, admin, mfa or synced"
+                "unknown item \"{i}\"; expected oid=, type=, tid=, admin, mfa, synced or disabled"
             ),
             LabelError::Duplicate(i) => write!(f, "item \"{i}\" appears more than once"),
             LabelError::BadGuid { item, value } => {
@@ -117,7 +120,7 @@ impl Label {
             return Err(LabelError::BadHead(head.to_string()));
         }
         let (mut oid, mut ptype, mut tid) = (None, None, None);
-        let (mut admin, mut mfa, mut synced) = (false, false, false);
+        let (mut admin, mut mfa, mut synced, mut disabled) = (false, false, false, false);
         for item in items {
             let (key, value) = match item.split_once('=') {
                 Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
@@ -146,6 +149,7 @@ impl Label {
                 ("admin", None) => set_flag(&mut admin, "admin")?,
                 ("mfa", None) => set_flag(&mut mfa, "mfa")?,
                 ("synced", None) => set_flag(&mut synced, "synced")?,
+                ("disabled", None) => set_flag(&mut disabled, "disabled")?,
                 _ => return Err(LabelError::UnknownItem(item.to_string())),
             }
         }
@@ -156,6 +160,7 @@ impl Label {
             admin,
             mfa,
             synced,
+            disabled,
         })
     }
 }
@@ -196,6 +201,9 @@ impl fmt::Display for Label {
         }
         if self.synced {
             write!(f, ",synced")?;
+        }
+        if self.disabled {
+            write!(f, ",disabled")?;
         }
         Ok(())
     }
