@@ -62,6 +62,12 @@ pgaadauth_port_is_trust(Port *port)
 	return port->hba != NULL && port->hba->auth_method == uaTrust;
 }
 
+bool
+pgaadauth_port_uses_ssl(Port *port)
+{
+	return port->ssl_in_use;
+}
+
 const char *
 pgaadauth_port_user(Port *port)
 {

@@ -301,10 +301,18 @@ impl Login {
             // that a client cannot tell Entra roles from others before logging in. What comes
             // back is never checked, logged or kept.
             let mut answer = self.read_password();
-            answer.fill(0);
+            for b in answer.iter_mut() {
+                // SAFETY: a byte of our own buffer; volatile, so the wipe is never elided.
+                unsafe { std::ptr::write_volatile(b, 0) };
+            }
             stats::bump(Counter::PasswordLoginsRejected);
+            let in_clear = if unsafe { shim::pgaadauth_port_uses_ssl(self.port) } {
+                ""
+            } else {
+                " The connection does not use SSL: what the client sent as a password crossed the network in the clear. Use hostssl lines."
+            };
             self.fail(&format!(
-                "Role \"{}\" has no pgaadauth label and pgaadauth.password_auth is off.",
+                "Role \"{}\" has no pgaadauth label and pgaadauth.password_auth is off.{in_clear}",
                 token::log_safe(&self.user())
             ));
         }

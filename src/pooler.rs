@@ -21,9 +21,10 @@ use pgrx::prelude::*;
 use std::ffi::{c_char, c_int, CStr, CString};
 
 /// The answer to the pooler: 1 accepted, 0 refused, the reason for its log sent first as an
-/// `INFO` message ([`Answer`]).
-#[pg_extern(strict, volatile, parallel_unsafe)]
-fn pgaadauth_pooler_login(role: &str, password: &str, client: &str) -> i32 {
+/// `INFO` message ([`Answer`]). Its C symbol is new in 0.6.0 (`pooler_login_checked_wrapper`):
+/// a database still on 0.5.0, whose function returns text, reaches [`old_pooler_login`].
+#[pg_extern(name = "pgaadauth_pooler_login", strict, volatile, parallel_unsafe)]
+fn pooler_login_checked(role: &str, password: &str, client: &str) -> i32 {
     // Errors of this call must not log it (the password is an argument).
     crate::seclabel::quiet_errors_until_end_of_transaction();
     match decide(role, password, client) {
@@ -57,6 +58,35 @@ fn pgaadauth_pooler_login(role: &str, password: &str, client: &str) -> i32 {
             REFUSED
         }
     }
+}
+
+/// The C symbol of 0.5.0's text-returning `pgaadauth_pooler_login`, for a database whose
+/// `ALTER EXTENSION pgaadauth UPDATE` has not run yet: a plain error, never an integer read as
+/// text.
+#[no_mangle]
+pub extern "C-unwind" fn pg_finfo_pgaadauth_pooler_login_wrapper() -> *const pg_sys::Pg_finfo_record
+{
+    static V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+#[no_mangle]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn pgaadauth_pooler_login_wrapper(
+    _fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    old_pooler_login()
+}
+
+fn old_pooler_login() -> pg_sys::Datum {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        "pgaadauth's SQL objects in this database are older than its library",
+        "pgaadauth",
+    )
+    .set_hint("Run ALTER EXTENSION pgaadauth UPDATE in this database, and install the PAM module of the same version.")
+    .report(PgLogLevel::ERROR);
+    unreachable!()
 }
 
 fn decide(role: &str, password: &str, client: &str) -> Result<(), String> {
@@ -168,5 +198,5 @@ extension_sql!(
     "-- Only the roles of connection poolers, granted EXECUTE by an administrator, may ask.\n\
      REVOKE ALL ON FUNCTION pg_catalog.pgaadauth_pooler_login(text, text, text) FROM PUBLIC;\n",
     name = "pgaadauth_pooler_login_acl",
-    requires = [pgaadauth_pooler_login]
+    requires = [pooler_login_checked]
 );

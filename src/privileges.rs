@@ -2,10 +2,16 @@
 //! `pgaadauth_core::binding`. Every path that binds one asks here: the create and update
 //! functions, `SECURITY LABEL` (the label provider's hook) and group sync (for the group roles
 //! it grants).
+//!
+//! The facts come from the system caches and PostgreSQL's own shared-dependency check, never
+//! from SQL: no operator or function of the caller's `search_path` takes part, and what is read
+//! is the latest committed state (not a REPEATABLE READ snapshot taken before a GRANT).
 
-use pgaadauth_core::binding::{self, Ancestor, Change, Refusal, RoleFacts};
+use pgaadauth_core::binding::{self, Ancestor, Change, Refusal, RoleFacts, Target};
+use pgaadauth_core::label::Label;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+use std::ffi::{c_char, CStr};
 
 /// The roles this session acts as that are not superusers: the session user and the current
 /// user. The binding rule holds for each. Read before elevating.
@@ -19,63 +25,134 @@ pub fn managers() -> Vec<pg_sys::Oid> {
     managers
 }
 
-/// `roleid` and every role it is a member of, through any chain, with their attributes (from
-/// pg_roles, which every role may read).
-fn role_and_ancestors(roleid: pg_sys::Oid) -> Vec<(pg_sys::Oid, RoleFacts)> {
-    let query = format!(
-        "WITH RECURSIVE up(oid) AS (SELECT {}::pg_catalog.oid UNION \
-           SELECT m.roleid FROM pg_catalog.pg_auth_members m JOIN up ON m.member = up.oid) \
-         SELECT r.oid, r.rolname::pg_catalog.text, r.rolsuper, r.rolreplication, \
-           r.rolbypassrls, r.rolcreaterole, r.rolcreatedb \
-         FROM up JOIN pg_catalog.pg_roles r ON r.oid = up.oid",
-        roleid.to_u32()
-    );
-    Spi::connect(|c| {
-        c.select(&query, None, &[])
-            .unwrap_or_else(|e| error!("could not read the memberships of a role: {e}"))
-            .filter_map(|row| {
-                let oid: pg_sys::Oid = row.get(1).ok().flatten()?;
-                let flag = |i| row.get::<bool>(i).ok().flatten().unwrap_or(true);
-                Some((
-                    oid,
-                    RoleFacts {
-                        name: row.get(2).ok().flatten().unwrap_or_default(),
-                        superuser: flag(3),
-                        replication: flag(4),
-                        bypassrls: flag(5),
-                        createrole: flag(6),
-                        createdb: flag(7),
-                        predefined: oid.to_u32() < pg_sys::FirstNormalObjectId,
-                    },
-                ))
+/// The roles `member` is directly a member of (pg_auth_members, by the system cache).
+pub fn direct_groups(member: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+    // pg_auth_members.roleid: the first column up to 15, the second (after oid) from 16.
+    #[cfg(any(feature = "pg14", feature = "pg15"))]
+    const ROLEID: pg_sys::AttrNumber = 1;
+    #[cfg(not(any(feature = "pg14", feature = "pg15")))]
+    const ROLEID: pg_sys::AttrNumber = 2;
+    let cache = pg_sys::SysCacheIdentifier::AUTHMEMMEMROLE as i32;
+    let zero = pg_sys::Datum::from(0usize);
+    // SAFETY: a syscache list by member, read and released here; the catalogs are readable
+    // from authentication on.
+    unsafe {
+        let list = pg_sys::SearchSysCacheList(
+            cache,
+            1,
+            pg_sys::Datum::from(member.to_u32() as usize),
+            zero,
+            zero,
+        );
+        let members = (*list).members.as_slice((*list).n_members as usize);
+        let groups = members
+            .iter()
+            .filter_map(|m| {
+                let mut isnull = false;
+                let group = pg_sys::SysCacheGetAttr(cache, &mut (**m).tuple, ROLEID, &mut isnull);
+                (!isnull).then(|| pg_sys::Oid::from(group.value() as u32))
             })
-            .collect()
-    })
+            .collect();
+        pg_sys::ReleaseCatCacheList(list);
+        groups
+    }
 }
 
-fn facts(roleid: pg_sys::Oid, all: &[(pg_sys::Oid, RoleFacts)]) -> RoleFacts {
-    all.iter()
-        .find(|(oid, _)| *oid == roleid)
-        .map(|(_, f)| f.clone())
-        .unwrap_or_else(|| RoleFacts {
-            // Gone meanwhile: nothing to bind, and nothing granted.
-            predefined: true,
-            ..RoleFacts::default()
-        })
+/// A role's name and attributes (pg_authid, by the system cache); None when it is gone.
+fn role_facts(roleid: pg_sys::Oid) -> Option<RoleFacts> {
+    let cache = pg_sys::SysCacheIdentifier::AUTHOID as i32;
+    // SAFETY: one syscache tuple, read and released here.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(cache, pg_sys::Datum::from(roleid.to_u32() as usize));
+        if tuple.is_null() {
+            return None;
+        }
+        // A NULL attribute (never, in pg_authid) counts as the privilege held.
+        let flag = |attnum: u32| {
+            let mut isnull = false;
+            let d =
+                pg_sys::SysCacheGetAttr(cache, tuple, attnum as pg_sys::AttrNumber, &mut isnull);
+            isnull || d.value() != 0
+        };
+        let facts = RoleFacts {
+            name: crate::seclabel::role_name(roleid),
+            superuser: flag(pg_sys::Anum_pg_authid_rolsuper),
+            replication: flag(pg_sys::Anum_pg_authid_rolreplication),
+            bypassrls: flag(pg_sys::Anum_pg_authid_rolbypassrls),
+            createrole: flag(pg_sys::Anum_pg_authid_rolcreaterole),
+            createdb: flag(pg_sys::Anum_pg_authid_rolcreatedb),
+            predefined: roleid.to_u32() < pg_sys::FirstNormalObjectId,
+        };
+        pg_sys::ReleaseSysCache(tuple);
+        Some(facts)
+    }
+}
+
+/// Every role `roleid` is a member of, through any chain (whatever the memberships' INHERIT
+/// and SET options), each once.
+fn ancestors(roleid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
+    let mut found = vec![roleid];
+    let mut next = 0;
+    while next < found.len() {
+        for group in direct_groups(found[next]) {
+            if !found.contains(&group) {
+                found.push(group);
+            }
+        }
+        next += 1;
+    }
+    found.remove(0);
+    found
+}
+
+/// Facts of a role that is gone (dropped meanwhile): nothing may be bound to it.
+fn gone() -> RoleFacts {
+    RoleFacts {
+        predefined: true,
+        ..RoleFacts::default()
+    }
+}
+
+/// What `roleid` owns or holds privileges on, in PostgreSQL's words (as DROP ROLE reports it),
+/// when anything.
+fn objects_of(roleid: pg_sys::Oid) -> Option<String> {
+    let (mut detail, mut detail_log): (*mut c_char, *mut c_char) =
+        (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: scans pg_shdepend with the catalog snapshot; the messages are palloc'd.
+    let any = unsafe {
+        pg_sys::checkSharedDependencies(
+            pg_sys::AuthIdRelationId,
+            roleid,
+            &mut detail,
+            &mut detail_log,
+        )
+    };
+    any.then(|| {
+        if detail.is_null() {
+            String::new()
+        } else {
+            unsafe { CStr::from_ptr(detail) }
+                .to_string_lossy()
+                .into_owned()
+        }
+    })
 }
 
 /// The floor of the rule for `roleid` (see `pgaadauth_core::binding::check_floor`).
 pub fn floor(roleid: pg_sys::Oid) -> Result<(), Refusal> {
-    let all = role_and_ancestors(roleid);
-    let ancestors: Vec<Ancestor> = all
-        .iter()
-        .filter(|(oid, _)| *oid != roleid)
-        .map(|(_, role)| Ancestor {
-            role: role.clone(),
+    let ancestors: Vec<Ancestor> = ancestors(roleid)
+        .into_iter()
+        .map(|oid| Ancestor {
+            role: role_facts(oid).unwrap_or_else(gone),
             manager_holds_or_grants: false,
         })
         .collect();
-    binding::check_floor(&facts(roleid, &all), &ancestors)
+    binding::check_floor(&role_facts(roleid).unwrap_or_else(gone), &ancestors)
+}
+
+/// Whether `manager` is a member of `role` (any chain) or holds ADMIN OPTION on it.
+fn holds_or_grants(manager: pg_sys::Oid, role: pg_sys::Oid) -> bool {
+    unsafe { pg_sys::is_member_of_role(manager, role) || pg_sys::is_admin_of_role(manager, role) }
 }
 
 /// Refuse (42501, naming the reason) when one of `managers` may not make `change` to the
@@ -84,30 +161,38 @@ pub fn require_may_bind(managers: &[pg_sys::Oid], roleid: pg_sys::Oid, role: &st
     if managers.is_empty() {
         return;
     }
-    let all = role_and_ancestors(roleid);
-    let target = facts(roleid, &all);
+    let facts = role_facts(roleid).unwrap_or_else(gone);
+    let ancestors = ancestors(roleid);
+    let objects = objects_of(roleid);
     for &manager in managers {
-        let ancestors: Vec<Ancestor> = all
-            .iter()
-            .filter(|(oid, _)| *oid != roleid)
-            .map(|(oid, role)| Ancestor {
-                role: role.clone(),
-                manager_holds_or_grants: unsafe {
-                    pg_sys::is_member_of_role(manager, *oid)
-                        || pg_sys::is_admin_of_role(manager, *oid)
-                },
-            })
-            .collect();
-        let manager_facts = facts(manager, &role_and_ancestors(manager));
-        if let Err(why) = binding::check(&target, &ancestors, &manager_facts, change) {
+        let target = Target {
+            role: facts.clone(),
+            ancestors: ancestors
+                .iter()
+                .map(|&oid| Ancestor {
+                    role: role_facts(oid).unwrap_or_else(gone),
+                    manager_holds_or_grants: holds_or_grants(manager, oid),
+                })
+                .collect(),
+            objects: objects.clone(),
+            manager_holds_role: holds_or_grants(manager, roleid),
+        };
+        let manager_facts = role_facts(manager).unwrap_or_default();
+        if let Err(why) = binding::check(&target, &manager_facts, change) {
+            let mut detail =
+                "A principal mapped to a role logs in with all of the role's privileges."
+                    .to_string();
+            if why == Refusal::Objects {
+                if let Some(objects) = &objects {
+                    detail = format!("{detail} The role holds:\n{objects}");
+                }
+            }
             ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
                 format!("permission denied to map role \"{role}\" to an Entra principal: {why}"),
                 "pgaadauth",
             )
-            .set_detail(
-                "A principal mapped to a role logs in with all of the role's privileges.",
-            )
+            .set_detail(detail)
             .set_hint(
                 "Only superusers may map a role whose privileges reach beyond your own; see \"Who may map a role\" in docs/sql.md.",
             )
@@ -116,13 +201,15 @@ pub fn require_may_bind(managers: &[pg_sys::Oid], roleid: pg_sys::Oid, role: &st
     }
 }
 
-/// What a label change does to the binding: the same object id and type is a change of flags.
-pub fn change_between(
-    before: Option<&pgaadauth_core::label::Label>,
-    after: &pgaadauth_core::label::Label,
-) -> Change {
+/// What a label change does to the binding: the same object id, type and `admin` flag is a
+/// change of the MFA requirement only.
+pub fn change_between(before: Option<&Label>, after: &Label) -> Change {
     match before {
-        Some(b) if b.oid == after.oid && b.principal_type == after.principal_type => {
+        Some(b)
+            if b.oid == after.oid
+                && b.principal_type == after.principal_type
+                && b.admin == after.admin =>
+        {
             Change::FlagsOnly
         }
         _ => Change::NewBinding,

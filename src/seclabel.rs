@@ -29,36 +29,12 @@ pub fn label_of_role(roleid: pg_sys::Oid) -> RoleLabel {
 
 /// Whether `roleid` is directly a member of a role labelled `type=group` with `mfa`.
 fn member_of_a_group_requiring_mfa(roleid: pg_sys::Oid) -> bool {
-    // pg_auth_members.roleid: the first column up to 15, the second (after oid) from 16.
-    #[cfg(any(feature = "pg14", feature = "pg15"))]
-    const ROLEID: pg_sys::AttrNumber = 1;
-    #[cfg(not(any(feature = "pg14", feature = "pg15")))]
-    const ROLEID: pg_sys::AttrNumber = 2;
-    let cache = pg_sys::SysCacheIdentifier::AUTHMEMMEMROLE as i32;
-    let zero = pg_sys::Datum::from(0usize);
-    // SAFETY: a syscache list by member, read and released here; the catalogs are readable
-    // from authentication on (as for the label itself).
-    unsafe {
-        let list = pg_sys::SearchSysCacheList(
-            cache,
-            1,
-            pg_sys::Datum::from(roleid.to_u32() as usize),
-            zero,
-            zero,
-        );
-        let members = (*list).members.as_slice((*list).n_members as usize);
-        let found = members.iter().any(|member| {
-            let mut isnull = false;
-            let group = pg_sys::SysCacheGetAttr(cache, &mut (**member).tuple, ROLEID, &mut isnull);
-            !isnull
-                && matches!(
-                    stored_label_of_role(pg_sys::Oid::from(group.value() as u32)),
-                    RoleLabel::Label(l) if l.principal_type == crate::label::PrincipalType::Group && l.mfa
-                )
-        });
-        pg_sys::ReleaseCatCacheList(list);
-        found
-    }
+    crate::privileges::direct_groups(roleid).into_iter().any(|group| {
+        matches!(
+            stored_label_of_role(group),
+            RoleLabel::Label(l) if l.principal_type == crate::label::PrincipalType::Group && l.mfa
+        )
+    })
 }
 
 /// The label as stored.

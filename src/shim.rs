@@ -59,6 +59,7 @@ unsafe extern "C-unwind" {
     pub fn pgaadauth_install_auth_hook(hook: ClientAuthHook);
     pub fn pgaadauth_call_prev_auth_hook(port: *mut Port, status: c_int);
     pub fn pgaadauth_port_is_trust(port: *mut Port) -> bool;
+    pub fn pgaadauth_port_uses_ssl(port: *mut Port) -> bool;
     pub fn pgaadauth_port_user(port: *mut Port) -> *const c_char;
     pub fn pgaadauth_port_remote_host(port: *mut Port) -> *const c_char;
     pub fn pgaadauth_port_hba_line(port: *mut Port) -> c_int;

@@ -410,7 +410,8 @@ fn password_auth_off_asks_every_role_the_same_and_keeps_no_password() {
     );
     let detail = pg.failure_detail("judy").unwrap();
     assert!(
-        detail.contains("pgaadauth.password_auth is off"),
+        detail.contains("pgaadauth.password_auth is off")
+            && detail.contains("The connection does not use SSL"),
         "{detail}"
     );
     // psql (libpq) too: refused, and the password it sent is nowhere in the log.

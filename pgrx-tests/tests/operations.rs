@@ -602,6 +602,39 @@ fn create_extension_refuses_without_preload_and_update_from_the_previous_version
     );
     assert_eq!(pg.try_sql("old", acl).unwrap(), "{postgres=X/postgres}");
 
+    // A database still on 0.5.0 with the new library: its text-returning pooler function
+    // answers with an error (never an integer read as text); the update keeps its grants.
+    pg.sql("CREATE DATABASE five; CREATE ROLE pooler_a LOGIN; CREATE ROLE pooler_b LOGIN");
+    pg.try_sql("five", "CREATE EXTENSION pgaadauth VERSION '0.5.0'")
+        .unwrap();
+    pg.try_sql(
+        "five",
+        "GRANT EXECUTE ON FUNCTION pgaadauth_pooler_login(text, text, text) TO pooler_a; \
+         GRANT EXECUTE ON FUNCTION pgaadauth_pooler_login(text, text, text) TO pooler_b WITH GRANT OPTION",
+    )
+    .unwrap();
+    let e = pg
+        .try_sql("five", "SELECT pgaadauth_pooler_login('x', 'y', 'z')")
+        .unwrap_err();
+    assert!(
+        e.contains("ERROR:  pgaadauth's SQL objects in this database are older than its library"),
+        "{e}"
+    );
+    pg.try_sql("five", "ALTER EXTENSION pgaadauth UPDATE")
+        .unwrap();
+    assert_eq!(
+        pg.try_sql("five", acl).unwrap(),
+        "{postgres=X/postgres,pooler_a=X/postgres,pooler_b=X*/postgres}"
+    );
+    assert_eq!(
+        pg.try_sql(
+            "five",
+            "SET ROLE pooler_a; SELECT pgaadauth_pooler_login('nobody', 'x', '')"
+        )
+        .unwrap(),
+        "0"
+    );
+
     // Without the library preloaded, CREATE EXTENSION refuses with a hint.
     pg.append_conf("shared_preload_libraries = ''\n");
     pg.restart();

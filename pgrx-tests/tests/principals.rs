@@ -35,19 +35,29 @@ fn an_entra_role_is_rebound_in_place_and_only_entra_roles_are() {
         .is_ok()));
     pg.sql("CREATE TABLE owned (x int); ALTER TABLE owned OWNER TO ann");
 
-    // Rebound to another principal: the old one no longer logs in, the new one does, and the
-    // role (with what it owns) stays.
+    // An Entra administrator may not hand a role's objects to a principal: ann owns a table.
     let mut boss = pg.connect("boss", &token("boss")).unwrap();
-    let updated: String = boss
-        .query_one(
-            &format!(
-                "SELECT pgaadauth_update_principal_with_oid('ann', '{}', 'user', false, false)",
-                oid_for("ann-new").to_uppercase()
-            ),
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let rebind_ann = format!(
+        "SELECT pgaadauth_update_principal_with_oid('ann', '{}', 'user', false, false)",
+        oid_for("ann-new").to_uppercase()
+    );
+    let e = boss.simple_query(&rebind_ann).unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42501");
+    assert_eq!(
+        db.message(),
+        "permission denied to map role \"ann\" to an Entra principal: it owns objects or holds privileges on them, and you are not a member of it and hold no ADMIN OPTION on it"
+    );
+    assert!(
+        db.detail()
+            .unwrap_or_default()
+            .contains("owner of table owned"),
+        "{:?}",
+        db.detail()
+    );
+    // Rebound to another principal (by a superuser): the old one no longer logs in, the new
+    // one does, and the role (with what it owns) stays.
+    let updated = pg.sql(&rebind_ann);
     assert_eq!(updated, "Updated role for ann");
     assert!(pg.connect("ann", &token("ann")).is_err());
     pg.connect("ann", &token("ann-new")).unwrap();

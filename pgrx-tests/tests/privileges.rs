@@ -111,6 +111,17 @@ fn an_entra_administrator_never_rebinds_a_role_reaching_beyond_its_own_privilege
         pg.sql(&grant.replace("GRANT", "REVOKE").replace(" TO ", " FROM "));
         pg.sql("ALTER ROLE ops NOREPLICATION");
     }
+    // A privilege on an object (here SELECT on a table boss cannot read) refuses too: the
+    // role's objects and grants go with it to whoever it is mapped to.
+    pg.sql("CREATE TABLE secret (x int); GRANT SELECT ON secret TO ops");
+    let (code, message) = refused(&mut boss, &rebind("user"));
+    assert_eq!(code, "42501");
+    assert_eq!(
+        message,
+        "permission denied to map role \"ops\" to an Entra principal: it owns objects or holds privileges on them, and you are not a member of it and hold no ADMIN OPTION on it"
+    );
+    pg.sql("DROP TABLE secret");
+
     // Changing only the flags of a role reaching a superuser is refused too.
     pg.sql("GRANT postgres TO ops");
     let (code, message) = refused(
@@ -135,6 +146,90 @@ fn an_entra_administrator_never_rebinds_a_role_reaching_beyond_its_own_privilege
         "SELECT pgaadauth_update_principal_with_oid('ops', '{}', 'user', false, false)",
         oid_for("ops")
     ));
+    assert!(label(&pg, "ops").contains(&oid_for("ops")));
+}
+
+#[test]
+fn an_administrator_without_createrole_cannot_give_a_role_it_holds_createrole() {
+    let (idp, pg) = start("privileges-admin-flag");
+    // An Entra administrator by its label alone: no CREATEROLE, no CREATEDB.
+    pg.sql(&format!(
+        "CREATE ROLE lab LOGIN; SECURITY LABEL FOR pgaadauth ON ROLE lab IS 'aadauth,oid={},type=user,admin'",
+        oid_for("lab")
+    ));
+    assert!(Cluster::wait_for(Duration::from_secs(20), || pg
+        .connect("lab", &token(&idp, "lab"))
+        .is_ok()));
+    let mut lab = pg.connect("lab", &token(&idp, "lab")).unwrap();
+    // A role of its own, mapped to itself: allowed (nothing beyond its privileges) ...
+    lab.simple_query(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('b2', '{}', 'user', false, false)",
+        oid_for("lab")
+    ))
+    .unwrap();
+    // ... but made an administrator (CREATEROLE, CREATEDB) it is not.
+    for sql in [
+        format!(
+            "SELECT pgaadauth_update_principal_with_oid('b2', '{}', 'user', true, false)",
+            oid_for("lab")
+        ),
+        format!(
+            "SELECT pgaadauth_create_principal_with_oid('b3', '{}', 'user', true, false)",
+            oid_for("lab")
+        ),
+    ] {
+        let (code, message) = refused(&mut lab, &sql);
+        assert_eq!(code, "42501", "{sql}");
+        assert!(
+            message.ends_with("it has CREATEROLE, which you do not have"),
+            "{sql}: {message}"
+        );
+    }
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_roles WHERE rolcreaterole AND rolname IN ('b2', 'b3')"),
+        "0"
+    );
+}
+
+#[test]
+fn an_operator_of_the_callers_search_path_does_not_take_part_in_the_check() {
+    let (idp, pg) = start("privileges-search-path");
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('boss', '{}', 'user', true, false); \
+         SELECT pgaadauth_create_principal_with_oid('ops', '{}', 'user', false, false); \
+         GRANT postgres TO ops",
+        oid_for("boss"),
+        oid_for("ops")
+    ));
+    assert!(Cluster::wait_for(Duration::from_secs(20), || pg
+        .connect("boss", &token(&idp, "boss"))
+        .is_ok()));
+    // boss makes a database of its own (CREATEDB), and there an operator "=" on oids that
+    // hides the bootstrap superuser, first on its search_path.
+    let mut boss = pg.connect("boss", &token(&idp, "boss")).unwrap();
+    boss.simple_query("CREATE DATABASE bossdb").unwrap();
+    let mut there = pg
+        .connect_to("bossdb", "boss", &token(&idp, "boss"))
+        .unwrap();
+    there
+        .batch_execute(
+            "CREATE SCHEMA evil; \
+             CREATE FUNCTION evil.eq(oid, oid) RETURNS bool LANGUAGE sql \
+               AS 'SELECT $1 OPERATOR(pg_catalog.=) $2 AND $1 OPERATOR(pg_catalog.<>) 10'; \
+             CREATE OPERATOR evil.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = evil.eq); \
+             SET search_path = evil, pg_catalog",
+        )
+        .unwrap();
+    for label in ["group", "user"] {
+        let (code, message) = refused(
+            &mut there,
+            &format!(
+                "SECURITY LABEL FOR pgaadauth ON ROLE ops IS 'aadauth,oid={},type={label}'",
+                oid_for("boss")
+            ),
+        );
+        assert_eq!(code, "42501", "{message}");
+    }
     assert!(label(&pg, "ops").contains(&oid_for("ops")));
 }
 

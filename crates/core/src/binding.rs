@@ -7,21 +7,25 @@
 //! - never a predefined role, and never a role that is, or through any chain of memberships
 //!   reaches, a superuser, REPLICATION or BYPASSRLS role, or one of [`PRIVILEGED_PREDEFINED`]
 //!   (the floor: it holds even for a manager who has those privileges itself);
-//! - for a new binding (a label on an unlabelled role, or another object id or type): no
-//!   CREATEROLE or CREATEDB the manager lacks, and every role the role is a member of (any
-//!   chain) is one the manager is a member of or holds ADMIN OPTION on.
+//! - for a new binding (a label on an unlabelled role, another object id or type, or the
+//!   `admin` flag changed): no CREATEROLE or CREATEDB the manager lacks; and unless the manager
+//!   is a member of the role or holds ADMIN OPTION on it (then it holds, or could grant itself,
+//!   all the role has), every role the role is a member of (any chain) is one the manager is a
+//!   member of or holds ADMIN OPTION on, and the role owns no object and holds no privilege on
+//!   one (its objects would go to whoever the role is mapped to).
 //!
-//! Changing only a label's flags (admin, MFA) binds nobody new: the floor applies.
+//! Changing only the MFA requirement binds nobody new and gives nothing: the floor applies.
 
 /// Predefined roles that reach the server's files, programs or all data, or act on other
 /// sessions and the whole cluster: never bound by an Entra administrator.
-pub const PRIVILEGED_PREDEFINED: [&str; 8] = [
+pub const PRIVILEGED_PREDEFINED: [&str; 9] = [
     "pg_execute_server_program",
     "pg_read_server_files",
     "pg_write_server_files",
     "pg_read_all_data",
     "pg_write_all_data",
     "pg_signal_backend",
+    "pg_signal_autovacuum_worker",
     "pg_create_subscription",
     "pg_maintain",
 ];
@@ -50,10 +54,23 @@ pub struct Ancestor {
 /// What the change does to the role's binding.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Change {
-    /// A label on a role that had none, or another object id or principal type.
+    /// A label on a role that had none, another object id or principal type, or the `admin`
+    /// flag changed (which gives the role CREATEROLE, CREATEDB and the administrators' role).
     NewBinding,
-    /// The same principal; only the label's flags change.
+    /// The same principal and `admin` flag; only the MFA requirement (or nothing) changes.
     FlagsOnly,
+}
+
+/// The role to bind, as the catalogs say.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    pub role: RoleFacts,
+    /// Every role it is a member of, directly or through others.
+    pub ancestors: Vec<Ancestor>,
+    /// What it owns or holds privileges on (PostgreSQL's summary), when anything.
+    pub objects: Option<String>,
+    /// The manager is a member of it, or holds ADMIN OPTION on it.
+    pub manager_holds_role: bool,
 }
 
 /// Why a manager may not bind a role.
@@ -68,6 +85,7 @@ pub enum Refusal {
     PrivilegedPredefined(String),
     Attribute(&'static str),
     Membership(String),
+    Objects,
 }
 
 impl std::fmt::Display for Refusal {
@@ -89,6 +107,10 @@ impl std::fmt::Display for Refusal {
             Refusal::Membership(name) => write!(
                 f,
                 "it is a member of \"{name}\", which you are not a member of and hold no ADMIN OPTION on"
+            ),
+            Refusal::Objects => write!(
+                f,
+                "it owns objects or holds privileges on them, and you are not a member of it and hold no ADMIN OPTION on it"
             ),
         }
     }
@@ -133,27 +155,28 @@ pub fn check_floor(role: &RoleFacts, ancestors: &[Ancestor]) -> Result<(), Refus
 }
 
 /// Whether a manager who is not a superuser, with the attributes in `manager`, may make
-/// `change` to the binding of `role`, a member of `ancestors`.
-pub fn check(
-    role: &RoleFacts,
-    ancestors: &[Ancestor],
-    manager: &RoleFacts,
-    change: Change,
-) -> Result<(), Refusal> {
-    check_floor(role, ancestors)?;
+/// `change` to the binding of `target`.
+pub fn check(target: &Target, manager: &RoleFacts, change: Change) -> Result<(), Refusal> {
+    check_floor(&target.role, &target.ancestors)?;
     if change == Change::FlagsOnly {
         return Ok(());
     }
-    if role.createrole && !manager.createrole {
+    if target.role.createrole && !manager.createrole {
         return Err(Refusal::Attribute("CREATEROLE"));
     }
-    if role.createdb && !manager.createdb {
+    if target.role.createdb && !manager.createdb {
         return Err(Refusal::Attribute("CREATEDB"));
     }
-    match ancestors.iter().find(|a| !a.manager_holds_or_grants) {
-        Some(a) => Err(Refusal::Membership(a.role.name.clone())),
-        None => Ok(()),
+    if target.manager_holds_role {
+        return Ok(());
     }
+    if let Some(a) = target.ancestors.iter().find(|a| !a.manager_holds_or_grants) {
+        return Err(Refusal::Membership(a.role.name.clone()));
+    }
+    if target.objects.is_some() {
+        return Err(Refusal::Objects);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -174,6 +197,14 @@ mod tests {
         }
     }
 
+    fn target(role: RoleFacts, ancestors: &[Ancestor]) -> Target {
+        Target {
+            role,
+            ancestors: ancestors.to_vec(),
+            ..Target::default()
+        }
+    }
+
     fn admin() -> RoleFacts {
         RoleFacts {
             createrole: true,
@@ -186,7 +217,11 @@ mod tests {
     fn a_plain_role_is_bound() {
         let ancestors = [held(role("azure_ad_admin"))];
         assert_eq!(
-            check(&role("ann"), &ancestors, &admin(), Change::NewBinding),
+            check(
+                &target(role("ann"), &ancestors),
+                &admin(),
+                Change::NewBinding
+            ),
             Ok(())
         );
     }
@@ -199,7 +234,7 @@ mod tests {
         };
         let ancestors = [held(role("middle")), held(sup)];
         for change in [Change::NewBinding, Change::FlagsOnly] {
-            let refused = check(&role("ops"), &ancestors, &admin(), change).unwrap_err();
+            let refused = check(&target(role("ops"), &ancestors), &admin(), change).unwrap_err();
             assert_eq!(
                 refused.to_string(),
                 "it is a member of \"postgres\", a superuser role"
@@ -214,7 +249,7 @@ mod tests {
             ..role("repl")
         };
         assert_eq!(
-            check(&repl, &[], &admin(), Change::FlagsOnly),
+            check(&target(repl.clone(), &[]), &admin(), Change::FlagsOnly),
             Err(Refusal::Privileged {
                 attribute: "REPLICATION",
                 via: None
@@ -225,7 +260,11 @@ mod tests {
             ..role("rls")
         };
         assert_eq!(
-            check(&role("x"), &[held(rls)], &admin(), Change::NewBinding),
+            check(
+                &target(role("x"), &[held(rls)]),
+                &admin(),
+                Change::NewBinding
+            ),
             Err(Refusal::Privileged {
                 attribute: "BYPASSRLS",
                 via: Some("rls".into())
@@ -241,7 +280,7 @@ mod tests {
                 ..role(name)
             };
             assert_eq!(
-                check(&role("x"), &[held(p)], &admin(), Change::NewBinding),
+                check(&target(role("x"), &[held(p)]), &admin(), Change::NewBinding),
                 Err(Refusal::PrivilegedPredefined(name.into()))
             );
         }
@@ -251,7 +290,11 @@ mod tests {
             ..role("pg_monitor")
         };
         assert_eq!(
-            check(&role("x"), &[held(monitor)], &admin(), Change::NewBinding),
+            check(
+                &target(role("x"), &[held(monitor)]),
+                &admin(),
+                Change::NewBinding
+            ),
             Ok(())
         );
     }
@@ -263,7 +306,7 @@ mod tests {
             ..role("pg_monitor")
         };
         assert_eq!(
-            check(&p, &[], &admin(), Change::FlagsOnly),
+            check(&target(p.clone(), &[]), &admin(), Change::FlagsOnly),
             Err(Refusal::Predefined)
         );
     }
@@ -276,13 +319,49 @@ mod tests {
         };
         let ancestors = [held(role("azure_ad_admin")), secret];
         assert_eq!(
-            check(&role("ops"), &ancestors, &admin(), Change::NewBinding),
+            check(
+                &target(role("ops"), &ancestors),
+                &admin(),
+                Change::NewBinding
+            ),
             Err(Refusal::Membership("secret_readers".into()))
         );
         assert_eq!(
-            check(&role("ops"), &ancestors, &admin(), Change::FlagsOnly),
+            check(
+                &target(role("ops"), &ancestors),
+                &admin(),
+                Change::FlagsOnly
+            ),
             Ok(())
         );
+    }
+
+    #[test]
+    fn objects_refuse_a_new_binding_unless_the_manager_holds_the_role() {
+        let secret = Ancestor {
+            role: role("secret_readers"),
+            manager_holds_or_grants: false,
+        };
+        let mut owner = target(role("ops"), &[]);
+        owner.objects = Some("owner of table t".into());
+        assert_eq!(
+            check(&owner, &admin(), Change::NewBinding),
+            Err(Refusal::Objects)
+        );
+        assert_eq!(check(&owner, &admin(), Change::FlagsOnly), Ok(()));
+        // A manager that is a member of the role (or holds ADMIN OPTION on it) has, or could
+        // grant itself, all of it: its objects and memberships too, but never the floor.
+        owner.manager_holds_role = true;
+        owner.ancestors = vec![secret];
+        assert_eq!(check(&owner, &admin(), Change::NewBinding), Ok(()));
+        owner.ancestors.push(held(RoleFacts {
+            superuser: true,
+            ..role("postgres")
+        }));
+        assert!(matches!(
+            check(&owner, &admin(), Change::NewBinding),
+            Err(Refusal::Privileged { .. })
+        ));
     }
 
     #[test]
@@ -293,16 +372,23 @@ mod tests {
         };
         let plain_admin = role("labelled-admin");
         assert_eq!(
-            check(&creator, &[], &plain_admin, Change::NewBinding),
+            check(
+                &target(creator.clone(), &[]),
+                &plain_admin,
+                Change::NewBinding
+            ),
             Err(Refusal::Attribute("CREATEROLE"))
         );
-        assert_eq!(check(&creator, &[], &admin(), Change::NewBinding), Ok(()));
+        assert_eq!(
+            check(&target(creator.clone(), &[]), &admin(), Change::NewBinding),
+            Ok(())
+        );
         let db = RoleFacts {
             createdb: true,
             ..role("db")
         };
         assert_eq!(
-            check(&db, &[], &plain_admin, Change::NewBinding),
+            check(&target(db.clone(), &[]), &plain_admin, Change::NewBinding),
             Err(Refusal::Attribute("CREATEDB"))
         );
     }

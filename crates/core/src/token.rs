@@ -221,8 +221,9 @@ pub enum Reject {
         want: String,
     },
     PrincipalMissing(String),
-    /// The principal claim holds a control character (or a line or paragraph separator):
-    /// it would reach `SYSTEM_USER`, `log_connections` and the audit line.
+    /// The principal claim holds a control character (or a line or paragraph separator, or an
+    /// invisible formatting character): it would reach `SYSTEM_USER`, `log_connections` and
+    /// the audit line.
     PrincipalUnsafe(String),
     PrincipalMismatch {
         claim: String,
@@ -422,7 +423,7 @@ impl fmt::Display for Reject {
             PrincipalMissing(c) => write!(f, "The token has no \"{}\" claim.", s(c)),
             PrincipalUnsafe(c) => write!(
                 f,
-                "The token's \"{}\" claim holds a control character; it cannot name a principal.",
+                "The token's \"{}\" claim holds a control or formatting character; it cannot name a principal.",
                 s(c)
             ),
             PrincipalMismatch { claim, got, want } => write!(
@@ -586,6 +587,25 @@ fn numeric(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64
 
 fn string<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
     claims.get(name)?.as_str()
+}
+
+/// Control characters, line and paragraph separators, and the invisible formatting characters
+/// (bidirectional overrides, zero-width ones): a principal holding one could forge or disguise
+/// a log line.
+fn spoofs_a_log_line(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00ad}'
+                | '\u{061c}'
+                | '\u{180e}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206f}'
+                | '\u{feff}'
+                | '\u{fff9}'..='\u{fffb}'
+        )
 }
 
 /// Group login: the `groups` claim decides when it is complete; on group overage
@@ -800,10 +820,7 @@ pub fn verify<K: KeyLookup + ?Sized>(
 
     let principal = string(&claims, &policy.principal_claim)
         .ok_or_else(|| Reject::PrincipalMissing(policy.principal_claim.clone()))?;
-    if principal
-        .chars()
-        .any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}')
-    {
+    if principal.chars().any(spoofs_a_log_line) {
         return Err(Reject::PrincipalUnsafe(policy.principal_claim.clone()));
     }
     Ok(Authentic {
@@ -1453,6 +1470,8 @@ mod tests {
             "ann\u{85}",
             "ann\u{2028}x",
             "\u{7f}",
+            "nna\u{202e}@contoso.com",
+            "ann\u{200b}@contoso.com",
         ] {
             let t = with(|c| {
                 c.insert("upn".into(), json!(bad));
