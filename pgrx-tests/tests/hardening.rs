@@ -64,7 +64,7 @@ fn ends_at_statement_timeout(pg: &Cluster, sql: &str) -> String {
     assert!(err.contains("statement timeout"), "{err}");
     assert!(
         start.elapsed() < Duration::from_secs(5),
-        "{:?}",
+        "{sql:.60}: {:?}",
         start.elapsed()
     );
     err
@@ -611,11 +611,21 @@ fn a_refused_login_waits_as_auth_delay_says_whichever_library_loads_first() {
             assert!(!ok, "{order}: {user} with {password:.20} must be refused");
             assert!(took >= DELAY, "{order}: {user} refused after {took:?}");
         }
-        // Accepted logins are not delayed.
+        // Accepted logins are not delayed: the quickest of three is well under the pause
+        // (one may be slow on a busy machine; none would be quick if each paused).
         for (user, password) in [("entra-user", good.as_str()), ("judy", "judy-secret")] {
-            let (ok, took) = timed(user, password);
-            assert!(ok, "{order}: {user}");
-            assert!(took < DELAY, "{order}: {user} accepted after {took:?}");
+            let quickest = (0..3)
+                .map(|_| {
+                    let (ok, took) = timed(user, password);
+                    assert!(ok, "{order}: {user}");
+                    took
+                })
+                .min()
+                .unwrap();
+            assert!(
+                quickest < DELAY,
+                "{order}: {user} accepted after {quickest:?}"
+            );
         }
         pg.stop();
     }

@@ -758,9 +758,16 @@ fn a_refused_oauth_token_waits_as_auth_delay_says_whichever_library_loads_first(
         let (outcome, took) = timed(&w.token(&oid_for("someone-else"), json!({})));
         assert!(outcome.is_err(), "{order}: {outcome:?}");
         assert!(took >= DELAY, "{order}: refused after {took:?}");
-        let (outcome, took) = timed(&good);
-        assert!(outcome.is_ok(), "{order}: {outcome:?}");
-        assert!(took < DELAY, "{order}: accepted after {took:?}");
+        // Not delayed: the quickest of three accepted logins is well under the pause.
+        let quickest = (0..3)
+            .map(|_| {
+                let (outcome, took) = timed(&good);
+                assert!(outcome.is_ok(), "{order}: {outcome:?}");
+                took
+            })
+            .min()
+            .unwrap();
+        assert!(quickest < DELAY, "{order}: accepted after {quickest:?}");
         w.pg.stop();
     }
 }

@@ -604,7 +604,8 @@ fn create_extension_refuses_without_preload_and_update_from_the_previous_version
 
     // A database still on 0.5.0 with the new library: its text-returning pooler function
     // answers with an error (never an integer read as text); the update keeps its grants.
-    pg.sql("CREATE DATABASE five; CREATE ROLE pooler_a LOGIN; CREATE ROLE pooler_b LOGIN");
+    pg.sql("CREATE DATABASE five");
+    pg.sql("CREATE ROLE pooler_a LOGIN; CREATE ROLE pooler_b LOGIN");
     pg.try_sql("five", "CREATE EXTENSION pgaadauth VERSION '0.5.0'")
         .unwrap();
     pg.try_sql(
