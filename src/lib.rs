@@ -6,35 +6,15 @@
 //! `mailbox` and `stats` (shared memory), `worker` (keys), `directory_worker`, `wait`,
 //! `settings`, `sql_api`, `sync_roles` and `sync_worker` (group sync), `shim` (the C bridge).
 
-pub use pgaadauth_core::{
-    audit, clock, config, directory, group_sync, http, jwks, label, oauth_line, pgbouncer,
-    schedule, session, strict_json, token,
-};
-
-pub(crate) mod auth;
-mod directory_worker;
-mod keytable;
-mod login_audit;
-mod mailbox;
-#[cfg(feature = "pg18")]
-mod oauth;
-mod pooler;
-mod privileges;
-mod revocations;
-mod sasl;
-mod seclabel;
-mod session_identity;
-mod session_worker;
-mod sessions;
+mod catalog;
+mod group_sync;
+mod login;
+mod net;
 mod settings;
 mod shim;
-mod sql_api;
-mod stats;
-mod sync_roles;
-mod sync_worker;
-mod utility;
-mod wait;
-mod worker;
+mod shmem;
+mod sql;
+mod workers;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pg_tests;
@@ -59,17 +39,15 @@ pub extern "C-unwind" fn _PG_init() {
     }
     settings::define();
     settings::report_at_startup();
-    if !token::warm_up() {
+    if !pgaadauth_core::token::warm_up() {
         pgrx::warning!("pgaadauth: the signature self-test failed at start-up");
     }
-    seclabel::register();
-    auth::install();
-    utility::install();
-    keytable::install_hooks();
-    sessions::install_message_hook();
-    worker::register();
-    session_worker::register();
-    sync_worker::register();
+    catalog::labels::register();
+    login::hook::install();
+    catalog::utility::install();
+    shmem::keys::install_hooks();
+    shmem::sessions::install_message_hook();
+    workers::register_all();
 }
 
 /// Settings for the `#[pg_test]` harness, which connects over TCP without a password: its

@@ -99,7 +99,7 @@ pub fn parse_jwks(body: &[u8]) -> Result<KeySet, String> {
                 let kid = jwk.get("kid").and_then(Value::as_str).unwrap_or("");
                 set.skipped.push(format!(
                     "key {i} (kid \"{}\"): {why}",
-                    crate::token::log_safe(kid)
+                    crate::log_text::log_safe(kid)
                 ))
             }
         }
@@ -123,17 +123,17 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
         if u != "sig" {
             return Err(format!(
                 "use is \"{}\", not \"sig\"",
-                crate::token::log_safe(u)
+                crate::log_text::log_safe(u)
             ));
         }
     }
-    let alg = match field("alg") {
-        None => None,
-        Some(a) => Some(
-            Alg::parse(a)
-                .ok_or_else(|| format!("alg \"{}\" is not supported", crate::token::log_safe(a)))?,
-        ),
-    };
+    let alg =
+        match field("alg") {
+            None => None,
+            Some(a) => Some(Alg::parse(a).ok_or_else(|| {
+                format!("alg \"{}\" is not supported", crate::log_text::log_safe(a))
+            })?),
+        };
     let material = match field("kty") {
         Some("RSA") => {
             let n = strip_leading_zeros(b64(field("n").ok_or("RSA key without n")?, "n")?);
@@ -156,7 +156,7 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
                 other => {
                     return Err(format!(
                         "curve \"{}\" is not supported",
-                        crate::token::log_safe(other.unwrap_or(""))
+                        crate::log_text::log_safe(other.unwrap_or(""))
                     ))
                 }
             };
@@ -175,7 +175,7 @@ fn parse_jwk(jwk: &Value) -> Result<PublicKey, String> {
         Some(other) => {
             return Err(format!(
                 "key type \"{}\" is not supported",
-                crate::token::log_safe(other)
+                crate::log_text::log_safe(other)
             ))
         }
         None => return Err("no kty".into()),
@@ -216,7 +216,7 @@ pub fn parse_discovery(body: &[u8], expected_issuer: &str) -> Result<String, Str
     if issuer.trim_end_matches('/') != expected_issuer.trim_end_matches('/') {
         return Err(format!(
             "discovery document names issuer \"{}\", not \"{expected_issuer}\"",
-            crate::token::log_safe(issuer)
+            crate::log_text::log_safe(issuer)
         ));
     }
     doc.get("jwks_uri")

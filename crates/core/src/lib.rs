@@ -13,6 +13,7 @@ pub mod group_sync;
 pub mod http;
 pub mod jwks;
 pub mod label;
+pub mod log_text;
 pub mod oauth_line;
 pub mod pgbouncer;
 pub mod sasl;

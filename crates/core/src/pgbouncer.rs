@@ -61,14 +61,14 @@ impl ModuleArgs {
                     .ok_or_else(|| {
                         format!(
                             "timeout={} is not a number of milliseconds from 100 to 60000",
-                            crate::token::log_safe(v)
+                            crate::log_text::log_safe(v)
                         )
                     })?;
             } else {
                 let name = arg.split('=').next().unwrap_or_default();
                 return Err(format!(
                     "unknown argument \"{}\" (known: dsn=, timeout=)",
-                    crate::token::log_safe(name)
+                    crate::log_text::log_safe(name)
                 ));
             }
         }

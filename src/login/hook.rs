@@ -2,18 +2,18 @@
 //!
 //! Reads only shared memory and the catalogs; never touches the network.
 
-use crate::audit::Method;
-use crate::keytable::{self, Refresh, SharedKeys};
-use crate::label::{normalize_guid, Label};
-use crate::login_audit::{self, LoginAttempt};
-use crate::mailbox::{self, Question};
-use crate::sasl;
-use crate::seclabel::{label_of_role_name, RoleLabel};
-use crate::session_identity;
+use crate::catalog::labels::{label_of_role_name, RoleLabel};
+use crate::login::identity;
+use crate::login::outcome::{self, LoginAttempt};
+use crate::login::scram;
 use crate::settings;
 use crate::shim::{self, ClientMessage, Port};
-use crate::stats::{self, Counter};
-use crate::token::{self, Authentic, Membership, NoDirectory, Policy, Reject, Verified};
+use crate::shmem::counters::{self, Counter};
+use crate::shmem::keys::{self, Refresh, SharedKeys};
+use crate::shmem::mailbox::{self, Question};
+use pgaadauth_core::audit::Method;
+use pgaadauth_core::label::{normalize_guid, Label};
+use pgaadauth_core::token::{self, Authentic, Membership, NoDirectory, Policy, Reject, Verified};
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_int, CStr, CString};
 
@@ -27,7 +27,7 @@ unsafe extern "C-unwind" fn client_auth_hook(port: *mut Port, status: c_int) {
         shim::pgaadauth_call_prev_auth_hook(port, status);
         #[cfg(feature = "pg18")]
         if shim::pgaadauth_port_is_oauth(port) {
-            crate::oauth::finish(status == pg_sys::STATUS_OK as c_int);
+            crate::login::oauth::finish(status == pg_sys::STATUS_OK as c_int);
             return;
         }
         if status != pg_sys::STATUS_OK as c_int {
@@ -36,7 +36,7 @@ unsafe extern "C-unwind" fn client_auth_hook(port: *mut Port, status: c_int) {
         if !shim::pgaadauth_port_is_trust(port) {
             // Another method logged the session in: pgaadauth_session() names it.
             let method = CStr::from_ptr(shim::pgaadauth_port_hba_method(port)).to_string_lossy();
-            session_identity::record_other(&method);
+            identity::record_other(&method);
             return;
         }
         let user = CStr::from_ptr(shim::pgaadauth_port_user(port)).to_owned();
@@ -63,7 +63,7 @@ impl Membership for DirectoryMembership {
     fn is_member(&self, member: &str, group: &str) -> Result<bool, String> {
         let member = normalize_guid(member).unwrap_or_else(|| member.to_string());
         if let Some(known) = mailbox::cached_membership(&member, group, self.now) {
-            stats::bump(Counter::GroupCacheHits);
+            counters::bump(Counter::GroupCacheHits);
             return Ok(known);
         }
         if !settings::directory_configured() {
@@ -89,7 +89,7 @@ pub fn authorize_token(
     label: &Label,
     policy: &Policy,
 ) -> Result<Verified, Reject> {
-    let now = crate::worker::unix_now();
+    let now = pgaadauth_core::clock::unix_now();
     token::authorize(authentic, label, &DirectoryMembership { now }, policy)
 }
 
@@ -99,7 +99,7 @@ pub fn authorize_token(
 pub fn verify_token(token: &str, policy: &Policy) -> Result<Authentic, (Reject, String)> {
     let timing = settings::timing();
     let check = || {
-        let now = crate::worker::unix_now();
+        let now = pgaadauth_core::clock::unix_now();
         token::verify(token, &SharedKeys { now, timing }, policy, now)
     };
     let result = check().and_then(not_revoked);
@@ -116,11 +116,11 @@ pub fn verify_token(token: &str, policy: &Policy) -> Result<Authentic, (Reject, 
     }
     // Perhaps a new signing key: have the worker refresh (once for every login waiting now,
     // at most once per min_refresh_interval), then decide.
-    stats::bump(Counter::KidMisses);
-    let now = crate::worker::unix_now();
-    let refresh = keytable::refresh_and_wait(now, &timing, settings::kid_miss_wait(), true);
+    counters::bump(Counter::KidMisses);
+    let now = pgaadauth_core::clock::unix_now();
+    let refresh = keys::refresh_and_wait(now, &timing, settings::kid_miss_wait(), true);
     if !matches!(refresh, Refresh::RateLimited | Refresh::NoWorker) {
-        stats::bump(Counter::KidMissRefreshes);
+        counters::bump(Counter::KidMissRefreshes);
     }
     let (result, note) = match refresh {
         Refresh::Changed => (
@@ -142,7 +142,7 @@ pub fn verify_token(token: &str, policy: &Policy) -> Result<Authentic, (Reject, 
         let mut note = note.to_string();
         if !matches!(r, Reject::UnknownKid(_) | Reject::IssuerNotServedByKey { .. }) {
             note.clear();
-        } else if keytable::key_count() == 0 {
+        } else if keys::key_count() == 0 {
             note.push_str(" No signing keys are cached yet; see the pgaadauth key worker's messages in this log.");
         }
         (r, note)
@@ -151,7 +151,7 @@ pub fn verify_token(token: &str, policy: &Policy) -> Result<Authentic, (Reject, 
 
 /// A verified token whose principal's tokens were revoked since it was issued is refused.
 fn not_revoked(authentic: Authentic) -> Result<Authentic, Reject> {
-    crate::revocations::check(&authentic.principal, authentic.iat)?;
+    crate::shmem::revocations::check(&authentic.principal, authentic.iat)?;
     Ok(authentic)
 }
 
@@ -267,14 +267,14 @@ impl Login {
                 // The principal who logged in (for a group login, the member): SYSTEM_USER
                 // and log_connections show it.
                 self.set_authn_id(&verified.principal);
-                stats::bump(Counter::LoginsAccepted);
-                session_identity::record_token(Method::Token, &verified);
+                counters::bump(Counter::LoginsAccepted);
+                identity::record_token(Method::Token, &verified);
             }
             Err((reject, note)) => {
-                stats::bump_rejected(reject.code());
+                counters::bump_rejected(reject.code());
                 self.fail(&format!(
                     "Token login to role \"{}\" refused: {reject}{note}",
-                    token::log_safe(&self.user())
+                    pgaadauth_core::log_text::log_safe(&self.user())
                 ))
             }
         }
@@ -285,7 +285,7 @@ impl Login {
         let client = unsafe { shim::pgaadauth_port_remote_host(self.port) };
         let client =
             (!client.is_null()).then(|| unsafe { CStr::from_ptr(client) }.to_string_lossy());
-        login_audit::write(LoginAttempt {
+        outcome::write(LoginAttempt {
             role: &self.user(),
             client: client.as_deref(),
             token,
@@ -305,7 +305,7 @@ impl Login {
                 // SAFETY: a byte of our own buffer; volatile, so the wipe is never elided.
                 unsafe { std::ptr::write_volatile(b, 0) };
             }
-            stats::bump(Counter::PasswordLoginsRejected);
+            counters::bump(Counter::PasswordLoginsRejected);
             let in_clear = if unsafe { shim::pgaadauth_port_uses_ssl(self.port) } {
                 ""
             } else {
@@ -313,7 +313,7 @@ impl Login {
             };
             self.fail(&format!(
                 "Role \"{}\" has no pgaadauth label and pgaadauth.password_auth is off.{in_clear}",
-                token::log_safe(&self.user())
+                pgaadauth_core::log_text::log_safe(&self.user())
             ));
         }
         unsafe {
@@ -325,23 +325,23 @@ impl Login {
                 self.md5_exchange(shadow, &mut logdetail)
             } else {
                 // SCRAM, or PostgreSQL's mock SCRAM exchange when the role has no usable secret.
-                sasl::check_scram(self.port, shadow, &mut logdetail)
+                scram::check_scram(self.port, shadow, &mut logdetail)
             };
             if status == pg_sys::STATUS_OK as c_int {
                 // As PostgreSQL's password methods do: the identity is the role.
                 self.set_authn_id(&self.user());
-                stats::bump(Counter::PasswordLoginsAccepted);
-                session_identity::record_other("password");
+                counters::bump(Counter::PasswordLoginsAccepted);
+                identity::record_other("password");
                 return;
             }
             if status == pg_sys::STATUS_EOF {
                 self.hung_up();
             }
-            stats::bump(Counter::PasswordLoginsRejected);
+            counters::bump(Counter::PasswordLoginsRejected);
             let detail = if logdetail.is_null() {
                 format!(
                     "Password authentication of role \"{}\" failed.",
-                    token::log_safe(&self.user())
+                    pgaadauth_core::log_text::log_safe(&self.user())
                 )
             } else {
                 CStr::from_ptr(logdetail).to_string_lossy().into_owned()

@@ -2,10 +2,10 @@
 //! slot of the shared session table); `pgaadauth_session()`, `pgaadauth_session_claims()` and
 //! the rows of the `pgaadauth.sessions` view. Nothing in SQL can change it.
 
-use crate::audit::Method;
-use crate::sessions::{self, Identity};
 use crate::settings;
-use crate::token::Verified;
+use crate::shmem::sessions::{self, Identity};
+use pgaadauth_core::audit::Method;
+use pgaadauth_core::token::Verified;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -156,7 +156,7 @@ fn pgaadauth_session_rows() -> TableIterator<
         )
     };
     if !stats_reader {
-        crate::seclabel::require_principal_manager("list the sessions of other roles");
+        crate::catalog::labels::require_principal_manager("list the sessions of other roles");
     }
     TableIterator::new(sessions::rows().into_iter().map(|(pid, identity)| {
         let (a, b, c, d, e, f, g) = row(identity);

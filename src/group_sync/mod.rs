@@ -7,15 +7,15 @@
 //! `synced` in their label: that is how a later run knows them, and it never touches any other
 //! role.
 
-use crate::directory_worker::DirectorySession;
-use crate::group_sync::{
+use crate::catalog::labels::{as_bootstrap_superuser, c_string, require_principal_manager};
+use crate::net::DirectorySession;
+use crate::settings;
+use crate::sql::principals::quote_ident;
+use pgaadauth_core::group_sync::{
     limit_creates, members_request, next_page_request, parse_members_page, plan, Action,
     GroupMembers, MemberKind, PageError, SyncedRole,
 };
-use crate::label::{normalize_guid, Label, PrincipalType};
-use crate::seclabel::{as_bootstrap_superuser, c_string, require_principal_manager};
-use crate::settings;
-use crate::sql_api::quote_ident;
+use pgaadauth_core::label::{normalize_guid, Label, PrincipalType};
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport, ErrorReportWithLevel};
 use pgrx::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,7 +49,7 @@ struct LabelledRole {
     label: Label,
     can_login: bool,
     /// Why the sync never grants it (a superuser, REPLICATION, BYPASSRLS or predefined role,
-    /// or a member of one: `crate::privileges::floor`); None for most roles.
+    /// or a member of one: `crate::catalog::privileges::floor`); None for most roles.
     protected: Option<String>,
     member_of: Vec<String>,
 }
@@ -89,7 +89,7 @@ fn labelled_roles() -> Vec<LabelledRole> {
         .iter_mut()
         .filter(|r| r.label.principal_type == PrincipalType::Group)
     {
-        r.protected = crate::privileges::floor(r.oid)
+        r.protected = crate::catalog::privileges::floor(r.oid)
             .err()
             .map(|why| why.to_string());
     }
@@ -116,7 +116,7 @@ fn group_roles(roles: &[LabelledRole]) -> BTreeMap<String, &Label> {
 
 /// A group's members as the directory lists them.
 struct GroupRead {
-    members: Vec<crate::group_sync::Member>,
+    members: Vec<pgaadauth_core::group_sync::Member>,
     /// Members the directory did not name (see `Page::unnamed`).
     unnamed: usize,
     /// The directory answered 404: the group is gone, and has no members.
@@ -126,7 +126,7 @@ struct GroupRead {
 /// All transitive members of the group `group_oid`, page by page, waiting out throttling.
 fn read_members(
     session: &mut DirectorySession,
-    fetcher: &crate::http::Fetcher,
+    fetcher: &pgaadauth_core::http::Fetcher,
     group_oid: &str,
     waiting: &Waiting,
 ) -> Result<GroupRead, String> {
@@ -203,7 +203,11 @@ fn set_label(role: &str, label: &Label) {
     };
     let text = c_string(&label.to_string());
     unsafe {
-        pg_sys::SetSecurityLabel(&object, crate::seclabel::PROVIDER.as_ptr(), text.as_ptr());
+        pg_sys::SetSecurityLabel(
+            &object,
+            crate::catalog::labels::PROVIDER.as_ptr(),
+            text.as_ptr(),
+        );
         pg_sys::CommandCounterIncrement();
     }
 }
@@ -295,13 +299,13 @@ pub fn sync_once(
         let mut changes = Vec::new();
         let mut read = Vec::new();
         let mut unread = BTreeSet::new();
-        let fetcher = crate::worker::new_fetcher();
+        let fetcher = crate::net::new_fetcher();
         let report = |group_role: &str, group_oid: &str, action, detail: String| Change {
             role: group_role.to_string(),
             object_id: group_oid.to_string(),
             group_role: Some(group_role.to_string()),
             action,
-            detail: Some(crate::token::escape_log_text(&detail)),
+            detail: Some(pgaadauth_core::log_text::escape_log_text(&detail)),
         };
         let protected = protected_groups(&before);
         for (group_role, group_oid) in &groups {
@@ -493,8 +497,8 @@ fn set_mfa(role: &str, read: &Label, mfa: bool) -> bool {
     if roleid == pg_sys::InvalidOid {
         return false;
     }
-    match crate::seclabel::stored_label_of_role(roleid) {
-        crate::seclabel::RoleLabel::Label(now) if now == *read => {
+    match crate::catalog::labels::stored_label_of_role(roleid) {
+        crate::catalog::labels::RoleLabel::Label(now) if now == *read => {
             set_label(role, &Label { mfa, ..now });
             true
         }
@@ -505,7 +509,9 @@ fn set_mfa(role: &str, read: &Label, mfa: bool) -> bool {
 /// Set or clear `disabled` in a synced role's label: the mark that the sync set NOLOGIN.
 fn mark_disabled(role: &str, disabled: bool) {
     let roleid = unsafe { pg_sys::get_role_oid(c_string(role).as_ptr(), false) };
-    if let crate::seclabel::RoleLabel::Label(now) = crate::seclabel::stored_label_of_role(roleid) {
+    if let crate::catalog::labels::RoleLabel::Label(now) =
+        crate::catalog::labels::stored_label_of_role(roleid)
+    {
         if now.disabled != disabled {
             set_label(role, &Label { disabled, ..now });
         }
@@ -743,7 +749,7 @@ fn pgaadauth_sync_roles_for_group_members() -> TableIterator<
     require_principal_manager("sync group members");
     require_sync_possible();
     let waiting = Waiting {
-        nap: &|d| crate::wait::nap_until(Instant::now() + d, d),
+        nap: &|d| crate::shmem::wait::nap_until(Instant::now() + d, d),
         stop: &|| false,
     };
     let changes = sync_once(&mut DirectorySession::default(), &waiting, true).unwrap_or_default();

@@ -7,11 +7,13 @@
 //! talks to the network, and never talks to the directory (the directory worker does). If it
 //! dies, the postmaster restarts it and the cached keys stay.
 
-use crate::config::KeySource;
-use crate::http::Fetcher;
-use crate::jwks::{parse_discovery, parse_jwks, PublicKey};
-use crate::stats::{self, Counter};
-use crate::{keytable, schedule, settings};
+use crate::settings;
+use crate::shmem::counters::{self, Counter};
+use crate::shmem::keys as keytable;
+use pgaadauth_core::config::KeySource;
+use pgaadauth_core::http::Fetcher;
+use pgaadauth_core::jwks::{parse_discovery, parse_jwks, PublicKey};
+use pgaadauth_core::schedule;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
@@ -30,10 +32,10 @@ pub fn register() {
         .set_restart_time(Some(Duration::from_secs(1)))
         .load();
     // Second: when max_worker_processes is short, the key worker (every login needs it) wins.
-    crate::directory_worker::register();
 }
 
-pub use crate::clock::unix_now;
+use crate::net::new_fetcher;
+use pgaadauth_core::clock::unix_now;
 
 /// The configured sources, at most as many as the table holds.
 fn configured_sources() -> Vec<KeySource> {
@@ -70,8 +72,8 @@ fn fetch_source(
     for why in &set.skipped {
         pgrx::log!(
             "pgaadauth: skipped a signing key from {}: {}",
-            crate::token::escape_log_text(&url),
-            crate::token::escape_log_text(why)
+            pgaadauth_core::log_text::escape_log_text(&url),
+            pgaadauth_core::log_text::escape_log_text(why)
         );
     }
     let mut keys: Vec<PublicKey> = Vec::with_capacity(set.keys.len());
@@ -109,12 +111,12 @@ fn refresh(sources: &[KeySource], forced: bool) {
                 now + schedule::after_success(max_age, &timing),
             )
         });
-        stats::bump(if stored.is_ok() {
+        counters::bump(if stored.is_ok() {
             Counter::KeyFetchesOk
         } else {
             Counter::KeyFetchesFailed
         });
-        if let Err(why) = stored.map_err(|e| crate::token::escape_log_text(&e)) {
+        if let Err(why) = stored.map_err(|e| pgaadauth_core::log_text::escape_log_text(&e)) {
             let failures = keytable::source_state(i).map_or(0, |s| s.consecutive_failures) + 1;
             let next = now + schedule::after_failure(failures, &timing);
             keytable::record_failure(i, &why, now, next);
@@ -127,14 +129,6 @@ fn refresh(sources: &[KeySource], forced: bool) {
             }
         }
     }
-}
-
-pub(crate) fn new_fetcher() -> Result<Fetcher, String> {
-    Fetcher::new(
-        settings::http_timeout(),
-        &settings::text(&settings::CA_FILE),
-        settings::ALLOW_HTTP.get(),
-    )
 }
 
 #[pg_guard]

@@ -4,10 +4,10 @@
 //! the commit. It starts only once recovery has finished: a standby never syncs (it receives
 //! the primary's roles through WAL), and a promoted standby starts syncing.
 
-use crate::directory_worker::DirectorySession;
+use crate::group_sync::{caught_report, sync_once, Change, Waiting};
+use crate::net::DirectorySession;
 use crate::settings;
-use crate::sync_roles::{caught_report, sync_once, Change, Waiting};
-use crate::token::escape_log_text;
+use pgaadauth_core::log_text::escape_log_text;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
@@ -109,7 +109,7 @@ fn sync_and_log(session: &mut DirectorySession) -> bool {
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pgaadauth_sync_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    let database = crate::session_worker::connect_to_pgaadauth_database();
+    let database = crate::workers::sessions::connect_to_pgaadauth_database();
     let mut session = DirectorySession::default();
     let mut last_run: Option<Instant> = None;
     while !stopping() {

@@ -7,16 +7,16 @@
 //! line. Admitted issuers are narrowed to the line's `issuer` option (see
 //! `pgaadauth_core::oauth_line`).
 
-use crate::audit::Method;
-use crate::auth::{authorize_token, verify_token};
-use crate::label::Label;
-use crate::login_audit::{self, LoginAttempt};
-use crate::oauth_line::{admitted_issuers, issuer_of_line_option};
-use crate::seclabel::{label_of_role_name, RoleLabel};
+use crate::catalog::labels::{label_of_role_name, RoleLabel};
+use crate::login::hook::{authorize_token, verify_token};
+use crate::login::outcome::{self, LoginAttempt};
 use crate::settings;
 use crate::shim::{self, OAuthResult, Port};
-use crate::stats::{self, Counter};
-use crate::token::{self, Reject, Verified};
+use crate::shmem::counters::{self, Counter};
+use pgaadauth_core::audit::Method;
+use pgaadauth_core::label::Label;
+use pgaadauth_core::oauth_line::{admitted_issuers, issuer_of_line_option};
+use pgaadauth_core::token::{Reject, Verified};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -38,7 +38,7 @@ struct Refusal {
 
 impl Refusal {
     fn token(reject: Reject, note: &str, principal: Option<String>) -> Refusal {
-        stats::bump_rejected(reject.code());
+        counters::bump_rejected(reject.code());
         Refusal {
             code: reject.code(),
             detail: format!("{reject}{note}"),
@@ -96,7 +96,7 @@ unsafe extern "C-unwind" fn validate(
             });
         }
         Err(refusal) => {
-            login_audit::write(LoginAttempt {
+            outcome::write(LoginAttempt {
                 role: &role,
                 client: client.as_deref(),
                 token: &token,
@@ -104,13 +104,13 @@ unsafe extern "C-unwind" fn validate(
                 outcome: Err(refusal.code),
                 method: Method::OAuth,
             });
-            stats::bump(Counter::OAuthLoginsRejected);
+            counters::bump(Counter::OAuthLoginsRejected);
             let line = unsafe { shim::pgaadauth_port_hba_line(port) };
             ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
                 format!(
                     "pgaadauth: OAuth token for role \"{}\" refused: {}",
-                    token::log_safe(&role),
+                    pgaadauth_core::log_text::log_safe(&role),
                     refusal.detail
                 ),
                 "pgaadauth",
@@ -147,7 +147,7 @@ pub fn finish(authenticated: bool) {
     } else {
         Err("refused_by_postgresql")
     };
-    login_audit::write(LoginAttempt {
+    outcome::write(LoginAttempt {
         role: &p.role,
         client: p.client.as_deref(),
         token: &p.token,
@@ -155,13 +155,13 @@ pub fn finish(authenticated: bool) {
         outcome,
         method: Method::OAuth,
     });
-    stats::bump(if authenticated {
+    counters::bump(if authenticated {
         Counter::OAuthLoginsAccepted
     } else {
         Counter::OAuthLoginsRejected
     });
     if authenticated {
-        crate::session_identity::record_token(Method::OAuth, &p.verified);
+        crate::login::identity::record_token(Method::OAuth, &p.verified);
     }
 }
 
@@ -198,7 +198,7 @@ fn decide(
             code: "line_issuer",
             detail: format!(
                 "The issuer \"{}\" of the oauth line is not one pgaadauth accepts.",
-                token::log_safe(&issuer_of_line_option(&line_issuer))
+                pgaadauth_core::log_text::log_safe(&issuer_of_line_option(&line_issuer))
             ),
             principal: None,
         });
@@ -207,7 +207,7 @@ fn decide(
         if matches!(&reject, Reject::IssuerNotAccepted(iss) if accepted.contains(iss)) {
             note.push_str(&format!(
                 " pgaadauth accepts it, but this oauth line names the issuer \"{}\".",
-                token::log_safe(&issuer_of_line_option(&line_issuer))
+                pgaadauth_core::log_text::log_safe(&issuer_of_line_option(&line_issuer))
             ));
         }
         Refusal::token(reject, &note, None)
@@ -224,7 +224,7 @@ fn decide(
             code: "role_not_labelled",
             detail: format!(
                 "Role \"{}\" has no pgaadauth label; an oauth line with delegate_ident_mapping=1 logs in only labelled roles.",
-                token::log_safe(role)
+                pgaadauth_core::log_text::log_safe(role)
             ),
             principal,
         }),
@@ -246,7 +246,7 @@ fn report_issuer_not_accepted(port: *mut Port, line_issuer: &str) {
     } else {
         accepted
             .iter()
-            .map(|i| format!("\"{}\"", token::log_safe(i)))
+            .map(|i| format!("\"{}\"", pgaadauth_core::log_text::log_safe(i)))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -254,7 +254,7 @@ fn report_issuer_not_accepted(port: *mut Port, line_issuer: &str) {
         PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
         format!(
             "pgaadauth does not accept the issuer \"{}\" of the oauth line {line} of pg_hba.conf",
-            token::log_safe(&issuer_of_line_option(line_issuer))
+            pgaadauth_core::log_text::log_safe(&issuer_of_line_option(line_issuer))
         ),
         "pgaadauth",
     )

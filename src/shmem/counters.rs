@@ -1,6 +1,6 @@
 //! Counters since server start, in shared memory (atomics): `pgaadauth_stats()`.
 
-use crate::token::REASON_CODES;
+use pgaadauth_core::token::REASON_CODES;
 use pgrx::pg_sys;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -74,7 +74,7 @@ pub fn bump(c: Counter) {
     }
 }
 
-/// A token login refused for the reason `code` (a [`crate::token::Reject::code`]).
+/// A token login refused for the reason `code` (a [`pgaadauth_core::token::Reject::code`]).
 pub fn bump_rejected(code: &str) {
     if let (Some(all), Some(i)) = (counters(), REASON_CODES.iter().position(|c| *c == code)) {
         all[NAMES.len() + i].fetch_add(1, Ordering::Relaxed);

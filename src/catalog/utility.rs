@@ -1,7 +1,7 @@
 //! The ProcessUtility hook: dropping a role mapped to an Entra principal, or setting a role's
 //! pgaadauth label, is reserved to superusers and Entra administrators, as creating one is.
 
-use crate::seclabel::{
+use crate::catalog::labels::{
     as_bootstrap_superuser, label_of_role_name, require_principal_manager, RoleLabel, PROVIDER,
 };
 use pgrx::pg_sys;

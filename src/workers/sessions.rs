@@ -3,8 +3,9 @@
 //! `pgaadauth.session_lifetime = token`). Connected to that database, on primaries and hot
 //! standbys alike; it never talks to the network.
 
-use crate::revocations::{self, Replaced};
-use crate::{sessions, settings};
+use crate::settings;
+use crate::shmem::revocations::{self, Replaced};
+use crate::shmem::sessions;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
 };
@@ -84,7 +85,7 @@ pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
                 last_error = Some(e);
             }
         }
-        let now = crate::worker::unix_now();
+        let now = pgaadauth_core::clock::unix_now();
         let revoked = revocations::snapshot();
         sessions::end_due(now, settings::session_lifetime(), &|object_id| {
             revoked

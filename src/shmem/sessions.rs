@@ -5,7 +5,7 @@
 //! session worker and revocations only read slots and set a slot's end reason. The table holds
 //! one slot per possible client connection and WAL sender, so it is never full.
 
-use crate::session::{must_end, EndReason, Lifetime, OpenSession};
+use pgaadauth_core::session::{must_end, EndReason, Lifetime, OpenSession};
 use pgrx::pg_sys;
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU8, Ordering};
 
@@ -105,7 +105,7 @@ pub(crate) unsafe fn startup() {
             as *mut Header;
         if !found {
             std::ptr::write_bytes(ptr as *mut u8, 0, shmem_size());
-            (*ptr).lock = crate::keytable::tranche_lock(2);
+            (*ptr).lock = crate::shmem::keys::tranche_lock(2);
             (*ptr).capacity = capacity() as u32;
         }
         TABLE = ptr;
@@ -175,7 +175,7 @@ pub fn register(identity: &Identity) {
     slot.object_id_cut = identity
         .object_id
         .as_ref()
-        .is_some_and(|o| o.len() > crate::session::MAX_OBJECT_ID_LEN);
+        .is_some_and(|o| o.len() > pgaadauth_core::session::MAX_OBJECT_ID_LEN);
     slot.tenant_id.set(identity.tenant_id.as_deref());
     slot.upn.set(identity.upn.as_deref());
     slot.app_id.set(identity.app_id.as_deref());
@@ -283,7 +283,7 @@ pub fn end_due(
     for (pid, object_id, code) in &ended {
         pgrx::log!(
             "pgaadauth: ended the session of process {pid} (principal \"{}\"): {code}",
-            crate::token::log_safe(object_id)
+            pgaadauth_core::log_text::log_safe(object_id)
         );
     }
     ended.len()

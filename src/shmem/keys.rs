@@ -5,10 +5,12 @@
 //! exclusive lock briefly to ask for a refresh (an unknown `kid`), which the worker serves with
 //! one fetch for every login waiting at that moment.
 
-use crate::config::KeySource;
-use crate::jwks::{Curve, KeyMaterial, PublicKey, MAX_KID, MAX_RSA_EXPONENT, MAX_RSA_MODULUS};
-use crate::schedule::{self, Timing};
-use crate::token::{CachedKey, KeyLookup, Reject};
+use pgaadauth_core::config::KeySource;
+use pgaadauth_core::jwks::{
+    Curve, KeyMaterial, PublicKey, MAX_KID, MAX_RSA_EXPONENT, MAX_RSA_MODULUS,
+};
+use pgaadauth_core::schedule::{self, Timing};
+use pgaadauth_core::token::{CachedKey, KeyLookup, Reject};
 use pgrx::pg_sys;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -115,10 +117,10 @@ unsafe fn request() {
     unsafe {
         pg_sys::RequestAddinShmemSpace(
             shmem_size()
-                + crate::mailbox::shmem_size()
-                + crate::stats::shmem_size()
-                + crate::sessions::shmem_size()
-                + crate::revocations::shmem_size(),
+                + crate::shmem::mailbox::shmem_size()
+                + crate::shmem::counters::shmem_size()
+                + crate::shmem::sessions::shmem_size()
+                + crate::shmem::revocations::shmem_size(),
         );
         pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 4);
     }
@@ -144,10 +146,10 @@ unsafe fn startup() {
             (*ptr).capacity = crate::settings::MAX_KEYS.get() as u32;
         }
         TABLE = ptr;
-        crate::mailbox::startup();
-        crate::stats::startup();
-        crate::sessions::startup();
-        crate::revocations::startup();
+        crate::shmem::mailbox::startup();
+        crate::shmem::counters::startup();
+        crate::shmem::sessions::startup();
+        crate::shmem::revocations::startup();
         pg_sys::LWLockRelease(init_lock);
     }
 }
@@ -198,7 +200,7 @@ fn encode(key: &PublicKey, source: usize) -> Entry {
     e.source = source as u8;
     e.kid.set(&key.kid);
     e.alg = key.alg.map_or(0, |a| {
-        1 + crate::config::ALL_ALGS
+        1 + pgaadauth_core::config::ALL_ALGS
             .iter()
             .position(|x| *x == a)
             .unwrap() as u8
@@ -233,7 +235,7 @@ fn decode(e: &Entry) -> PublicKey {
     };
     PublicKey {
         kid: e.kid.get().to_string(),
-        alg: (e.alg > 0).then(|| crate::config::ALL_ALGS[e.alg as usize - 1]),
+        alg: (e.alg > 0).then(|| pgaadauth_core::config::ALL_ALGS[e.alg as usize - 1]),
         material,
     }
 }
@@ -468,8 +470,8 @@ pub fn refresh_and_wait(
                 if h.generation.load(Ordering::Acquire) != before {
                     return Refresh::Changed;
                 }
-                crate::wait::nap_until(deadline, std::time::Duration::from_millis(20));
-                now = crate::worker::unix_now();
+                crate::shmem::wait::nap_until(deadline, std::time::Duration::from_millis(20));
+                now = pgaadauth_core::clock::unix_now();
             }
         }
     };
@@ -484,7 +486,7 @@ pub fn refresh_and_wait(
             return Refresh::TimedOut;
         }
         // The worker does not know who waits: look every 5 ms (interrupts honoured).
-        crate::wait::nap_until(deadline, std::time::Duration::from_millis(5));
+        crate::shmem::wait::nap_until(deadline, std::time::Duration::from_millis(5));
     }
 }
 
@@ -570,7 +572,7 @@ pub fn key_count() -> usize {
 }
 
 // `Entry::alg` indexes ALL_ALGS from a u8, `Entry::source` the sources.
-const _: () = assert!(crate::config::ALL_ALGS.len() < 255 && MAX_SOURCES < 255);
+const _: () = assert!(pgaadauth_core::config::ALL_ALGS.len() < 255 && MAX_SOURCES < 255);
 
 // ---- shared memory hooks ----------------------------------------------------------------
 

@@ -1,39 +1,21 @@
-//! The directory worker: answers the backends' directory questions (the mailbox), with its own
-//! access token to the directory. A process of its own, beside the key worker, so that neither
-//! one's network waits delay the other. Needs no database, so it also runs on standbys.
+//! The directory session: the server's own token for the directory (cached until shortly
+//! before it expires), its requests, and the answers to the questions backends post.
 
-use crate::directory;
-use crate::http::Fetcher;
-use crate::mailbox::{self, Question};
 use crate::settings;
-use crate::stats::{self, Counter};
-use crate::worker::{new_fetcher, unix_now};
-use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
-};
-use pgrx::{pg_guard, pg_sys};
-use std::time::Duration;
-
-pub fn register() {
-    BackgroundWorkerBuilder::new("pgaadauth directory worker")
-        .set_type("pgaadauth directory worker")
-        .set_library("pgaadauth")
-        .set_function("pgaadauth_directory_worker_main")
-        .enable_shmem_access(None)
-        .set_start_time(BgWorkerStartTime::PostmasterStart)
-        .set_restart_time(Some(Duration::from_secs(1)))
-        .load();
-}
+use crate::shmem::mailbox::{self, Question};
+use pgaadauth_core::clock::unix_now;
+use pgaadauth_core::directory;
+use pgaadauth_core::http::Fetcher;
 
 /// The directory as the worker uses it, with its own access token cached until a minute before
 /// it expires. Neither the token nor the secret is ever logged.
 #[derive(Default)]
-pub(crate) struct DirectorySession {
+pub struct DirectorySession {
     token: Option<(String, i64)>,
 }
 
 impl DirectorySession {
-    pub(crate) fn access_token(&mut self, fetcher: &Fetcher) -> Result<String, String> {
+    pub fn access_token(&mut self, fetcher: &Fetcher) -> Result<String, String> {
         let now = unix_now();
         if let Some((token, expires_at)) = &self.token {
             if *expires_at - 60 > now {
@@ -57,7 +39,7 @@ impl DirectorySession {
 
     /// Send a directory request: status, `Retry-After` and body. A 401 drops the cached token
     /// for the next question.
-    pub(crate) fn send(
+    pub fn send(
         &mut self,
         fetcher: &Fetcher,
         request: &directory::Request,
@@ -69,7 +51,7 @@ impl DirectorySession {
         Ok(answer)
     }
 
-    fn answer(
+    pub fn answer(
         &mut self,
         fetcher: &Fetcher,
         question: Question,
@@ -99,49 +81,4 @@ impl DirectorySession {
             }
         }
     }
-}
-
-/// Answer the backends' directory questions.
-fn serve_mailbox(session: &mut DirectorySession) {
-    if !mailbox::pending() {
-        return;
-    }
-    let fetcher = new_fetcher();
-    mailbox::serve(|question, arg1, arg2| {
-        stats::bump(Counter::DirectoryCalls);
-        let fetcher = fetcher.as_ref().map_err(String::clone)?;
-        // An error may quote the directory's answer: it reaches the log in a login's DETAIL.
-        let answer = session
-            .answer(fetcher, question, arg1, arg2)
-            .map_err(|e| crate::token::escape_log_text(&e));
-        if answer.is_err() {
-            stats::bump(Counter::DirectoryFailures);
-        }
-        answer
-    });
-}
-
-#[pg_guard]
-#[unsafe(no_mangle)]
-pub extern "C-unwind" fn pgaadauth_directory_worker_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
-    mailbox::worker_started();
-    let mut session = DirectorySession::default();
-    loop {
-        serve_mailbox(&mut session);
-        let wait = if mailbox::pending() {
-            Duration::from_millis(1)
-        } else {
-            Duration::from_secs(60)
-        };
-        if !BackgroundWorker::wait_latch(Some(wait)) {
-            break;
-        }
-        if BackgroundWorker::sighup_received() {
-            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
-            session = DirectorySession::default(); // the credential may have changed
-        }
-    }
-    // Exit code 1: restarted by the postmaster unless it is shutting down (see the key worker).
-    unsafe { pg_sys::proc_exit(1) }
 }

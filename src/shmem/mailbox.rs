@@ -7,7 +7,7 @@
 //! frees a slot it finishes after its backend gave up. A restarted worker re-asks the questions
 //! its predecessor was working on and frees those given up. Nothing is reclaimed by age.
 
-use crate::keytable::Text;
+use crate::shmem::keys::Text;
 use pgrx::pg_sys;
 use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -92,7 +92,7 @@ pub(crate) unsafe fn startup() {
             as *mut Mailbox;
         if !found {
             std::ptr::write_bytes(ptr as *mut u8, 0, shmem_size());
-            (*ptr).cache_lock = crate::keytable::tranche_lock(1);
+            (*ptr).cache_lock = crate::shmem::keys::tranche_lock(1);
         }
         MAILBOX = ptr;
     }
@@ -289,7 +289,7 @@ pub fn ask(question: Question, arg1: &str, arg2: &str, wait: Duration) -> Result
                 wait.as_millis()
             ));
         }
-        crate::wait::nap_until(deadline, Duration::from_millis(50));
+        crate::shmem::wait::nap_until(deadline, Duration::from_millis(50));
     }
 }
 

@@ -7,11 +7,11 @@
 //! table (every second, on primaries and standbys), and a committed revocation or lift updates
 //! it at once in the committing backend.
 
-use crate::keytable;
-use crate::seclabel::{as_bootstrap_superuser, require_principal_manager};
-use crate::session::{check_revocation, Lifetime, MAX_OBJECT_ID_LEN};
+use crate::catalog::labels::{as_bootstrap_superuser, require_principal_manager};
 use crate::settings;
-use crate::token::Reject;
+use crate::shmem::keys;
+use pgaadauth_core::session::{check_revocation, Lifetime, MAX_OBJECT_ID_LEN};
+use pgaadauth_core::token::Reject;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -64,7 +64,7 @@ pub(crate) unsafe fn startup() {
                 as *mut Header;
         if !found {
             std::ptr::write_bytes(ptr as *mut u8, 0, shmem_size());
-            (*ptr).lock = keytable::tranche_lock(3);
+            (*ptr).lock = keys::tranche_lock(3);
         }
         TABLE = ptr;
     }
@@ -141,7 +141,7 @@ pub fn check(principal: &str, iat: Option<i64>) -> Result<(), Reject> {
             if Instant::now() >= deadline {
                 return Err(Reject::RevocationsUnknown(format!(
                     "the pgaadauth session worker has not read pgaadauth.revocations in database \"{}\" since the server started; see its messages in this log",
-                    crate::token::log_safe(&settings::text(&settings::DATABASE))
+                    pgaadauth_core::log_text::log_safe(&settings::text(&settings::DATABASE))
                 )));
             }
             unsafe {
@@ -261,9 +261,11 @@ unsafe extern "C-unwind" fn at_transaction_end(
                 apply(&p.object_id, p.revoked_before);
             }
             // End the sessions the new revocations cover; nothing here may fail (committed).
-            crate::sessions::end_due(crate::worker::unix_now(), Lifetime::Unlimited, &|o| {
-                revoked_before(o)
-            });
+            crate::shmem::sessions::end_due(
+                pgaadauth_core::clock::unix_now(),
+                Lifetime::Unlimited,
+                &|o| revoked_before(o),
+            );
         }
         pg_sys::XactEvent::XACT_EVENT_ABORT
         | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT
@@ -351,7 +353,7 @@ fn object_id_argument(object_id: &str) -> String {
             trimmed.len()
         );
     }
-    crate::label::normalize_guid(trimmed).unwrap_or_else(|| trimmed.to_string())
+    pgaadauth_core::label::normalize_guid(trimmed).unwrap_or_else(|| trimmed.to_string())
 }
 
 fn caller_name() -> String {
@@ -381,7 +383,7 @@ fn pgaadauth_revoke_tokens(object_id: &str) -> pgrx::datum::TimestampWithTimeZon
         .report(PgLogLevel::ERROR);
     }
     let object_id = object_id_argument(object_id);
-    let now = crate::worker::unix_now();
+    let now = pgaadauth_core::clock::unix_now();
     let by = caller_name();
     as_bootstrap_superuser(|| {
         // Concurrent revocations count one after the other.
@@ -412,7 +414,7 @@ fn pgaadauth_revoke_tokens(object_id: &str) -> pgrx::datum::TimestampWithTimeZon
         .unwrap_or_else(|e| error!("could not record the revocation: {e}"));
     });
     after_commit(&object_id, Some(now));
-    crate::sessions::timestamptz(now)
+    crate::shmem::sessions::timestamptz(now)
 }
 
 /// Lift the revocation of `object_id`: its tokens are accepted again (from commit). Returns

@@ -8,14 +8,14 @@
 //! client address); an unlabelled role by its PostgreSQL password while
 //! `pgaadauth.password_auth` is on. Only roles granted EXECUTE may call it.
 
-use crate::audit::Method;
-use crate::auth::decide_token;
-use crate::login_audit::{self, LoginAttempt};
-use crate::pgbouncer::{looks_cut_by_pgbouncer, Answer, ACCEPTED, REFUSED};
-use crate::seclabel::{label_of_role_name, RoleLabel};
+use crate::catalog::labels::{label_of_role_name, RoleLabel};
+use crate::login::hook::decide_token;
+use crate::login::outcome::{self, LoginAttempt};
 use crate::settings;
-use crate::stats::{self, Counter};
-use crate::token;
+use crate::shmem::counters::{self, Counter};
+use pgaadauth_core::audit::Method;
+use pgaadauth_core::pgbouncer::{looks_cut_by_pgbouncer, Answer, ACCEPTED, REFUSED};
+use pgaadauth_core::token;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -26,26 +26,30 @@ use std::ffi::{c_char, c_int, CStr, CString};
 #[pg_extern(name = "pgaadauth_pooler_login", strict, volatile, parallel_unsafe)]
 fn pooler_login_checked(role: &str, password: &str, client: &str) -> i32 {
     // Errors of this call must not log it (the password is an argument).
-    crate::seclabel::quiet_errors_until_end_of_transaction();
+    crate::catalog::labels::quiet_errors_until_end_of_transaction();
     match decide(role, password, client) {
         Ok(()) => {
-            stats::bump(Counter::PoolerLoginsAccepted);
+            counters::bump(Counter::PoolerLoginsAccepted);
             ACCEPTED
         }
         Err(reason) => {
-            stats::bump(Counter::PoolerLoginsRejected);
+            counters::bump(Counter::PoolerLoginsRejected);
             // The whole reason in the server's log too (PgBouncer's may cut it).
             ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
                 format!(
                     "pgaadauth: PgBouncer login of role \"{}\" refused: {reason}",
-                    token::log_safe(role)
+                    pgaadauth_core::log_text::log_safe(role)
                 ),
                 "pgaadauth",
             )
             .set_detail(format!(
                 "PgBouncer's client: {}.",
-                token::log_safe(if client.is_empty() { "unknown" } else { client })
+                pgaadauth_core::log_text::log_safe(if client.is_empty() {
+                    "unknown"
+                } else {
+                    client
+                })
             ))
             .report(PgLogLevel::LOG_SERVER_ONLY);
             // To the pooler only (INFO reaches the client whatever client_min_messages says).
@@ -91,7 +95,7 @@ fn old_pooler_login() -> pg_sys::Datum {
 
 fn decide(role: &str, password: &str, client: &str) -> Result<(), String> {
     let name = CString::new(role).map_err(|_| "The role name holds a NUL byte.".to_string())?;
-    let safe_role = token::log_safe(role);
+    let safe_role = pgaadauth_core::log_text::log_safe(role);
     if !may_log_in(role) {
         return Err(format!(
             "Role \"{safe_role}\" does not exist or may not log in."
@@ -99,7 +103,7 @@ fn decide(role: &str, password: &str, client: &str) -> Result<(), String> {
     }
     let client = (!client.is_empty()).then_some(client);
     if let Some(why) = looks_cut_by_pgbouncer(password) {
-        login_audit::write(LoginAttempt {
+        outcome::write(LoginAttempt {
             role,
             client,
             token: password,
@@ -119,7 +123,7 @@ fn decide(role: &str, password: &str, client: &str) -> Result<(), String> {
             } else {
                 decide_token(password, &label)
             };
-            login_audit::write(LoginAttempt {
+            outcome::write(LoginAttempt {
                 role,
                 client,
                 token: password,
@@ -130,13 +134,13 @@ fn decide(role: &str, password: &str, client: &str) -> Result<(), String> {
             match decision {
                 Ok(_) => Ok(()),
                 Err((reject, note)) => {
-                    stats::bump_rejected(reject.code());
+                    counters::bump_rejected(reject.code());
                     Err(format!("{reject}{note}"))
                 }
             }
         }
         RoleLabel::Malformed(e) => {
-            login_audit::write(LoginAttempt {
+            outcome::write(LoginAttempt {
                 role,
                 client,
                 token: password,

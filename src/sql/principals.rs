@@ -1,8 +1,8 @@
 //! SQL functions with Azure Database for PostgreSQL's names and shapes.
 
-use crate::label::{normalize_guid, Label, PrincipalType};
-use crate::seclabel::{as_bootstrap_superuser, c_string, require_principal_manager};
+use crate::catalog::labels::{as_bootstrap_superuser, c_string, require_principal_manager};
 use crate::settings;
+use pgaadauth_core::label::{normalize_guid, Label, PrincipalType};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::ffi::CStr;
@@ -94,7 +94,7 @@ fn principal_label(
 /// administrator membership (Azure's signature). Superusers and Entra administrators, as for
 /// the create functions; an Entra administrator only for roles already mapped to a principal
 /// (mapping any other role would take it over), never for its own, and only as the binding
-/// rule allows (`crate::privileges`).
+/// rule allows (`crate::catalog::privileges`).
 #[pg_extern(volatile, parallel_unsafe)]
 fn pgaadauth_update_principal_with_oid(
     rolename: &str,
@@ -103,7 +103,7 @@ fn pgaadauth_update_principal_with_oid(
     isadmin: bool,
     ismfa: bool,
 ) -> String {
-    use crate::seclabel::{label_of_role, RoleLabel};
+    use crate::catalog::labels::{label_of_role, RoleLabel};
     require_principal_manager("update Entra principals");
     let mut label = principal_label(rolename, objectid, objecttype, isadmin, ismfa);
     let roleid = unsafe { pg_sys::get_role_oid(c_string(rolename).as_ptr(), true) };
@@ -142,8 +142,8 @@ fn pgaadauth_update_principal_with_oid(
     // A role group sync created stays the sync's (only a superuser may take it away).
     label.synced = before.as_ref().is_some_and(|l| l.synced);
     label.disabled = before.as_ref().is_some_and(|l| l.disabled);
-    let change = crate::privileges::change_between(before.as_ref(), &label);
-    let managers = crate::privileges::managers();
+    let change = crate::catalog::privileges::change_between(before.as_ref(), &label);
+    let managers = crate::catalog::privileges::managers();
     let role = quote_ident(rolename);
     let was_admin = before.as_ref().is_some_and(|l| l.admin);
     // Authorized above; as for create, PostgreSQL 16+ gives a CREATEROLE administrator these
@@ -167,7 +167,7 @@ fn pgaadauth_update_principal_with_oid(
                     });
             }
         }
-        crate::privileges::require_may_bind(&managers, roleid, rolename, change);
+        crate::catalog::privileges::require_may_bind(&managers, roleid, rolename, change);
         label_role(rolename, &label);
     });
     format!("Updated role for {rolename}")
@@ -186,7 +186,7 @@ fn pgaadauth_create_principal_with_oid(
     let label = principal_label(rolename, objectid, objecttype, isadmin, ismfa);
     let role = quote_ident(rolename);
     let extra = if isadmin { " CREATEROLE CREATEDB" } else { "" };
-    let managers = crate::privileges::managers();
+    let managers = crate::catalog::privileges::managers();
     // Authorized above; the statements need rights that PostgreSQL 16+ gives a CREATEROLE
     // administrator only over roles it created itself.
     as_bootstrap_superuser(|| {
@@ -200,7 +200,7 @@ fn pgaadauth_create_principal_with_oid(
             );
         }
         let roleid = unsafe { pg_sys::get_role_oid(c_string(rolename).as_ptr(), false) };
-        crate::privileges::require_may_bind(
+        crate::catalog::privileges::require_may_bind(
             &managers,
             roleid,
             rolename,
@@ -229,17 +229,18 @@ fn pgaadauth_create_principal(rolename: &str, isadmin: bool, ismfa: bool) -> Str
     }
     // A token, then a user, a group and a service principal lookup, each within http_timeout.
     let wait = settings::http_timeout() * 4 + std::time::Duration::from_secs(1);
-    let answer = crate::mailbox::ask(crate::mailbox::Question::Resolve, rolename, "", wait)
-        .unwrap_or_else(|why| {
-            ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                format!("could not resolve \"{rolename}\" in the directory"),
-                "pgaadauth",
-            )
-            .set_detail(format!("{}.", crate::seclabel::capitalized(&why)))
-            .report(PgLogLevel::ERROR);
-            unreachable!()
-        });
+    let answer =
+        crate::shmem::mailbox::ask(crate::shmem::mailbox::Question::Resolve, rolename, "", wait)
+            .unwrap_or_else(|why| {
+                ErrorReport::new(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                    format!("could not resolve \"{rolename}\" in the directory"),
+                    "pgaadauth",
+                )
+                .set_detail(format!("{}.", crate::catalog::labels::capitalized(&why)))
+                .report(PgLogLevel::ERROR);
+                unreachable!()
+            });
     let (kind, oid) = answer.split_once(' ').unwrap_or(("", ""));
     pgaadauth_create_principal_with_oid(rolename, oid, kind, isadmin, ismfa)
 }
@@ -274,7 +275,7 @@ fn pgaadauth_label_fields(
 }
 
 extension_sql_file!(
-    "../sql/pgaadauth.sql",
+    "../../sql/pgaadauth.sql",
     name = "pgaadauth_sql",
     requires = [
         pgaadauth_label_fields,
@@ -302,7 +303,7 @@ fn pgaadauth_jwks_rows() -> TableIterator<
     ),
 > {
     require_principal_manager("read the pgaadauth key status");
-    let rows: Vec<_> = crate::keytable::status()
+    let rows: Vec<_> = crate::shmem::keys::status()
         .into_iter()
         .map(|r| {
             (
@@ -325,12 +326,12 @@ fn pgaadauth_jwks_rows() -> TableIterator<
 /// Fetch every key source now and wait for the outcome (not rate-limited).
 #[pg_extern(volatile, parallel_unsafe)]
 fn pgaadauth_refresh_jwks() -> String {
-    use crate::keytable::{refresh_and_wait, Refresh};
+    use crate::shmem::keys::{refresh_and_wait, Refresh};
     require_principal_manager("refresh the pgaadauth signing keys");
     let sources = settings::issuer_settings().key_sources().len().max(1) as u32;
     // Discovery and key set for each source, each within http_timeout, and a margin.
     let wait = settings::http_timeout() * 2 * sources + std::time::Duration::from_secs(2);
-    let now = crate::worker::unix_now();
+    let now = pgaadauth_core::clock::unix_now();
     match refresh_and_wait(now, &settings::timing(), wait, false) {
         Refresh::NoWorker => {
             ErrorReport::new(
@@ -350,7 +351,7 @@ fn pgaadauth_refresh_jwks() -> String {
         }
         Refresh::Changed | Refresh::Unchanged | Refresh::RateLimited => {}
     }
-    let status = crate::keytable::status();
+    let status = crate::shmem::keys::status();
     let errors: Vec<String> = status
         .iter()
         .filter_map(|r| r.last_error.as_ref().map(|e| format!("{}: {e}", r.source)))
@@ -390,10 +391,10 @@ fn pgaadauth_stats() -> TableIterator<'static, (name!(counter, String), name!(va
     if !monitor {
         require_principal_manager("read the pgaadauth statistics");
     }
-    let mut rows = crate::stats::snapshot();
+    let mut rows = crate::shmem::counters::snapshot();
     rows.push((
         "mailbox_slots_in_use".into(),
-        crate::mailbox::slots_in_use() as i64,
+        crate::shmem::mailbox::slots_in_use() as i64,
     ));
     TableIterator::new(rows)
 }
@@ -403,10 +404,10 @@ fn pgaadauth_stats() -> TableIterator<'static, (name!(counter, String), name!(va
 /// admins; errors leave the statement (which holds the token) out of the log.
 #[pg_extern(volatile, parallel_unsafe)]
 fn pgaadauth_validate_token_for(token: &str, role: Option<&str>) -> pgrx::JsonB {
-    use crate::label::Label;
-    use crate::seclabel::{label_of_role_name, RoleLabel};
+    use crate::catalog::labels::{label_of_role_name, RoleLabel};
+    use pgaadauth_core::label::Label;
     use serde_json::{json, Value};
-    crate::seclabel::require_principal_manager_quietly("validate tokens");
+    crate::catalog::labels::require_principal_manager_quietly("validate tokens");
     let part = |i: usize| -> Value {
         use base64::Engine;
         token
@@ -447,7 +448,7 @@ fn pgaadauth_validate_token_for(token: &str, role: Option<&str>) -> pgrx::JsonB 
         }),
     };
     let mut out = json!({"header": header, "claims": claims, "role": role});
-    match label.map(|l| crate::auth::decide_token(token, &l)) {
+    match label.map(|l| crate::login::hook::decide_token(token, &l)) {
         Err(reason) => {
             out["verdict"] = json!("rejected");
             out["reason"] = json!(reason);
@@ -476,7 +477,7 @@ fn pgaadauth_validate_token_for(token: &str, role: Option<&str>) -> pgrx::JsonB 
     out["issuer_accepted"] = json!(iss
         .as_ref()
         .is_some_and(|i| settings::policy().issuers.contains(i)));
-    out["key"] = crate::keytable::status()
+    out["key"] = crate::shmem::keys::status()
         .into_iter()
         .find(|r| r.kid.is_some() && r.kid == kid)
         .map_or(Value::Null, |r| {

@@ -1,6 +1,6 @@
 //! The `pgaadauth` security label provider, and reading a role's label.
 
-use crate::label::{Label, LabelError};
+use pgaadauth_core::label::{Label, LabelError};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::ffi::{c_char, CStr, CString};
@@ -29,10 +29,10 @@ pub fn label_of_role(roleid: pg_sys::Oid) -> RoleLabel {
 
 /// Whether `roleid` is directly a member of a role labelled `type=group` with `mfa`.
 fn member_of_a_group_requiring_mfa(roleid: pg_sys::Oid) -> bool {
-    crate::privileges::direct_groups(roleid).into_iter().any(|group| {
+    crate::catalog::privileges::direct_groups(roleid).into_iter().any(|group| {
         matches!(
             stored_label_of_role(group),
-            RoleLabel::Label(l) if l.principal_type == crate::label::PrincipalType::Group && l.mfa
+            RoleLabel::Label(l) if l.principal_type == pgaadauth_core::label::PrincipalType::Group && l.mfa
         )
     })
 }
@@ -245,9 +245,9 @@ unsafe extern "C-unwind" fn check_relabel(
             refuse_synced("change group sync's NOLOGIN mark of")
         }
         Ok(label) => {
-            let change = crate::privileges::change_between(before.as_ref(), &label);
-            crate::privileges::require_may_bind(
-                &crate::privileges::managers(),
+            let change = crate::catalog::privileges::change_between(before.as_ref(), &label);
+            crate::catalog::privileges::require_may_bind(
+                &crate::catalog::privileges::managers(),
                 object.objectId,
                 &role,
                 change,

@@ -1,8 +1,8 @@
 //! The `pgaadauth.*` settings: definitions, checks with clear messages, typed readers.
 
-use crate::config::{check_url, parse_algorithms, split_list, IssuerSettings};
-use crate::label::normalize_guid;
-use crate::token::Policy;
+use pgaadauth_core::config::{check_url, parse_algorithms, split_list, IssuerSettings};
+use pgaadauth_core::label::normalize_guid;
+use pgaadauth_core::token::Policy;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys};
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -66,11 +66,11 @@ pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
 /// The session lifetime the settings give now.
-pub fn session_lifetime() -> crate::session::Lifetime {
+pub fn session_lifetime() -> pgaadauth_core::session::Lifetime {
     match SESSION_LIFETIME.get() {
-        SessionLifetime::Unlimited => crate::session::Lifetime::Unlimited,
+        SessionLifetime::Unlimited => pgaadauth_core::session::Lifetime::Unlimited,
         // A login accepts a token until exp + clock_skew: its session lasts at least as long.
-        SessionLifetime::Token => crate::session::Lifetime::Token {
+        SessionLifetime::Token => pgaadauth_core::session::Lifetime::Token {
             after: CLOCK_SKEW.get() as i64 + SESSION_EXPIRY_GRACE.get() as i64,
         },
     }
@@ -112,8 +112,8 @@ pub fn policy() -> Policy {
 }
 
 /// The refresh schedule, from the current settings.
-pub fn timing() -> crate::schedule::Timing {
-    crate::schedule::Timing {
+pub fn timing() -> pgaadauth_core::schedule::Timing {
+    pgaadauth_core::schedule::Timing {
         refresh_interval: i64::from(REFRESH_INTERVAL.get()),
         min_refresh_interval: i64::from(MIN_REFRESH_INTERVAL.get()),
         max_stale: i64::from(MAX_STALE.get()),
@@ -130,8 +130,8 @@ pub fn http_timeout() -> std::time::Duration {
 
 /// The server's own credential for the directory, when one is configured. The secret is read
 /// from `pgaadauth.client_secret_file` (only by the key worker, which is the one to use it).
-pub fn directory_credential() -> Option<Result<crate::directory::Credential, String>> {
-    use crate::directory::Credential;
+pub fn directory_credential() -> Option<Result<pgaadauth_core::directory::Credential, String>> {
+    use pgaadauth_core::directory::Credential;
     let endpoint = text(&MANAGED_IDENTITY_ENDPOINT);
     if !endpoint.is_empty() {
         return Some(Ok(Credential::ManagedIdentity { endpoint }));
@@ -167,7 +167,7 @@ pub fn directory_configured() -> bool {
 
 /// The one LOG line at start-up, and a WARNING for each inconsistency.
 pub fn report_at_startup() {
-    let view = crate::config::StartupView {
+    let view = pgaadauth_core::config::StartupView {
         issuers: issuer_settings(),
         audiences: text(&AUDIENCES),
         password_auth: PASSWORD_AUTH.get(),

@@ -1,10 +1,10 @@
 //! The audit line of a token login, at LOG, server only, as `pgaadauth.log_logins` says; the
 //! same line for both methods (token as password, OAuth).
 
-use crate::audit::{self, AuditLine, Method};
-use crate::label::{Label, PrincipalType};
 use crate::settings::{self, LogLogins};
-use crate::token::Verified;
+use pgaadauth_core::audit::{self, AuditLine, Method};
+use pgaadauth_core::label::{Label, PrincipalType};
+use pgaadauth_core::token::Verified;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 

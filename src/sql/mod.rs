@@ -1,0 +1,3 @@
+//! Every SQL function of the extension (`#[pg_extern]`), by topic. DDL lives in `sql/*.sql`.
+
+pub mod principals;
