@@ -23,6 +23,8 @@ step() {
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# The layout's rules: which concern may import which, no import circle, files of one concern.
+python3 scripts/layers.py
 # Code under cfg(feature = "pg14") and cfg(feature = "pg18") is compiled only there.
 for v in 14 18; do
     if [[ " $PG_VERSIONS " == *" $v "* ]]; then

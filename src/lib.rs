@@ -42,10 +42,10 @@ pub extern "C-unwind" fn _PG_init() {
     if !pgaadauth_core::token::warm_up() {
         pgrx::warning!("pgaadauth: the signature self-test failed at start-up");
     }
-    catalog::labels::register();
+    catalog::relabel::register();
     login::hook::install();
     catalog::utility::install();
-    shmem::keys::install_hooks();
+    shmem::install_hooks();
     shmem::sessions::install_message_hook();
     workers::register_all();
 }

@@ -3,5 +3,9 @@
 //! LABEL). Reads the system caches; imports nothing of logins, workers or SQL functions.
 
 pub mod labels;
+pub mod managers;
+pub mod names;
 pub mod privileges;
+pub mod relabel;
+pub mod revocations;
 pub mod utility;

@@ -75,7 +75,7 @@ fn role_facts(roleid: pg_sys::Oid) -> Option<RoleFacts> {
             isnull || d.value() != 0
         };
         let facts = RoleFacts {
-            name: crate::catalog::labels::role_name(roleid),
+            name: crate::catalog::names::role_name(roleid),
             superuser: flag(pg_sys::Anum_pg_authid_rolsuper),
             replication: flag(pg_sys::Anum_pg_authid_rolreplication),
             bypassrls: flag(pg_sys::Anum_pg_authid_rolbypassrls),

@@ -1,9 +1,8 @@
 //! The ProcessUtility hook: dropping a role mapped to an Entra principal, or setting a role's
 //! pgaadauth label, is reserved to superusers and Entra administrators, as creating one is.
 
-use crate::catalog::labels::{
-    as_bootstrap_superuser, label_of_role_name, require_principal_manager, RoleLabel, PROVIDER,
-};
+use crate::catalog::labels::{label_of_role_name, RoleLabel, PROVIDER};
+use crate::catalog::managers::{as_bootstrap_superuser, require_principal_manager};
 use pgrx::pg_sys;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::PgList;

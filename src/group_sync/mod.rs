@@ -7,16 +7,17 @@
 //! `synced` in their label: that is how a later run knows them, and it never touches any other
 //! role.
 
-use crate::catalog::labels::{as_bootstrap_superuser, c_string, require_principal_manager};
+use crate::catalog::managers::as_bootstrap_superuser;
+use crate::catalog::names::c_string;
+use crate::catalog::names::quote_ident;
 use crate::net::DirectorySession;
 use crate::settings;
-use crate::sql::principals::quote_ident;
 use pgaadauth_core::group_sync::{
     limit_creates, members_request, next_page_request, parse_members_page, plan, Action,
     GroupMembers, MemberKind, PageError, SyncedRole,
 };
 use pgaadauth_core::label::{normalize_guid, Label, PrincipalType};
-use pgrx::pg_sys::panic::{CaughtError, ErrorReport, ErrorReportWithLevel};
+use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 use pgrx::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -43,20 +44,20 @@ pub struct Waiting<'a> {
 }
 
 /// A role with a pgaadauth label, as the catalogs say now.
-struct LabelledRole {
+pub struct LabelledRole {
     oid: pg_sys::Oid,
-    name: String,
-    label: Label,
-    can_login: bool,
+    pub name: String,
+    pub label: Label,
+    pub can_login: bool,
     /// Why the sync never grants it (a superuser, REPLICATION, BYPASSRLS or predefined role,
     /// or a member of one: `crate::catalog::privileges::floor`); None for most roles.
     protected: Option<String>,
-    member_of: Vec<String>,
+    pub member_of: Vec<String>,
 }
 
 /// Every role with a well-formed pgaadauth label, read with a fresh snapshot (not the one the
 /// calling statement started with). Only catalogs every role may read.
-fn labelled_roles() -> Vec<LabelledRole> {
+pub fn labelled_roles() -> Vec<LabelledRole> {
     let query = "SELECT a.rolname::text, l.label, a.rolcanlogin, a.oid, \
            ARRAY(SELECT g.rolname::text FROM pg_catalog.pg_auth_members m \
                  JOIN pg_catalog.pg_roles g ON g.oid = m.roleid WHERE m.member = a.oid) \
@@ -106,7 +107,7 @@ fn protected_groups(roles: &[LabelledRole]) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn group_roles(roles: &[LabelledRole]) -> BTreeMap<String, &Label> {
+pub fn group_roles(roles: &[LabelledRole]) -> BTreeMap<String, &Label> {
     roles
         .iter()
         .filter(|r| r.label.principal_type == PrincipalType::Group)
@@ -702,105 +703,8 @@ fn apply(
     }
 }
 
-/// Refuse where a sync cannot run: on a standby, with group sync off, or under a transaction
-/// snapshot (the run must see every commit made while it waited for the lock).
-fn require_sync_possible() {
-    let refuse = |code, message: &'static str, hint: &'static str| {
-        ErrorReport::new(code, message, "pgaadauth")
-            .set_hint(hint)
-            .report(PgLogLevel::ERROR)
-    };
-    if unsafe { pg_sys::RecoveryInProgress() } {
-        refuse(
-            PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
-            "group sync runs on the primary only",
-            "Call pgaadauth_sync_roles_for_group_members() on the primary; standbys receive its roles through WAL.",
-        );
-    }
-    if !settings::ENABLE_GROUP_SYNC.get() {
-        refuse(
-            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "group sync is off",
-            "Set pgaadauth.enable_group_sync = on in postgresql.conf and reload.",
-        );
-    }
-    if unsafe { pg_sys::XactIsoLevel } >= pg_sys::XACT_REPEATABLE_READ as i32 {
-        refuse(
-            PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
-            "pgaadauth_sync_roles_for_group_members cannot run in a REPEATABLE READ or SERIALIZABLE transaction",
-            "Run it in a READ COMMITTED transaction.",
-        );
-    }
-}
-
-/// Sync now, in this transaction: one row per change, and per thing reported and not done.
-#[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_unsafe)]
-fn pgaadauth_sync_roles_for_group_members() -> TableIterator<
-    'static,
-    (
-        name!(role_name, String),
-        name!(object_id, String),
-        name!(group_role, Option<String>),
-        name!(action, String),
-        name!(detail, Option<String>),
-    ),
-> {
-    require_principal_manager("sync group members");
-    require_sync_possible();
-    let waiting = Waiting {
-        nap: &|d| crate::shmem::wait::nap_until(Instant::now() + d, d),
-        stop: &|| false,
-    };
-    let changes = sync_once(&mut DirectorySession::default(), &waiting, true).unwrap_or_default();
-    TableIterator::new(changes.into_iter().map(|c| {
-        (
-            c.role,
-            c.object_id,
-            c.group_role,
-            c.action.to_string(),
-            c.detail,
-        )
-    }))
-}
-
-/// The roles group sync created, with the group roles it made them members of.
-#[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_restricted)]
-fn pgaadauth_list_synced_roles() -> TableIterator<
-    'static,
-    (
-        name!(rolname, String),
-        name!(objectid, String),
-        name!(objecttype, String),
-        name!(canlogin, bool),
-        name!(ismfa, bool),
-        name!(groups, Vec<String>),
-    ),
-> {
-    let roles = labelled_roles();
-    let groups = group_roles(&roles);
-    let mut rows: Vec<_> = roles
-        .iter()
-        .filter(|r| r.label.synced)
-        .map(|r| {
-            let mut member_of: Vec<String> = r
-                .member_of
-                .iter()
-                .filter(|g| groups.contains_key(*g))
-                .cloned()
-                .collect();
-            member_of.sort();
-            (
-                r.name.clone(),
-                r.label.oid.clone(),
-                r.label.principal_type.as_str().to_string(),
-                r.can_login,
-                r.label.mfa,
-                member_of,
-            )
-        })
-        .collect();
-    rows.sort();
-    TableIterator::new(rows)
+/// A run asked for from SQL, with a directory session of its own: every change, also those
+/// reported and not done.
+pub fn sync_now(waiting: &Waiting) -> Vec<Change> {
+    sync_once(&mut DirectorySession::default(), waiting, true).unwrap_or_default()
 }

@@ -5,10 +5,12 @@
 //! or an SQL function, and never waits on the network (it wakes a worker and waits on its
 //! latch).
 
+pub mod decision;
 pub mod hook;
 pub mod identity;
 #[cfg(feature = "pg18")]
 pub mod oauth;
 pub mod outcome;
+pub mod password;
 pub mod pooler;
 pub mod scram;

@@ -8,15 +8,14 @@
 //! `pgaadauth_core::oauth_line`).
 
 use crate::catalog::labels::{label_of_role_name, RoleLabel};
-use crate::login::hook::{authorize_token, verify_token};
-use crate::login::outcome::{self, LoginAttempt};
+use crate::login::decision::{self, Attempt, Door, Mapping};
+use crate::login::outcome;
 use crate::settings;
 use crate::shim::{self, OAuthResult, Port};
-use crate::shmem::counters::{self, Counter};
-use pgaadauth_core::audit::Method;
 use pgaadauth_core::label::Label;
-use pgaadauth_core::oauth_line::{admitted_issuers, issuer_of_line_option};
-use pgaadauth_core::token::{Reject, Verified};
+use pgaadauth_core::log_text::log_safe;
+use pgaadauth_core::oauth_line::issuer_of_line_option;
+use pgaadauth_core::token::Verified;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -26,25 +25,6 @@ use std::ffi::{c_char, c_void, CStr, CString};
 #[no_mangle]
 pub extern "C" fn _PG_oauth_validator_module_init() -> *const c_void {
     unsafe { shim::pgaadauth_oauth_callbacks(validate) }
-}
-
-/// Why an OAuth login is refused: the audit code, the sentence for the log, and who the
-/// token speaks for when it verified.
-struct Refusal {
-    code: &'static str,
-    detail: String,
-    principal: Option<String>,
-}
-
-impl Refusal {
-    fn token(reject: Reject, note: &str, principal: Option<String>) -> Refusal {
-        counters::bump_rejected(reject.code());
-        Refusal {
-            code: reject.code(),
-            detail: format!("{reject}{note}"),
-            principal,
-        }
-    }
 }
 
 #[pgrx::pg_guard]
@@ -57,21 +37,34 @@ unsafe extern "C-unwind" fn validate(
     let port = unsafe { shim::pgaadauth_my_port() };
     // PostgreSQL has checked the token's characters (RFC 6750's b64token).
     let token = unsafe { CStr::from_ptr(token) }.to_string_lossy();
-    let role = unsafe { CStr::from_ptr(role) };
+    let role_c = unsafe { CStr::from_ptr(role) };
     // With delegate_ident_mapping=1 the role's label decides; without it, PostgreSQL's user
     // map does, and the label is not consulted.
-    let label = unsafe { shim::pgaadauth_port_oauth_delegates_mapping(port) }.then(|| {
-        match label_of_role_name(role) {
-            RoleLabel::Label(l) => Ok(l),
-            RoleLabel::None => Err(None),
-            RoleLabel::Malformed(e) => Err(Some(e.to_string())),
-        }
-    });
-    let role = role.to_string_lossy();
-    let decision = decide(port, &token, &role, label.as_ref());
+    let mapping = if unsafe { shim::pgaadauth_port_oauth_delegates_mapping(port) } {
+        Mapping::Label(label_of_role_name(role_c))
+    } else {
+        Mapping::UserMap
+    };
+    let role = role_c.to_string_lossy();
     let client = unsafe { shim::pgaadauth_port_remote_host(port) };
     let client = (!client.is_null()).then(|| unsafe { CStr::from_ptr(client) }.to_string_lossy());
-    let label = label.and_then(Result::ok);
+    let line_issuer = unsafe { shim::pgaadauth_port_oauth_issuer(port) };
+    let line_issuer = if line_issuer.is_null() {
+        String::new()
+    } else {
+        unsafe { CStr::from_ptr(line_issuer) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let attempt = Attempt {
+        door: Door::OAuth,
+        role: &role,
+        token: &token,
+        client: client.as_deref(),
+        mapping,
+        line_issuer: Some(&line_issuer),
+    };
+    let decision = decision::decide(&attempt);
     // The principal is the identity even when refused (log_connections shows it); only a
     // token that verified names one.
     let principal = match &decision {
@@ -82,9 +75,14 @@ unsafe extern "C-unwind" fn validate(
     let authn_id_ptr = authn_id.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
     unsafe { shim::pgaadauth_oauth_set_result(result, decision.is_ok(), authn_id_ptr) };
     match decision {
-        // PostgreSQL may still refuse (a user map, a client certificate): the audit line and
-        // the count wait for its outcome (`finish`).
+        // PostgreSQL may still refuse (a user map, a client certificate): the outcome waits
+        // for its word (`finish`).
         Ok(verified) => {
+            let Attempt { mapping, .. } = attempt;
+            let label = match mapping {
+                Mapping::Label(RoleLabel::Label(l)) => Some(l),
+                _ => None,
+            };
             PENDING.with(|p| {
                 *p.borrow_mut() = Some(Pending {
                     role: role.into_owned(),
@@ -96,23 +94,14 @@ unsafe extern "C-unwind" fn validate(
             });
         }
         Err(refusal) => {
-            outcome::write(LoginAttempt {
-                role: &role,
-                client: client.as_deref(),
-                token: &token,
-                label: label.as_ref(),
-                outcome: Err(refusal.code),
-                method: Method::OAuth,
-            });
-            counters::bump(Counter::OAuthLoginsRejected);
+            if refusal.code == "line_issuer" {
+                report_issuer_not_accepted(port, &line_issuer);
+            }
+            let sentence = outcome::refused(&attempt, &refusal);
             let line = unsafe { shim::pgaadauth_port_hba_line(port) };
             ErrorReport::new(
                 PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-                format!(
-                    "pgaadauth: OAuth token for role \"{}\" refused: {}",
-                    pgaadauth_core::log_text::log_safe(&role),
-                    refusal.detail
-                ),
+                sentence,
                 "pgaadauth",
             )
             .set_detail(format!("Connection matched pg_hba.conf line {line}."))
@@ -136,103 +125,27 @@ thread_local! {
 }
 
 /// PostgreSQL's outcome of an `oauth` line's login (from the ClientAuthentication hook): the
-/// audit line and count of a token the validator accepted. A refusal after acceptance is
-/// PostgreSQL's (the user map, a client certificate), logged by it in its own words.
+/// outcome of a token the validator accepted. A refusal after acceptance is PostgreSQL's (the
+/// user map, a client certificate), logged by it in its own words.
 pub fn finish(authenticated: bool) {
     let Some(p) = PENDING.with(|p| p.borrow_mut().take()) else {
         return; // refused by the validator (already told), or no token (discovery)
     };
-    let outcome = if authenticated {
-        Ok(&p.verified)
-    } else {
-        Err("refused_by_postgresql")
-    };
-    outcome::write(LoginAttempt {
+    let attempt = Attempt {
+        door: Door::OAuth,
         role: &p.role,
-        client: p.client.as_deref(),
         token: &p.token,
-        label: p.label.as_ref(),
-        outcome,
-        method: Method::OAuth,
-    });
-    counters::bump(if authenticated {
-        Counter::OAuthLoginsAccepted
-    } else {
-        Counter::OAuthLoginsRejected
-    });
+        client: p.client.as_deref(),
+        mapping: match p.label {
+            Some(l) => Mapping::Label(RoleLabel::Label(l)),
+            None => Mapping::UserMap,
+        },
+        line_issuer: None,
+    };
     if authenticated {
-        crate::login::identity::record_token(Method::OAuth, &p.verified);
-    }
-}
-
-/// The decision for a bearer token on an `oauth` line: with `delegate_ident_mapping=1`
-/// (`label` is `Some`: the role's label, or why it has none) the label decides and unlabelled
-/// roles are refused; without it, the token must verify and PostgreSQL's user map decides
-/// which roles its principal may use.
-fn decide(
-    port: *mut Port,
-    token: &str,
-    role: &str,
-    label: Option<&Result<Label, Option<String>>>,
-) -> Result<Verified, Refusal> {
-    let mut policy = settings::policy();
-    let line_issuer = unsafe { shim::pgaadauth_port_oauth_issuer(port) };
-    let line_issuer = if line_issuer.is_null() {
-        String::new()
+        outcome::accepted(&attempt, &p.verified);
     } else {
-        unsafe { CStr::from_ptr(line_issuer) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    let issuers = settings::issuer_settings();
-    let accepted = policy.issuers.clone();
-    policy.issuers = admitted_issuers(
-        &line_issuer,
-        &policy.issuers,
-        &issuers.tenant_id,
-        &issuers.authority_host,
-    );
-    if policy.issuers.is_empty() {
-        report_issuer_not_accepted(port, &line_issuer);
-        return Err(Refusal {
-            code: "line_issuer",
-            detail: format!(
-                "The issuer \"{}\" of the oauth line is not one pgaadauth accepts.",
-                pgaadauth_core::log_text::log_safe(&issuer_of_line_option(&line_issuer))
-            ),
-            principal: None,
-        });
-    }
-    let authentic = verify_token(token, &policy).map_err(|(reject, mut note)| {
-        if matches!(&reject, Reject::IssuerNotAccepted(iss) if accepted.contains(iss)) {
-            note.push_str(&format!(
-                " pgaadauth accepts it, but this oauth line names the issuer \"{}\".",
-                pgaadauth_core::log_text::log_safe(&issuer_of_line_option(&line_issuer))
-            ));
-        }
-        Refusal::token(reject, &note, None)
-    })?;
-    let Some(label) = label else {
-        // PostgreSQL's map= (pg_ident.conf) decides, on this identity.
-        return Ok(authentic.identity());
-    };
-    let principal = Some(authentic.principal.clone());
-    match label {
-        Ok(label) => authorize_token(&authentic, label, &policy)
-            .map_err(|reject| Refusal::token(reject, "", principal)),
-        Err(None) => Err(Refusal {
-            code: "role_not_labelled",
-            detail: format!(
-                "Role \"{}\" has no pgaadauth label; an oauth line with delegate_ident_mapping=1 logs in only labelled roles.",
-                pgaadauth_core::log_text::log_safe(role)
-            ),
-            principal,
-        }),
-        Err(Some(e)) => Err(Refusal {
-            code: "label_malformed",
-            detail: format!("The role's pgaadauth label is malformed: {e}."),
-            principal,
-        }),
+        outcome::refused_before_or_after(&attempt, "refused_by_postgresql");
     }
 }
 
@@ -240,13 +153,13 @@ fn decide(
 /// plainly, with what would fix it.
 fn report_issuer_not_accepted(port: *mut Port, line_issuer: &str) {
     let line = unsafe { shim::pgaadauth_port_hba_line(port) };
-    let accepted = settings::policy().issuers;
+    let accepted = settings::policy().issuers.clone();
     let accepted = if accepted.is_empty() {
         "none (set pgaadauth.tenant_id or pgaadauth.issuers)".to_string()
     } else {
         accepted
             .iter()
-            .map(|i| format!("\"{}\"", pgaadauth_core::log_text::log_safe(i)))
+            .map(|i| format!("\"{}\"", log_safe(i)))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -254,7 +167,7 @@ fn report_issuer_not_accepted(port: *mut Port, line_issuer: &str) {
         PgSqlErrorCode::ERRCODE_CONFIG_FILE_ERROR,
         format!(
             "pgaadauth does not accept the issuer \"{}\" of the oauth line {line} of pg_hba.conf",
-            pgaadauth_core::log_text::log_safe(&issuer_of_line_option(line_issuer))
+            log_safe(&issuer_of_line_option(line_issuer))
         ),
         "pgaadauth",
     )

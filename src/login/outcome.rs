@@ -1,39 +1,85 @@
-//! The audit line of a token login, at LOG, server only, as `pgaadauth.log_logins` says; the
-//! same line for both methods (token as password, OAuth).
+//! The one place a token login's outcome is recorded, for every door: the audit line (at LOG,
+//! server only, as `pgaadauth.log_logins` says), the counters, this session's identity, and
+//! the sentence the server log gets for a refusal. `pgaadauth_validate_token` records nothing.
 
+use crate::login::decision::{Attempt, Door, Refusal};
+use crate::login::identity;
 use crate::settings::{self, LogLogins};
-use pgaadauth_core::audit::{self, AuditLine, Method};
-use pgaadauth_core::label::{Label, PrincipalType};
+use crate::shmem::counters::{self, Counter};
+use pgaadauth_core::audit::{self, AuditLine};
+use pgaadauth_core::label::PrincipalType;
+use pgaadauth_core::log_text::log_safe;
 use pgaadauth_core::token::Verified;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 
-/// One token login, accepted or refused (`outcome`: the reason code).
-pub struct LoginAttempt<'a> {
-    pub role: &'a str,
-    pub client: Option<&'a str>,
-    pub token: &'a str,
-    pub label: Option<&'a Label>,
-    pub outcome: Result<&'a Verified, &'a str>,
-    pub method: Method,
+/// A login the door let in: its audit line and count; for a login to this server (not a
+/// pooler's check), this session's identity.
+pub fn accepted(attempt: &Attempt<'_>, verified: &Verified) {
+    audit_line(attempt, Ok(verified));
+    match attempt.door {
+        Door::Password => counters::bump(Counter::LoginsAccepted),
+        Door::OAuth => counters::bump(Counter::OAuthLoginsAccepted),
+        Door::Pooler => counters::bump(Counter::PoolerLoginsAccepted),
+        Door::Validate => return,
+    }
+    if matches!(attempt.door, Door::Password | Door::OAuth) {
+        identity::record_token(attempt.door.method(), verified);
+    }
 }
 
-pub fn write(attempt: LoginAttempt<'_>) {
+/// A login refused: its audit line and counts; the sentence for the server log.
+pub fn refused(attempt: &Attempt<'_>, refusal: &Refusal) -> String {
+    if attempt.door == Door::Validate {
+        return refusal.detail.clone();
+    }
+    audit_line(attempt, Err(refusal.code));
+    counters::bump_rejected(refusal.code);
+    match attempt.door {
+        Door::OAuth => counters::bump(Counter::OAuthLoginsRejected),
+        Door::Pooler => counters::bump(Counter::PoolerLoginsRejected),
+        Door::Password | Door::Validate => {}
+    }
+    let role = log_safe(attempt.role);
+    let detail = &refusal.detail;
+    match attempt.door {
+        Door::Password | Door::Validate => {
+            format!("Token login to role \"{role}\" refused: {detail}")
+        }
+        Door::OAuth => format!("pgaadauth: OAuth token for role \"{role}\" refused: {detail}"),
+        Door::Pooler => format!("pgaadauth: PgBouncer login of role \"{role}\" refused: {detail}"),
+    }
+}
+
+/// A refusal that is not the token's (the pooler's cut password, or PostgreSQL refusing an
+/// OAuth login after the validator accepted it): its audit line and counts.
+pub fn refused_before_or_after(attempt: &Attempt<'_>, code: &'static str) {
+    audit_line(attempt, Err(code));
+    match attempt.door {
+        Door::OAuth => counters::bump(Counter::OAuthLoginsRejected),
+        Door::Pooler => counters::bump(Counter::PoolerLoginsRejected),
+        Door::Password | Door::Validate => {}
+    }
+}
+
+/// The audit line of a token login, as `pgaadauth.log_logins` says.
+fn audit_line(attempt: &Attempt<'_>, outcome: Result<&Verified, &str>) {
     let wanted = match settings::LOG_LOGINS.get() {
         LogLogins::All => true,
-        LogLogins::Failures => attempt.outcome.is_err(),
+        LogLogins::Failures => outcome.is_err(),
         LogLogins::None => false,
     };
     if !wanted {
         return;
     }
+    let label = attempt.label();
     // A refused token's claims are decoded (unverified) only for its audit line.
-    let claims = match attempt.outcome {
+    let claims = match outcome {
         Ok(_) => Default::default(),
         Err(_) => audit::unverified_claims(attempt.token).unwrap_or_default(),
     };
-    let principal_claim = settings::text(&settings::PRINCIPAL_CLAIM);
-    let (oid, tid, upn, appid, via_group) = match attempt.outcome {
+    let policy;
+    let (oid, tid, upn, appid, via_group) = match outcome {
         Ok(v) => (
             Some(v.principal.as_str()),
             v.tid.as_deref(),
@@ -41,29 +87,31 @@ pub fn write(attempt: LoginAttempt<'_>) {
             v.appid.as_deref(),
             v.via_group.as_deref(),
         ),
-        Err(_) => (
-            audit::claim(&claims, &[&principal_claim]),
-            audit::claim(&claims, &["tid"]),
-            audit::claim(&claims, &["upn", "preferred_username"]),
-            audit::claim(&claims, &["appid", "azp"]),
-            attempt
-                .label
-                .filter(|l| l.principal_type == PrincipalType::Group)
-                .map(|l| l.oid.as_str()),
-        ),
+        Err(_) => {
+            policy = settings::policy();
+            (
+                audit::claim(&claims, &[&policy.principal_claim]),
+                audit::claim(&claims, &["tid"]),
+                audit::claim(&claims, &["upn", "preferred_username"]),
+                audit::claim(&claims, &["appid", "azp"]),
+                label
+                    .filter(|l| l.principal_type == PrincipalType::Group)
+                    .map(|l| l.oid.as_str()),
+            )
+        }
     };
     let line = AuditLine {
-        accepted: attempt.outcome.is_ok(),
+        accepted: outcome.is_ok(),
         role: attempt.role,
-        principal_type: attempt.label.map(|l| l.principal_type.as_str()),
+        principal_type: label.map(|l| l.principal_type.as_str()),
         oid,
         tid,
         upn,
         appid,
         via_group,
         client: attempt.client,
-        reason: attempt.outcome.err(),
-        method: attempt.method,
+        reason: outcome.err(),
+        method: attempt.door.method(),
     };
     ErrorReport::new(
         PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,

@@ -1,11 +1,19 @@
-//! The `pgaadauth.*` settings: definitions, checks with clear messages, typed readers.
+//! The `pgaadauth.*` settings: typed readers, and what is derived from them (the token policy,
+//! the issuers) once per change of a setting rather than once per login. Their definitions and
+//! checks are in [`define`]. Imports nothing of the extension.
 
-use pgaadauth_core::config::{check_url, parse_algorithms, split_list, IssuerSettings};
+mod define;
+
+pub use define::define;
+
+use pgaadauth_core::config::{parse_algorithms, split_list, IssuerSettings};
 use pgaadauth_core::label::normalize_guid;
 use pgaadauth_core::token::Policy;
-use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
-use pgrx::{pg_guard, pg_sys};
-use std::ffi::{c_char, c_void, CStr, CString};
+use pgrx::guc::GucSetting;
+use std::cell::RefCell;
+use std::ffi::CString;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static AUTHORITY_HOST: GucSetting<Option<CString>> =
@@ -88,27 +96,69 @@ pub fn text(setting: &GucSetting<Option<CString>>) -> String {
         .unwrap_or_default()
 }
 
+/// Set by the assign hook of every text setting: what is derived from them is read again.
+static DERIVED_STALE: AtomicBool = AtomicBool::new(true);
+
+/// What the text settings give, derived once per change of them.
+struct Derived {
+    issuers: IssuerSettings,
+    policy: Rc<Policy>,
+}
+
+thread_local! {
+    static DERIVED: RefCell<Option<Rc<Derived>>> = const { RefCell::new(None) };
+}
+
+/// A text setting changed in this process (a reload, `SET`, the end of a transaction that set
+/// one): derive again at the next use. PostgreSQL calls assign hooks before it stores the new
+/// value, so deriving waits for that use.
+pub(crate) fn mark_derived_stale() {
+    DERIVED_STALE.store(true, Ordering::Release);
+}
+
+fn derived() -> Rc<Derived> {
+    DERIVED.with(|d| {
+        let mut d = d.borrow_mut();
+        if DERIVED_STALE.swap(false, Ordering::AcqRel) || d.is_none() {
+            let issuers = IssuerSettings {
+                tenant_id: normalize_guid(&text(&TENANT_ID)).unwrap_or_default(),
+                authority_host: text(&AUTHORITY_HOST),
+                issuers: text(&ISSUERS),
+                jwks_uri: text(&JWKS_URI),
+            };
+            let policy = Policy {
+                issuers: issuers.accepted_issuers(),
+                audiences: split_list(&text(&AUDIENCES)),
+                // The check hook refuses invalid lists, so this cannot fail for a value in force.
+                algorithms: parse_algorithms(&text(&ALLOWED_ALGORITHMS)).unwrap_or_default(),
+                principal_claim: text(&PRINCIPAL_CLAIM),
+                clock_skew: i64::from(CLOCK_SKEW.get()),
+                tenant_id: normalize_guid(&text(&TENANT_ID)),
+            };
+            *d = Some(Rc::new(Derived {
+                issuers,
+                policy: Rc::new(policy),
+            }));
+        }
+        d.clone().expect("derived just now")
+    })
+}
+
 pub fn issuer_settings() -> IssuerSettings {
-    IssuerSettings {
-        tenant_id: normalize_guid(&text(&TENANT_ID)).unwrap_or_default(),
-        authority_host: text(&AUTHORITY_HOST),
-        issuers: text(&ISSUERS),
-        jwks_uri: text(&JWKS_URI),
-    }
+    derived().issuers.clone()
 }
 
 /// What a token must satisfy, from the current settings.
-pub fn policy() -> Policy {
-    let tenant = normalize_guid(&text(&TENANT_ID));
-    Policy {
-        issuers: issuer_settings().accepted_issuers(),
-        audiences: split_list(&text(&AUDIENCES)),
-        // The check hook refuses invalid lists, so this cannot fail for a value in force.
-        algorithms: parse_algorithms(&text(&ALLOWED_ALGORITHMS)).unwrap_or_default(),
-        principal_claim: text(&PRINCIPAL_CLAIM),
-        clock_skew: i64::from(CLOCK_SKEW.get()),
-        tenant_id: tenant,
+pub fn policy() -> Rc<Policy> {
+    let policy = derived().policy.clone();
+    // An integer setting (no assign hook): read each time, which costs nothing.
+    let skew = i64::from(CLOCK_SKEW.get());
+    if policy.clock_skew == skew {
+        return policy;
     }
+    let mut changed = (*policy).clone();
+    changed.clock_skew = skew;
+    Rc::new(changed)
 }
 
 /// The refresh schedule, from the current settings.
@@ -187,364 +237,4 @@ pub fn report_at_startup() {
 
 pub fn admin_role() -> String {
     text(&ADMIN_ROLE)
-}
-
-/// Run a string check; on failure set the GUC error detail and refuse the value.
-unsafe fn check_string(newval: *mut *mut c_char, check: fn(&str) -> Result<(), String>) -> bool {
-    let value = if newval.is_null() || (*newval).is_null() {
-        String::new()
-    } else {
-        CStr::from_ptr(*newval).to_string_lossy().trim().to_string()
-    };
-    match check(&value) {
-        Ok(()) => true,
-        Err(why) => {
-            let c = CString::new(why).unwrap_or_default();
-            pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(c.as_ptr());
-            false
-        }
-    }
-}
-
-macro_rules! string_check_hook {
-    ($name:ident, $check:expr) => {
-        #[pg_guard]
-        unsafe extern "C-unwind" fn $name(
-            newval: *mut *mut c_char,
-            _extra: *mut *mut c_void,
-            _source: pg_sys::GucSource::Type,
-        ) -> bool {
-            unsafe { check_string(newval, $check) }
-        }
-    };
-}
-
-fn check_optional_guid(v: &str) -> Result<(), String> {
-    if v.is_empty() || normalize_guid(v).is_some() {
-        Ok(())
-    } else {
-        Err(format!(
-            "\"{v}\" is not a GUID such as 72f988bf-86f1-41af-91ab-2d7cd011db47."
-        ))
-    }
-}
-
-fn check_optional_url(v: &str) -> Result<(), String> {
-    if v.is_empty() {
-        return Ok(());
-    }
-    check_url(v, true).map_err(|e| format!("{e}."))
-}
-
-fn check_required_url(v: &str) -> Result<(), String> {
-    if v.is_empty() {
-        return Err("A URL is required.".into());
-    }
-    check_optional_url(v)
-}
-
-fn check_url_list(v: &str) -> Result<(), String> {
-    split_list(v).iter().try_for_each(|u| check_optional_url(u))
-}
-
-fn check_non_empty_list(v: &str) -> Result<(), String> {
-    if split_list(v).is_empty() {
-        Err("At least one value is required.".into())
-    } else {
-        Ok(())
-    }
-}
-
-fn check_non_empty(v: &str) -> Result<(), String> {
-    if v.is_empty() {
-        Err("A value is required.".into())
-    } else {
-        Ok(())
-    }
-}
-
-fn check_algorithms(v: &str) -> Result<(), String> {
-    parse_algorithms(v).map(|_| ()).map_err(|e| {
-        let mut e = e;
-        if let Some(first) = e.get_mut(0..1) {
-            first.make_ascii_uppercase();
-        }
-        format!("{e}.")
-    })
-}
-
-string_check_hook!(check_tenant_id, check_optional_guid);
-string_check_hook!(check_authority_host, check_required_url);
-string_check_hook!(check_issuers, check_url_list);
-string_check_hook!(check_jwks_uri, check_optional_url);
-string_check_hook!(check_audiences, check_non_empty_list);
-string_check_hook!(check_principal_claim, check_non_empty);
-string_check_hook!(check_allowed_algorithms, check_algorithms);
-string_check_hook!(check_admin_role, check_non_empty);
-string_check_hook!(check_database, check_non_empty);
-string_check_hook!(check_graph_endpoint, check_required_url);
-string_check_hook!(check_managed_identity_endpoint, check_optional_url);
-
-fn define_string(
-    name: &'static CStr,
-    short: &'static CStr,
-    setting: &'static GucSetting<Option<CString>>,
-    check: pg_sys::GucStringCheckHook,
-) {
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            name,
-            short,
-            c"",
-            setting,
-            GucContext::Sighup,
-            GucFlags::default(),
-            check,
-            None,
-            None,
-        );
-    }
-}
-
-pub fn define() {
-    define_string(
-        c"pgaadauth.tenant_id",
-        c"Microsoft Entra tenant id; derives the accepted issuers and the key location when those are unset.",
-        &TENANT_ID,
-        Some(check_tenant_id),
-    );
-    define_string(
-        c"pgaadauth.authority_host",
-        c"Base URL of the Entra authority (sovereign clouds, test issuers).",
-        &AUTHORITY_HOST,
-        Some(check_authority_host),
-    );
-    define_string(
-        c"pgaadauth.issuers",
-        c"Accepted token issuers (iss), comma-separated; derived from tenant_id when empty.",
-        &ISSUERS,
-        Some(check_issuers),
-    );
-    define_string(
-        c"pgaadauth.jwks_uri",
-        c"URL of the signing key set; OpenID discovery of each issuer when empty.",
-        &JWKS_URI,
-        Some(check_jwks_uri),
-    );
-    define_string(
-        c"pgaadauth.audiences",
-        c"Accepted token audiences (aud), comma-separated.",
-        &AUDIENCES,
-        Some(check_audiences),
-    );
-    define_string(
-        c"pgaadauth.principal_claim",
-        c"Token claim compared with the object id in a role's label.",
-        &PRINCIPAL_CLAIM,
-        Some(check_principal_claim),
-    );
-    define_string(
-        c"pgaadauth.allowed_algorithms",
-        c"Accepted token signature algorithms, comma-separated.",
-        &ALLOWED_ALGORITHMS,
-        Some(check_allowed_algorithms),
-    );
-    define_string(
-        c"pgaadauth.ca_file",
-        c"PEM file of extra trusted root certificates for the identity provider.",
-        &CA_FILE,
-        None,
-    );
-    define_string(
-        c"pgaadauth.admin_role",
-        c"Role that Entra administrators are members of.",
-        &ADMIN_ROLE,
-        Some(check_admin_role),
-    );
-    define_string(
-        c"pgaadauth.graph_endpoint",
-        c"Microsoft Graph-compatible directory for name resolution and group membership.",
-        &GRAPH_ENDPOINT,
-        Some(check_graph_endpoint),
-    );
-    define_string(
-        c"pgaadauth.client_id",
-        c"Application (client) id of the server's own credential for the directory.",
-        &CLIENT_ID,
-        None,
-    );
-    define_string(
-        c"pgaadauth.client_secret_file",
-        c"File holding the client secret of pgaadauth.client_id.",
-        &CLIENT_SECRET_FILE,
-        None,
-    );
-    define_string(
-        c"pgaadauth.managed_identity_endpoint",
-        c"IMDS-style token endpoint of a managed identity, instead of client_id and client_secret_file.",
-        &MANAGED_IDENTITY_ENDPOINT,
-        Some(check_managed_identity_endpoint),
-    );
-    GucRegistry::define_enum_guc(
-        c"pgaadauth.log_logins",
-        c"Which token logins get an audit line in the server log: all, failures or none.",
-        c"",
-        &LOG_LOGINS,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_enum_guc(
-        c"pgaadauth.session_lifetime",
-        c"Whether token sessions end when their token expires: unlimited or token.",
-        c"",
-        &SESSION_LIFETIME,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"pgaadauth.session_expiry_grace",
-        c"With pgaadauth.session_lifetime = token, how long a session outlives its token.",
-        c"",
-        &SESSION_EXPIRY_GRACE,
-        0,
-        7 * 86_400,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_bool_guc(
-        c"pgaadauth.session_claims",
-        c"Whether token sessions keep their token's verified claims for pgaadauth_session_claims().",
-        c"Read at login: sessions that logged in while it was off have none.",
-        &SESSION_CLAIMS,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    define_string(
-        c"pgaadauth.database",
-        c"The database whose pgaadauth.revocations table holds token revocations.",
-        &DATABASE,
-        Some(check_database),
-    );
-    GucRegistry::define_bool_guc(
-        c"pgaadauth.enable_group_sync",
-        c"Whether Entra group sync keeps a login role for each member of every group role.",
-        c"",
-        &ENABLE_GROUP_SYNC,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"pgaadauth.group_sync_interval",
-        c"How often the group sync worker syncs when pgaadauth.enable_group_sync is on.",
-        c"",
-        &GROUP_SYNC_INTERVAL,
-        1,
-        7 * 86_400,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"pgaadauth.group_cache_ttl",
-        c"How long directory answers about group membership are cached.",
-        c"",
-        &GROUP_CACHE_TTL,
-        0,
-        86_400,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"pgaadauth.clock_skew",
-        c"Leeway on the exp, nbf and iat claims of tokens.",
-        c"",
-        &CLOCK_SKEW,
-        0,
-        86_400,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_bool_guc(
-        c"pgaadauth.password_auth",
-        c"Whether roles without a pgaadauth label may log in with their PostgreSQL password on pgaadauth lines.",
-        c"",
-        &PASSWORD_AUTH,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"pgaadauth.refresh_interval",
-        c"How often the signing keys are fetched again.",
-        c"",
-        &REFRESH_INTERVAL,
-        1,
-        7 * 86_400,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"pgaadauth.http_timeout",
-        c"Time limit of one request to the identity provider.",
-        c"",
-        &HTTP_TIMEOUT,
-        100,
-        300_000,
-        GucContext::Sighup,
-        GucFlags::UNIT_MS,
-    );
-    GucRegistry::define_int_guc(
-        c"pgaadauth.min_refresh_interval",
-        c"Shortest time between key refreshes asked for by tokens with an unknown kid.",
-        c"",
-        &MIN_REFRESH_INTERVAL,
-        1,
-        86_400,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"pgaadauth.kid_miss_wait",
-        c"How long a login with an unknown kid waits for the keys to be refreshed.",
-        c"",
-        &KID_MISS_WAIT,
-        0,
-        60_000,
-        GucContext::Sighup,
-        GucFlags::UNIT_MS,
-    );
-    GucRegistry::define_int_guc(
-        c"pgaadauth.max_stale",
-        c"How long cached keys are still used after their refreshes started failing.",
-        c"",
-        &MAX_STALE,
-        1,
-        30 * 86_400,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_bool_guc(
-        c"pgaadauth.allow_http",
-        c"Permit plain-http identity provider endpoints (for tests only).",
-        c"",
-        &ALLOW_HTTP,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"pgaadauth.max_keys",
-        c"Number of signing keys the shared key table holds.",
-        c"",
-        &MAX_KEYS,
-        1,
-        4096,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
-    #[cfg(not(feature = "pg14"))]
-    unsafe {
-        pg_sys::MarkGUCPrefixReserved(c"pgaadauth".as_ptr())
-    };
-    #[cfg(feature = "pg14")]
-    unsafe {
-        pg_sys::EmitWarningsOnPlaceholders(c"pgaadauth".as_ptr())
-    };
 }

@@ -1,7 +1,6 @@
 //! Counters since server start, in shared memory (atomics): `pgaadauth_stats()`.
 
 use pgaadauth_core::token::REASON_CODES;
-use pgrx::pg_sys;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters other than the per-reason rejections.
@@ -51,15 +50,14 @@ pub fn shmem_size() -> usize {
     std::mem::size_of::<[AtomicU64; COUNT]>()
 }
 
-/// In shmem_startup, under AddinShmemInitLock.
-pub(crate) unsafe fn startup() {
+/// In shmem_startup, under AddinShmemInitLock (`crate::shmem`).
+pub(super) unsafe fn startup() {
     unsafe {
-        let mut found = false;
-        let ptr = pg_sys::ShmemInitStruct(c"pgaadauth stats".as_ptr(), shmem_size(), &mut found);
-        if !found {
-            std::ptr::write_bytes(ptr as *mut u8, 0, shmem_size());
-        }
-        COUNTERS = ptr as *const [AtomicU64; COUNT];
+        COUNTERS = super::segment(
+            c"pgaadauth stats",
+            shmem_size(),
+            |_: &mut [AtomicU64; COUNT]| {},
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 //! exclusive lock briefly to ask for a refresh (an unknown `kid`), which the worker serves with
 //! one fetch for every login waiting at that moment.
 
+use super::{Held, Text};
 use pgaadauth_core::config::KeySource;
 use pgaadauth_core::jwks::{
     Curve, KeyMaterial, PublicKey, MAX_KID, MAX_RSA_EXPONENT, MAX_RSA_MODULUS,
@@ -17,31 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const MAX_POINT: usize = 1 + 2 * 48;
 /// Key sources held at once: explicit issuers beyond this are refused by the worker.
 pub const MAX_SOURCES: usize = 8;
-const TRANCHE: &std::ffi::CStr = c"pgaadauth";
 const SEGMENT: &std::ffi::CStr = c"pgaadauth key table";
-
-/// Fixed-capacity text in shared memory, cut at a character boundary.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub(crate) struct Text<const N: usize> {
-    len: u16,
-    bytes: [u8; N],
-}
-
-impl<const N: usize> Text<N> {
-    pub(crate) fn set(&mut self, s: &str) {
-        let mut n = s.len().min(N);
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
-        self.bytes[..n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len = n as u16;
-    }
-
-    pub(crate) fn get(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
-    }
-}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -110,59 +87,25 @@ pub fn shmem_size() -> usize {
     size_for(crate::settings::MAX_KEYS.get() as usize)
 }
 
-/// In the postmaster's shmem_request phase: the key table, the mailbox, the counters, the
-/// session table and the revocations, and four locks (0: keys, 1: the group membership cache,
-/// 2: sessions, 3: revocations).
-unsafe fn request() {
+/// In shmem_startup, under AddinShmemInitLock (`crate::shmem`).
+pub(super) unsafe fn startup(lock: *mut pg_sys::LWLock) {
     unsafe {
-        pg_sys::RequestAddinShmemSpace(
-            shmem_size()
-                + crate::shmem::mailbox::shmem_size()
-                + crate::shmem::counters::shmem_size()
-                + crate::shmem::sessions::shmem_size()
-                + crate::shmem::revocations::shmem_size(),
-        );
-        pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 4);
+        TABLE = super::segment(SEGMENT, shmem_size(), |h: &mut Header| {
+            h.lock = lock;
+            h.capacity = crate::settings::MAX_KEYS.get() as u32;
+        });
     }
 }
 
-/// Lock `i` of the pgaadauth tranche (postmaster, at startup).
-pub(crate) unsafe fn tranche_lock(i: usize) -> *mut pg_sys::LWLock {
-    unsafe { &raw mut (*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr()).add(i)).lock }
-}
-
-/// In the postmaster's shmem_startup phase: create (or attach to) the table.
-unsafe fn startup() {
-    unsafe {
-        // AddinShmemInitLock is MainLWLockArray[21] (storage/lwlocklist.h).
-        let init_lock = &raw mut (*pg_sys::MainLWLockArray.add(21)).lock;
-        pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-        let mut found = false;
-        let size = shmem_size();
-        let ptr = pg_sys::ShmemInitStruct(SEGMENT.as_ptr(), size, &mut found) as *mut Header;
-        if !found {
-            std::ptr::write_bytes(ptr as *mut u8, 0, size);
-            (*ptr).lock = tranche_lock(0);
-            (*ptr).capacity = crate::settings::MAX_KEYS.get() as u32;
-        }
-        TABLE = ptr;
-        crate::shmem::mailbox::startup();
-        crate::shmem::counters::startup();
-        crate::shmem::sessions::startup();
-        crate::shmem::revocations::startup();
-        pg_sys::LWLockRelease(init_lock);
-    }
-}
-
-/// The table, locked in `mode` until dropped.
-struct Locked(&'static mut Header);
+/// The table, locked until dropped.
+struct Locked(&'static mut Header, #[allow(dead_code)] Held);
 
 impl Locked {
-    fn new(mode: pg_sys::LWLockMode::Type) -> Option<Locked> {
+    fn new(hold: fn(*mut pg_sys::LWLock) -> Held) -> Option<Locked> {
         // SAFETY: TABLE is set once in the postmaster, before any child is forked.
         let h = unsafe { (*std::ptr::addr_of!(TABLE)).as_mut()? };
-        unsafe { pg_sys::LWLockAcquire(h.lock, mode) };
-        Some(Locked(h))
+        let held = hold(h.lock);
+        Some(Locked(h, held))
     }
 
     fn entries(&mut self) -> &mut [Entry] {
@@ -176,22 +119,16 @@ impl Locked {
     }
 }
 
-impl Drop for Locked {
-    fn drop(&mut self) {
-        unsafe { pg_sys::LWLockRelease(self.0.lock) };
-    }
-}
-
 fn header() -> Option<&'static Header> {
     unsafe { (*std::ptr::addr_of!(TABLE)).as_ref() }
 }
 
 fn shared() -> Option<Locked> {
-    Locked::new(pg_sys::LWLockMode::LW_SHARED)
+    Locked::new(Held::shared)
 }
 
 fn exclusive() -> Option<Locked> {
-    Locked::new(pg_sys::LWLockMode::LW_EXCLUSIVE)
+    Locked::new(Held::exclusive)
 }
 
 fn encode(key: &PublicKey, source: usize) -> Entry {
@@ -470,7 +407,7 @@ pub fn refresh_and_wait(
                 if h.generation.load(Ordering::Acquire) != before {
                     return Refresh::Changed;
                 }
-                crate::shmem::wait::nap_until(deadline, std::time::Duration::from_millis(20));
+                super::wait::nap_until(deadline, std::time::Duration::from_millis(20));
                 now = pgaadauth_core::clock::unix_now();
             }
         }
@@ -486,7 +423,7 @@ pub fn refresh_and_wait(
             return Refresh::TimedOut;
         }
         // The worker does not know who waits: look every 5 ms (interrupts honoured).
-        crate::shmem::wait::nap_until(deadline, std::time::Duration::from_millis(5));
+        super::wait::nap_until(deadline, std::time::Duration::from_millis(5));
     }
 }
 
@@ -573,45 +510,3 @@ pub fn key_count() -> usize {
 
 // `Entry::alg` indexes ALL_ALGS from a u8, `Entry::source` the sources.
 const _: () = assert!(pgaadauth_core::config::ALL_ALGS.len() < 255 && MAX_SOURCES < 255);
-
-// ---- shared memory hooks ----------------------------------------------------------------
-
-static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
-#[cfg(not(feature = "pg14"))]
-static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
-
-#[cfg(not(feature = "pg14"))]
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn shmem_request_hook() {
-    unsafe {
-        if let Some(prev) = PREV_SHMEM_REQUEST {
-            prev();
-        }
-        request();
-    }
-}
-
-#[pgrx::pg_guard]
-unsafe extern "C-unwind" fn shmem_startup_hook() {
-    unsafe {
-        if let Some(prev) = PREV_SHMEM_STARTUP {
-            prev();
-        }
-        startup();
-    }
-}
-
-/// From `_PG_init`: reserve the table's shared memory and create it at startup.
-pub fn install_hooks() {
-    unsafe {
-        #[cfg(not(feature = "pg14"))]
-        {
-            PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
-            pg_sys::shmem_request_hook = Some(shmem_request_hook);
-        }
-        #[cfg(feature = "pg14")]
-        request();
-        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(shmem_startup_hook);
-    }
-}

@@ -7,7 +7,7 @@
 //! frees a slot it finishes after its backend gave up. A restarted worker re-asks the questions
 //! its predecessor was working on and frees those given up. Nothing is reclaimed by age.
 
-use crate::shmem::keys::Text;
+use super::{Held, Text};
 use pgrx::pg_sys;
 use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -84,17 +84,12 @@ pub fn shmem_size() -> usize {
     std::mem::size_of::<Mailbox>()
 }
 
-/// In shmem_startup, under AddinShmemInitLock.
-pub(crate) unsafe fn startup() {
+/// In shmem_startup, under AddinShmemInitLock (`crate::shmem`).
+pub(super) unsafe fn startup(cache_lock: *mut pg_sys::LWLock) {
     unsafe {
-        let mut found = false;
-        let ptr = pg_sys::ShmemInitStruct(c"pgaadauth mailbox".as_ptr(), shmem_size(), &mut found)
-            as *mut Mailbox;
-        if !found {
-            std::ptr::write_bytes(ptr as *mut u8, 0, shmem_size());
-            (*ptr).cache_lock = crate::shmem::keys::tranche_lock(1);
-        }
-        MAILBOX = ptr;
+        MAILBOX = super::segment(c"pgaadauth mailbox", shmem_size(), |m: &mut Mailbox| {
+            m.cache_lock = cache_lock;
+        });
     }
 }
 
@@ -289,7 +284,7 @@ pub fn ask(question: Question, arg1: &str, arg2: &str, wait: Duration) -> Result
                 wait.as_millis()
             ));
         }
-        crate::shmem::wait::nap_until(deadline, Duration::from_millis(50));
+        super::wait::nap_until(deadline, Duration::from_millis(50));
     }
 }
 
@@ -300,13 +295,13 @@ pub fn cached_membership(member: &str, group: &str, now: i64) -> Option<bool> {
         return None;
     }
     let mb = mailbox()?;
-    unsafe { pg_sys::LWLockAcquire(mb.cache_lock, pg_sys::LWLockMode::LW_SHARED) };
+    let held = Held::shared(mb.cache_lock);
     let found = mb
         .cache
         .iter()
         .find(|c| c.expires_at > now && c.member.get() == member && c.group.get() == group)
         .map(|c| c.is_member);
-    unsafe { pg_sys::LWLockRelease(mb.cache_lock) };
+    drop(held);
     found
 }
 
@@ -329,7 +324,7 @@ pub fn cache_membership(member: &str, group: &str, is_member: bool, now: i64, ex
         return;
     }
     let Some(mb) = mailbox() else { return };
-    unsafe { pg_sys::LWLockAcquire(mb.cache_lock, pg_sys::LWLockMode::LW_EXCLUSIVE) };
+    let held = Held::exclusive(mb.cache_lock);
     let i = mb
         .cache
         .iter()
@@ -344,7 +339,7 @@ pub fn cache_membership(member: &str, group: &str, is_member: bool, now: i64, ex
     c.group.set(group);
     c.is_member = is_member;
     c.expires_at = expires_at;
-    unsafe { pg_sys::LWLockRelease(mb.cache_lock) };
+    drop(held);
 }
 
 /// Answer every waiting question with `answer(question, arg1, arg2)`.

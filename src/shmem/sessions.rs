@@ -5,6 +5,7 @@
 //! session worker and revocations only read slots and set a slot's end reason. The table holds
 //! one slot per possible client connection and WAL sender, so it is never full.
 
+use super::{Held, Text};
 use pgaadauth_core::session::{must_end, EndReason, Lifetime, OpenSession};
 use pgrx::pg_sys;
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU8, Ordering};
@@ -21,34 +22,6 @@ pub struct Identity {
     pub via_group: Option<String>,
     pub expires: Option<i64>,
     pub issued: Option<i64>,
-}
-
-/// A string of at most N bytes, cut at a character boundary.
-#[repr(C)]
-struct Text<const N: usize> {
-    /// u16::MAX: none.
-    len: u16,
-    bytes: [u8; N],
-}
-
-impl<const N: usize> Text<N> {
-    fn set(&mut self, s: Option<&str>) {
-        let Some(s) = s else {
-            self.len = u16::MAX;
-            return;
-        };
-        let mut end = s.len().min(N);
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.bytes[..end].copy_from_slice(&s.as_bytes()[..end]);
-        self.len = end as u16;
-    }
-
-    fn get(&self) -> Option<String> {
-        (self.len != u16::MAX)
-            .then(|| String::from_utf8_lossy(&self.bytes[..self.len as usize]).into_owned())
-    }
 }
 
 const NONE: i64 = i64::MIN;
@@ -97,18 +70,13 @@ pub fn shmem_size() -> usize {
     std::mem::size_of::<Header>() + capacity() * std::mem::size_of::<Slot>()
 }
 
-/// In shmem_startup, under AddinShmemInitLock.
-pub(crate) unsafe fn startup() {
+/// In shmem_startup, under AddinShmemInitLock (`crate::shmem`).
+pub(super) unsafe fn startup(lock: *mut pg_sys::LWLock) {
     unsafe {
-        let mut found = false;
-        let ptr = pg_sys::ShmemInitStruct(c"pgaadauth sessions".as_ptr(), shmem_size(), &mut found)
-            as *mut Header;
-        if !found {
-            std::ptr::write_bytes(ptr as *mut u8, 0, shmem_size());
-            (*ptr).lock = crate::shmem::keys::tranche_lock(2);
-            (*ptr).capacity = capacity() as u32;
-        }
-        TABLE = ptr;
+        TABLE = super::segment(c"pgaadauth sessions", shmem_size(), |h: &mut Header| {
+            h.lock = lock;
+            h.capacity = capacity() as u32;
+        });
     }
 }
 
@@ -136,21 +104,6 @@ unsafe fn slot_mut(index: usize) -> &'static mut Slot {
     unsafe { &mut *first_slot(TABLE).add(index) }
 }
 
-struct Locked(*mut pg_sys::LWLock);
-
-impl Locked {
-    fn new(lock: *mut pg_sys::LWLock, mode: pg_sys::LWLockMode::Type) -> Locked {
-        unsafe { pg_sys::LWLockAcquire(lock, mode) };
-        Locked(lock)
-    }
-}
-
-impl Drop for Locked {
-    fn drop(&mut self) {
-        unsafe { pg_sys::LWLockRelease(self.0) };
-    }
-}
-
 /// Record this backend's login in its slot, freed when the backend exits.
 pub fn register(identity: &Identity) {
     let Some((header, _)) = slots() else {
@@ -158,7 +111,7 @@ pub fn register(identity: &Identity) {
     };
     // First the exit callback, so that a slot with this pid is always freed at exit.
     unsafe { pg_sys::before_shmem_exit(Some(free_my_slot), pg_sys::Datum::from(0usize)) };
-    let lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let lock = Held::exclusive(header.lock);
     let free = slots().and_then(|(_, slots)| {
         slots
             .iter()
@@ -170,16 +123,16 @@ pub fn register(identity: &Identity) {
         return;
     };
     let slot = unsafe { slot_mut(index) };
-    slot.method.set(Some(&identity.method));
-    slot.object_id.set(identity.object_id.as_deref());
+    slot.method.set_opt(Some(&identity.method));
+    slot.object_id.set_opt(identity.object_id.as_deref());
     slot.object_id_cut = identity
         .object_id
         .as_ref()
         .is_some_and(|o| o.len() > pgaadauth_core::session::MAX_OBJECT_ID_LEN);
-    slot.tenant_id.set(identity.tenant_id.as_deref());
-    slot.upn.set(identity.upn.as_deref());
-    slot.app_id.set(identity.app_id.as_deref());
-    slot.via_group.set(identity.via_group.as_deref());
+    slot.tenant_id.set_opt(identity.tenant_id.as_deref());
+    slot.upn.set_opt(identity.upn.as_deref());
+    slot.app_id.set_opt(identity.app_id.as_deref());
+    slot.via_group.set_opt(identity.via_group.as_deref());
     slot.expires = identity.expires.unwrap_or(NONE);
     slot.issued = identity.issued.unwrap_or(NONE);
     slot.end_kind.store(0, Ordering::Relaxed);
@@ -194,7 +147,7 @@ unsafe extern "C-unwind" fn free_my_slot(_code: i32, _arg: pg_sys::Datum) {
         return;
     };
     if let Some((header, slots)) = slots() {
-        let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let _lock = Held::exclusive(header.lock);
         slots[index].pid.store(0, Ordering::Relaxed);
     }
 }
@@ -204,7 +157,7 @@ pub fn rows() -> Vec<(i32, Identity)> {
     let Some((header, slots)) = slots() else {
         return vec![];
     };
-    let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_SHARED);
+    let _lock = Held::shared(header.lock);
     slots
         .iter()
         .filter(|s| s.pid.load(Ordering::Relaxed) != 0)
@@ -213,12 +166,12 @@ pub fn rows() -> Vec<(i32, Identity)> {
             (
                 s.pid.load(Ordering::Relaxed),
                 Identity {
-                    method: s.method.get().unwrap_or_default(),
-                    object_id: s.object_id.get(),
-                    tenant_id: s.tenant_id.get(),
-                    upn: s.upn.get(),
-                    app_id: s.app_id.get(),
-                    via_group: s.via_group.get(),
+                    method: s.method.get_opt().map(String::from).unwrap_or_default(),
+                    object_id: s.object_id.get_opt().map(String::from),
+                    tenant_id: s.tenant_id.get_opt().map(String::from),
+                    upn: s.upn.get_opt().map(String::from),
+                    app_id: s.app_id.get_opt().map(String::from),
+                    via_group: s.via_group.get_opt().map(String::from),
                     expires: time(s.expires),
                     issued: time(s.issued),
                 },
@@ -241,7 +194,7 @@ pub fn end_due(
     };
     let mut ended = Vec::new();
     {
-        let _lock = Locked::new(header.lock, pg_sys::LWLockMode::LW_SHARED);
+        let _lock = Held::shared(header.lock);
         for slot in slots.iter() {
             let pid = slot.pid.load(Ordering::Relaxed);
             if pid == 0 || slot.expires == NONE || slot.end_kind.load(Ordering::Acquire) != 0 {
@@ -251,7 +204,11 @@ pub fn end_due(
                 exp: slot.expires,
                 iat: (slot.issued != NONE).then_some(slot.issued),
             };
-            let object_id = slot.object_id.get().unwrap_or_default();
+            let object_id = slot
+                .object_id
+                .get_opt()
+                .map(String::from)
+                .unwrap_or_default();
             let revoked = if slot.object_id_cut {
                 None
             } else {

@@ -1,25 +1,11 @@
 //! SQL functions with Azure Database for PostgreSQL's names and shapes.
 
-use crate::catalog::labels::{as_bootstrap_superuser, c_string, require_principal_manager};
+use crate::catalog::managers::{as_bootstrap_superuser, require_principal_manager};
+use crate::catalog::names::{c_string, quote_ident, quote_literal, role_exists};
 use crate::settings;
 use pgaadauth_core::label::{normalize_guid, Label, PrincipalType};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use std::ffi::CStr;
-
-pub(crate) fn quote_ident(name: &str) -> String {
-    let c = c_string(name);
-    unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
-        .to_string_lossy()
-        .into_owned()
-}
-
-fn quote_literal(text: &str) -> String {
-    let c = c_string(text);
-    unsafe { CStr::from_ptr(pg_sys::quote_literal_cstr(c.as_ptr())) }
-        .to_string_lossy()
-        .into_owned()
-}
 
 fn invalid_argument(message: String, hint: &str) -> ! {
     ErrorReport::new(
@@ -40,12 +26,6 @@ fn label_role(rolename: &str, label: &Label) {
         quote_literal(&label.to_string())
     ))
     .unwrap_or_else(|e| error!("could not label role \"{rolename}\": {e}"));
-}
-
-fn role_exists(name: &str) -> bool {
-    // A catalog lookup, no SQL: it also runs with the superuser's rights.
-    let name = c_string(name);
-    unsafe { pg_sys::get_role_oid(name.as_ptr(), true) != pg_sys::InvalidOid }
 }
 
 /// Create the role Entra administrators are members of, when it does not exist yet.
@@ -237,7 +217,7 @@ fn pgaadauth_create_principal(rolename: &str, isadmin: bool, ismfa: bool) -> Str
                     format!("could not resolve \"{rolename}\" in the directory"),
                     "pgaadauth",
                 )
-                .set_detail(format!("{}.", crate::catalog::labels::capitalized(&why)))
+                .set_detail(format!("{}.", crate::catalog::names::capitalized(&why)))
                 .report(PgLogLevel::ERROR);
                 unreachable!()
             });
@@ -272,216 +252,4 @@ fn pgaadauth_label_fields(
         Err(_) => (None, None, None, None, None),
     };
     TableIterator::once(row)
-}
-
-extension_sql_file!(
-    "../../sql/pgaadauth.sql",
-    name = "pgaadauth_sql",
-    requires = [
-        pgaadauth_label_fields,
-        pgaadauth_jwks_rows,
-        pgaadauth_validate_token_for
-    ]
-);
-
-/// Raw rows of `pgaadauth_jwks_status()` (times as Unix seconds); superusers and Entra admins.
-#[allow(clippy::type_complexity)]
-#[pg_extern(volatile, parallel_restricted)]
-fn pgaadauth_jwks_rows() -> TableIterator<
-    'static,
-    (
-        name!(source, String),
-        name!(issuer, Option<String>),
-        name!(kid, Option<String>),
-        name!(kty, Option<String>),
-        name!(alg, Option<String>),
-        name!(fetched_at, Option<i64>),
-        name!(next_refresh, Option<i64>),
-        name!(last_error, Option<String>),
-        name!(refreshes, i64),
-        name!(failures, i64),
-    ),
-> {
-    require_principal_manager("read the pgaadauth key status");
-    let rows: Vec<_> = crate::shmem::keys::status()
-        .into_iter()
-        .map(|r| {
-            (
-                r.source,
-                r.issuer,
-                r.kid,
-                r.kty.map(String::from),
-                r.alg,
-                r.fetched_at,
-                r.next_refresh,
-                r.last_error,
-                r.refreshes,
-                r.failures,
-            )
-        })
-        .collect();
-    TableIterator::new(rows)
-}
-
-/// Fetch every key source now and wait for the outcome (not rate-limited).
-#[pg_extern(volatile, parallel_unsafe)]
-fn pgaadauth_refresh_jwks() -> String {
-    use crate::shmem::keys::{refresh_and_wait, Refresh};
-    require_principal_manager("refresh the pgaadauth signing keys");
-    let sources = settings::issuer_settings().key_sources().len().max(1) as u32;
-    // Discovery and key set for each source, each within http_timeout, and a margin.
-    let wait = settings::http_timeout() * 2 * sources + std::time::Duration::from_secs(2);
-    let now = pgaadauth_core::clock::unix_now();
-    match refresh_and_wait(now, &settings::timing(), wait, false) {
-        Refresh::NoWorker => {
-            ErrorReport::new(
-                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "the pgaadauth key worker is not running",
-                "pgaadauth",
-            )
-            .set_hint("Check the server log; the postmaster restarts the worker after it exits.")
-            .report(PgLogLevel::ERROR);
-            unreachable!()
-        }
-        Refresh::TimedOut => {
-            warning!(
-                "pgaadauth: the key refresh did not finish within {} s",
-                wait.as_secs()
-            );
-        }
-        Refresh::Changed | Refresh::Unchanged | Refresh::RateLimited => {}
-    }
-    let status = crate::shmem::keys::status();
-    let errors: Vec<String> = status
-        .iter()
-        .filter_map(|r| r.last_error.as_ref().map(|e| format!("{}: {e}", r.source)))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    for e in &errors {
-        warning!("pgaadauth: {e}");
-    }
-    let keys = status.iter().filter(|r| r.kid.is_some()).count();
-    let failed = status
-        .iter()
-        .filter(|r| r.last_error.is_some())
-        .map(|r| &r.source)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    let total = status
-        .iter()
-        .map(|r| &r.source)
-        .collect::<std::collections::BTreeSet<_>>()
-        .len();
-    format!(
-        "{keys} signing keys cached; {} of {total} key sources refreshed",
-        total - failed
-    )
-}
-
-/// Counters since server start (superusers, Entra admins and pg_monitor members).
-#[pg_extern(volatile, parallel_safe)]
-fn pgaadauth_stats() -> TableIterator<'static, (name!(counter, String), name!(value, i64))> {
-    let monitor = unsafe {
-        pg_sys::has_privs_of_role(
-            pg_sys::GetUserId(),
-            pg_sys::Oid::from(pg_sys::ROLE_PG_MONITOR),
-        )
-    };
-    if !monitor {
-        require_principal_manager("read the pgaadauth statistics");
-    }
-    let mut rows = crate::shmem::counters::snapshot();
-    rows.push((
-        "mailbox_slots_in_use".into(),
-        crate::shmem::mailbox::slots_in_use() as i64,
-    ));
-    TableIterator::new(rows)
-}
-
-/// Decode a token and decide it exactly as a login to `role` would (without a role: everything
-/// but the principal's mapping). Header and claims, never the signature. Superusers and Entra
-/// admins; errors leave the statement (which holds the token) out of the log.
-#[pg_extern(volatile, parallel_unsafe)]
-fn pgaadauth_validate_token_for(token: &str, role: Option<&str>) -> pgrx::JsonB {
-    use crate::catalog::labels::{label_of_role_name, RoleLabel};
-    use pgaadauth_core::label::Label;
-    use serde_json::{json, Value};
-    crate::catalog::labels::require_principal_manager_quietly("validate tokens");
-    let part = |i: usize| -> Value {
-        use base64::Engine;
-        token
-            .split('.')
-            .nth(i)
-            .and_then(|p| {
-                base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(p)
-                    .ok()
-            })
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null)
-    };
-    let (header, claims) = (part(0), part(1));
-    let principal_claim = settings::text(&settings::PRINCIPAL_CLAIM);
-    let label: Result<Label, String> = match role {
-        Some(name) => match label_of_role_name(&c_string(name)) {
-            RoleLabel::Label(l) => Ok(l),
-            RoleLabel::Malformed(e) => Err(format!("The role's pgaadauth label is malformed: {e}.")),
-            RoleLabel::None if role_exists(name) => Err(format!(
-                "Role \"{name}\" has no pgaadauth label: a login would check its PostgreSQL password instead (or be refused when pgaadauth.password_auth is off)."
-            )),
-            RoleLabel::None => Err(format!("Role \"{name}\" does not exist.")),
-        },
-        // No role: a label that accepts the token's own principal.
-        None => Ok(Label {
-            oid: claims
-                .get(&principal_claim)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-            principal_type: PrincipalType::User,
-            tid: None,
-            admin: false,
-            mfa: false,
-            synced: false,
-            disabled: false,
-        }),
-    };
-    let mut out = json!({"header": header, "claims": claims, "role": role});
-    match label.map(|l| crate::login::hook::decide_token(token, &l)) {
-        Err(reason) => {
-            out["verdict"] = json!("rejected");
-            out["reason"] = json!(reason);
-            out["reason_code"] = json!("no_label");
-        }
-        Ok(Ok(v)) => {
-            out["verdict"] = json!("accepted");
-            out["reason"] = Value::Null;
-            out["principal"] = json!(v.principal);
-            out["via_group"] = json!(v.via_group);
-        }
-        Ok(Err((reject, note))) => {
-            out["verdict"] = json!("rejected");
-            out["reason"] = json!(format!("{reject}{note}"));
-            out["reason_code"] = json!(reject.code());
-        }
-    }
-    let kid = out["header"]
-        .get("kid")
-        .and_then(Value::as_str)
-        .map(String::from);
-    let iss = out["claims"]
-        .get("iss")
-        .and_then(Value::as_str)
-        .map(String::from);
-    out["issuer_accepted"] = json!(iss
-        .as_ref()
-        .is_some_and(|i| settings::policy().issuers.contains(i)));
-    out["key"] = crate::shmem::keys::status()
-        .into_iter()
-        .find(|r| r.kid.is_some() && r.kid == kid)
-        .map_or(Value::Null, |r| {
-            json!({"kid": r.kid, "kty": r.kty, "alg": r.alg, "source": r.source, "issuer": r.issuer})
-        });
-    pgrx::JsonB(out)
 }

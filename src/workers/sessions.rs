@@ -51,7 +51,7 @@ pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
     let mut warned_overflow = false;
     loop {
         let generation = revocations::generation();
-        let read = BackgroundWorker::transaction(revocations::read_table);
+        let read = BackgroundWorker::transaction(crate::catalog::revocations::read_table);
         match read {
             Ok(rows) => {
                 let overflowed = match revocations::replace_all(&rows, generation) {

@@ -1,0 +1,47 @@
+//! Names in SQL and C: quoting identifiers and literals, role names by oid, C strings.
+
+use pgrx::pg_sys;
+use std::ffi::{CStr, CString};
+
+pub fn quote_ident(name: &str) -> String {
+    let c = c_string(name);
+    unsafe { CStr::from_ptr(pg_sys::quote_identifier(c.as_ptr())) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+pub fn quote_literal(text: &str) -> String {
+    let c = c_string(text);
+    unsafe { CStr::from_ptr(pg_sys::quote_literal_cstr(c.as_ptr())) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+pub fn role_name(roleid: pg_sys::Oid) -> String {
+    let name = unsafe { pg_sys::GetUserNameFromId(roleid, true) };
+    if name.is_null() {
+        format!("{}", roleid.to_u32())
+    } else {
+        unsafe { CStr::from_ptr(name) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+pub fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+/// `name` as a C string; role names never hold NUL, but never panic on one.
+pub fn c_string(name: &str) -> CString {
+    CString::new(name.replace('\0', "")).unwrap_or_default()
+}
+
+pub fn role_exists(name: &str) -> bool {
+    // A catalog lookup, no SQL: it also runs with the superuser's rights.
+    let name = c_string(name);
+    unsafe { pg_sys::get_role_oid(name.as_ptr(), true) != pg_sys::InvalidOid }
+}
