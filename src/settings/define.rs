@@ -1,7 +1,7 @@
 //! The definitions of the `pgaadauth.*` settings, with check hooks that refuse a bad value with
-//! a clear message, and an assign hook on every text setting that marks what is derived from
-//! them stale (re-derived at its next use, once per change instead of once per login).
+//! a clear message, and assign hooks on the settings the token policy is derived from.
 
+use super::derived::{self, Input};
 use super::*;
 use pgaadauth_core::config::{check_url, parse_algorithms, split_list};
 use pgaadauth_core::label::normalize_guid;
@@ -105,17 +105,35 @@ string_check_hook!(check_database, check_non_empty);
 string_check_hook!(check_graph_endpoint, check_required_url);
 string_check_hook!(check_managed_identity_endpoint, check_optional_url);
 
-/// Every text setting's assign hook.
-#[pg_guard]
-unsafe extern "C-unwind" fn text_assigned(_newval: *const c_char, _extra: *mut c_void) {
-    mark_derived_stale();
+macro_rules! derived_input_hook {
+    ($name:ident, $input:expr) => {
+        /// The assign hook of a setting the policy is derived from.
+        #[pg_guard]
+        unsafe extern "C-unwind" fn $name(newval: *const c_char, _extra: *mut c_void) {
+            let value = if newval.is_null() {
+                std::borrow::Cow::Borrowed("")
+            } else {
+                unsafe { CStr::from_ptr(newval) }.to_string_lossy()
+            };
+            derived::assigned($input, &value);
+        }
+    };
 }
+
+derived_input_hook!(assign_tenant_id, Input::TenantId);
+derived_input_hook!(assign_authority_host, Input::AuthorityHost);
+derived_input_hook!(assign_issuers, Input::Issuers);
+derived_input_hook!(assign_jwks_uri, Input::JwksUri);
+derived_input_hook!(assign_audiences, Input::Audiences);
+derived_input_hook!(assign_principal_claim, Input::PrincipalClaim);
+derived_input_hook!(assign_allowed_algorithms, Input::AllowedAlgorithms);
 
 fn define_string(
     name: &'static CStr,
     short: &'static CStr,
     setting: &'static GucSetting<Option<CString>>,
     check: pg_sys::GucStringCheckHook,
+    assign: pg_sys::GucStringAssignHook,
 ) {
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
@@ -126,7 +144,7 @@ fn define_string(
             GucContext::Sighup,
             GucFlags::default(),
             check,
-            Some(text_assigned),
+            assign,
             None,
         );
     }
@@ -138,47 +156,55 @@ pub fn define() {
         c"Microsoft Entra tenant id; derives the accepted issuers and the key location when those are unset.",
         &TENANT_ID,
         Some(check_tenant_id),
+        Some(assign_tenant_id),
     );
     define_string(
         c"pgaadauth.authority_host",
         c"Base URL of the Entra authority (sovereign clouds, test issuers).",
         &AUTHORITY_HOST,
         Some(check_authority_host),
+        Some(assign_authority_host),
     );
     define_string(
         c"pgaadauth.issuers",
         c"Accepted token issuers (iss), comma-separated; derived from tenant_id when empty.",
         &ISSUERS,
         Some(check_issuers),
+        Some(assign_issuers),
     );
     define_string(
         c"pgaadauth.jwks_uri",
         c"URL of the signing key set; OpenID discovery of each issuer when empty.",
         &JWKS_URI,
         Some(check_jwks_uri),
+        Some(assign_jwks_uri),
     );
     define_string(
         c"pgaadauth.audiences",
         c"Accepted token audiences (aud), comma-separated.",
         &AUDIENCES,
         Some(check_audiences),
+        Some(assign_audiences),
     );
     define_string(
         c"pgaadauth.principal_claim",
         c"Token claim compared with the object id in a role's label.",
         &PRINCIPAL_CLAIM,
         Some(check_principal_claim),
+        Some(assign_principal_claim),
     );
     define_string(
         c"pgaadauth.allowed_algorithms",
         c"Accepted token signature algorithms, comma-separated.",
         &ALLOWED_ALGORITHMS,
         Some(check_allowed_algorithms),
+        Some(assign_allowed_algorithms),
     );
     define_string(
         c"pgaadauth.ca_file",
         c"PEM file of extra trusted root certificates for the identity provider.",
         &CA_FILE,
+        None,
         None,
     );
     define_string(
@@ -186,17 +212,20 @@ pub fn define() {
         c"Role that Entra administrators are members of.",
         &ADMIN_ROLE,
         Some(check_admin_role),
+        None,
     );
     define_string(
         c"pgaadauth.graph_endpoint",
         c"Microsoft Graph-compatible directory for name resolution and group membership.",
         &GRAPH_ENDPOINT,
         Some(check_graph_endpoint),
+        None,
     );
     define_string(
         c"pgaadauth.client_id",
         c"Application (client) id of the server's own credential for the directory.",
         &CLIENT_ID,
+        None,
         None,
     );
     define_string(
@@ -204,12 +233,14 @@ pub fn define() {
         c"File holding the client secret of pgaadauth.client_id.",
         &CLIENT_SECRET_FILE,
         None,
+        None,
     );
     define_string(
         c"pgaadauth.managed_identity_endpoint",
         c"IMDS-style token endpoint of a managed identity, instead of client_id and client_secret_file.",
         &MANAGED_IDENTITY_ENDPOINT,
         Some(check_managed_identity_endpoint),
+        None,
     );
     GucRegistry::define_enum_guc(
         c"pgaadauth.log_logins",
@@ -250,6 +281,7 @@ pub fn define() {
         c"The database whose pgaadauth.revocations table holds token revocations.",
         &DATABASE,
         Some(check_database),
+        None,
     );
     GucRegistry::define_bool_guc(
         c"pgaadauth.enable_group_sync",

@@ -1,19 +1,17 @@
 //! The `pgaadauth.*` settings: typed readers, and what is derived from them (the token policy,
-//! the issuers) once per change of a setting rather than once per login. Their definitions and
-//! checks are in [`define`]. Imports nothing of the extension.
+//! the issuers: [`derived`], computed when a setting is assigned, never per login). Their
+//! definitions and checks are in [`define`]. Imports nothing of the extension.
 
 mod define;
+mod derived;
 
 pub use define::define;
 
-use pgaadauth_core::config::{parse_algorithms, split_list, IssuerSettings};
-use pgaadauth_core::label::normalize_guid;
+use pgaadauth_core::config::IssuerSettings;
 use pgaadauth_core::token::Policy;
 use pgrx::guc::GucSetting;
-use std::cell::RefCell;
 use std::ffi::CString;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 pub static TENANT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static AUTHORITY_HOST: GucSetting<Option<CString>> =
@@ -96,61 +94,13 @@ pub fn text(setting: &GucSetting<Option<CString>>) -> String {
         .unwrap_or_default()
 }
 
-/// Set by the assign hook of every text setting: what is derived from them is read again.
-static DERIVED_STALE: AtomicBool = AtomicBool::new(true);
-
-/// What the text settings give, derived once per change of them.
-struct Derived {
-    issuers: IssuerSettings,
-    policy: Rc<Policy>,
-}
-
-thread_local! {
-    static DERIVED: RefCell<Option<Rc<Derived>>> = const { RefCell::new(None) };
-}
-
-/// A text setting changed in this process (a reload, `SET`, the end of a transaction that set
-/// one): derive again at the next use. PostgreSQL calls assign hooks before it stores the new
-/// value, so deriving waits for that use.
-pub(crate) fn mark_derived_stale() {
-    DERIVED_STALE.store(true, Ordering::Release);
-}
-
-fn derived() -> Rc<Derived> {
-    DERIVED.with(|d| {
-        let mut d = d.borrow_mut();
-        if DERIVED_STALE.swap(false, Ordering::AcqRel) || d.is_none() {
-            let issuers = IssuerSettings {
-                tenant_id: normalize_guid(&text(&TENANT_ID)).unwrap_or_default(),
-                authority_host: text(&AUTHORITY_HOST),
-                issuers: text(&ISSUERS),
-                jwks_uri: text(&JWKS_URI),
-            };
-            let policy = Policy {
-                issuers: issuers.accepted_issuers(),
-                audiences: split_list(&text(&AUDIENCES)),
-                // The check hook refuses invalid lists, so this cannot fail for a value in force.
-                algorithms: parse_algorithms(&text(&ALLOWED_ALGORITHMS)).unwrap_or_default(),
-                principal_claim: text(&PRINCIPAL_CLAIM),
-                clock_skew: i64::from(CLOCK_SKEW.get()),
-                tenant_id: normalize_guid(&text(&TENANT_ID)),
-            };
-            *d = Some(Rc::new(Derived {
-                issuers,
-                policy: Rc::new(policy),
-            }));
-        }
-        d.clone().expect("derived just now")
-    })
-}
-
 pub fn issuer_settings() -> IssuerSettings {
-    derived().issuers.clone()
+    derived::current().issuers.clone()
 }
 
 /// What a token must satisfy, from the current settings.
 pub fn policy() -> Rc<Policy> {
-    let policy = derived().policy.clone();
+    let policy = derived::current().policy.clone();
     // An integer setting (no assign hook): read each time, which costs nothing.
     let skew = i64::from(CLOCK_SKEW.get());
     if policy.clock_skew == skew {
