@@ -2,7 +2,7 @@
 //! message (the first four bytes are the result, the rest the message).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use pgaadauth_core::pgbouncer::{Answer, MAX_ANSWER};
+use pgaadauth_core::pooler::{Answer, MAX_ANSWER};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 4 {

@@ -14,7 +14,7 @@ use crate::login::outcome;
 use crate::settings;
 use crate::shmem::counters::{self, Counter};
 use pgaadauth_core::log_text::log_safe;
-use pgaadauth_core::pgbouncer::{looks_cut_by_pgbouncer, Answer};
+use pgaadauth_core::pooler::{looks_cut_by_pgbouncer, Answer};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use std::ffi::{c_char, c_int, CStr, CString};

@@ -334,22 +334,32 @@ impl KeyLookup for SharedKeys {
     fn keys(&self, kid: &str) -> Result<Vec<CachedKey>, Reject> {
         let mut t = shared().ok_or_else(|| Reject::UnknownKid(kid.into()))?;
         let n = t.0.nkeys as usize;
+        // Copy out only what the keys of this kid need (their entries, and the issuer and
+        // failure time of their sources), then let go of the lock.
         let entries: Vec<Entry> = t.entries()[..n]
             .iter()
             .filter(|e| e.kid.get() == kid)
             .copied()
             .collect();
-        let sources = t.sources().to_vec();
+        let sources: Vec<Option<(String, i64)>> = entries
+            .iter()
+            .map(|e| {
+                t.sources()
+                    .get(e.source as usize)
+                    .map(|s| (s.issuer.get().to_string(), s.failing_since))
+            })
+            .collect();
         drop(t);
         let found: Vec<CachedKey> = entries
             .iter()
-            .filter_map(|e| {
-                let s = sources.get(e.source as usize)?;
-                let expired = schedule::is_expired(s.failing_since, self.now, &self.timing)
-                    .then(|| self.now - s.failing_since);
+            .zip(sources)
+            .filter_map(|(e, source)| {
+                let (issuer, failing_since) = source?;
+                let expired = schedule::is_expired(failing_since, self.now, &self.timing)
+                    .then(|| self.now - failing_since);
                 Some(CachedKey {
                     key: decode(e),
-                    issuer: Some(s.issuer.get().to_string()).filter(|i| !i.is_empty()),
+                    issuer: Some(issuer).filter(|i| !i.is_empty()),
                     expired,
                 })
             })

@@ -3,7 +3,7 @@
 //! protocol (no statement text, so no log line or `pg_stat_activity` row holds the password).
 //! Only roles granted EXECUTE may call it. The decision is the login's (crate::login::pooler).
 
-use pgaadauth_core::pgbouncer::{ACCEPTED, REFUSED};
+use pgaadauth_core::pooler::{ACCEPTED, REFUSED};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 

@@ -15,7 +15,7 @@ pub mod jwks;
 pub mod label;
 pub mod log_text;
 pub mod oauth_line;
-pub mod pgbouncer;
+pub mod pooler;
 pub mod sasl;
 pub mod schedule;
 pub mod session;

@@ -11,7 +11,7 @@
 mod server;
 
 use pgaadauth_core::log_text::log_safe;
-use pgaadauth_core::pgbouncer::{looks_cut_by_pgbouncer, Answer, ModuleArgs};
+use pgaadauth_core::pooler::{looks_cut_by_pgbouncer, Answer, ModuleArgs};
 use server::{Failure, Server};
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::sync::Mutex;

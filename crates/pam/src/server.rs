@@ -11,7 +11,7 @@
 //! which makes libpq return. The duplicate keeps the socket's number from being reused by
 //! PgBouncer while the watchdog may still act on it.
 
-use pgaadauth_core::pgbouncer::{Answer, MAX_ANSWER};
+use pgaadauth_core::pooler::{Answer, MAX_ANSWER};
 use std::ffi::{c_char, c_int, c_short, c_void, CStr, CString};
 use std::sync::mpsc;
 use std::sync::Mutex;
