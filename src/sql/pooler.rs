@@ -50,9 +50,8 @@ fn old_pooler_login() -> pg_sys::Datum {
     unreachable!()
 }
 
-extension_sql!(
-    "-- Only the roles of connection poolers, granted EXECUTE by an administrator, may ask.\n\
-     REVOKE ALL ON FUNCTION pg_catalog.pgaadauth_pooler_login(text, text, text) FROM PUBLIC;\n",
+extension_sql_file!(
+    "../../sql/pooler.sql",
     name = "pgaadauth_pooler_login_acl",
     requires = [pooler_login_checked]
 );

@@ -1,0 +1,142 @@
+//! Tests of `directory.rs`.
+
+use super::*;
+
+const GRAPH: &str = "https://graph.microsoft.com";
+
+#[test]
+fn client_credentials_token_request() {
+    let c = Credential::ClientSecret {
+        authority_host: "https://login.microsoftonline.com/".into(),
+        tenant: "t1".into(),
+        client_id: "app".into(),
+        secret: "s3cr&t=".into(),
+    };
+    let r = token_request(&c, GRAPH);
+    assert_eq!(r.method, "POST");
+    assert_eq!(
+        r.url,
+        "https://login.microsoftonline.com/t1/oauth2/v2.0/token"
+    );
+    assert_eq!(
+        r.body.unwrap().1,
+        "grant_type=client_credentials&client_id=app&client_secret=s3cr%26t%3D&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"
+    );
+}
+
+#[test]
+fn managed_identity_token_request() {
+    let c = Credential::ManagedIdentity {
+        endpoint: "http://169.254.169.254/metadata/identity/oauth2/token".into(),
+    };
+    let r = token_request(&c, GRAPH);
+    assert_eq!(r.method, "GET");
+    assert!(r
+        .url
+        .ends_with("token?api-version=2018-02-01&resource=https%3A%2F%2Fgraph.microsoft.com"));
+    assert_eq!(r.headers, vec![("Metadata", "true".to_string())]);
+    assert!(
+        r.plain_http_ok,
+        "the instance metadata service is plain http by design"
+    );
+    // Any other plain-http endpoint, and every Graph request, needs pgaadauth.allow_http.
+    let elsewhere = Credential::ManagedIdentity {
+        endpoint: "http://127.0.0.1:40342/msi/token".into(),
+    };
+    assert!(!token_request(&elsewhere, GRAPH).plain_http_ok);
+    let graph_on_imds = "http://169.254.169.254";
+    assert!(!membership_request(graph_on_imds, "m", "g", "t").plain_http_ok);
+    assert!(!lookup_requests(graph_on_imds, "a@b.example", "t")
+        .iter()
+        .any(|(_, r)| r.plain_http_ok));
+}
+
+#[test]
+fn token_responses() {
+    assert_eq!(
+        parse_token_response(br#"{"access_token":"abc","expires_in":3599}"#).unwrap(),
+        ("abc".to_string(), 3599)
+    );
+    assert_eq!(
+        parse_token_response(br#"{"access_token":"abc","expires_in":"86399"}"#)
+            .unwrap()
+            .1,
+        86399
+    );
+    assert!(parse_token_response(br#"{"error":"invalid_client"}"#).is_err());
+    assert!(parse_token_response(b"<html>").is_err());
+}
+
+#[test]
+fn lookups_encode_names() {
+    let r = lookup_requests(
+        GRAPH,
+        "bob_contoso.com#EXT#@fabrikam.onmicrosoft.com",
+        "tok",
+    );
+    assert_eq!(r.len(), 3);
+    assert_eq!(
+        r[0].1.url,
+        "https://graph.microsoft.com/v1.0/users/bob_contoso.com%23EXT%23%40fabrikam.onmicrosoft.com?$select=id,userPrincipalName"
+    );
+    assert_eq!(r[0].1.headers[0].1, "Bearer tok");
+    let r = lookup_requests(GRAPH, "O'Brien's DBAs", "tok");
+    assert_eq!(r.len(), 2, "no user lookup for a name without @");
+    assert_eq!(
+        r[0].1.url,
+        "https://graph.microsoft.com/v1.0/groups?$filter=displayName%20eq%20%27O%27%27Brien%27%27s%20DBAs%27&$select=id,displayName"
+    );
+    assert!(r[1].1.url.contains("/v1.0/servicePrincipals?"));
+}
+
+#[test]
+fn lookup_answers() {
+    assert_eq!(parse_lookup(404, b"{}").unwrap(), Vec::<String>::new());
+    assert_eq!(parse_lookup(200, br#"{"id":"u1"}"#).unwrap(), vec!["u1"]);
+    assert_eq!(
+        parse_lookup(200, br#"{"value":[{"id":"g1"},{"id":"g2"}]}"#).unwrap(),
+        vec!["g1", "g2"]
+    );
+    assert!(parse_lookup(503, b"").unwrap_err().contains("503"));
+}
+
+#[test]
+fn resolution() {
+    assert_eq!(
+        resolve(
+            "x",
+            &[(Kind::Group, vec!["g1".into()]), (Kind::Service, vec![])]
+        )
+        .unwrap(),
+        (Kind::Group, "g1".to_string())
+    );
+    assert!(resolve("x", &[(Kind::Group, vec![])])
+        .unwrap_err()
+        .contains("no user, group or service principal named \"x\""));
+    let e = resolve(
+        "x",
+        &[
+            (Kind::Group, vec!["g1".into()]),
+            (Kind::Service, vec!["s1".into()]),
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("names 2 directory objects (group g1, service principal s1)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn membership() {
+    let r = membership_request(GRAPH, "u1", "g1", "tok");
+    assert_eq!(
+        r.url,
+        "https://graph.microsoft.com/v1.0/directoryObjects/u1/checkMemberGroups"
+    );
+    assert_eq!(r.body.unwrap().1, r#"{"groupIds":["g1"]}"#);
+    assert!(parse_membership(200, br#"{"value":["G1"]}"#, "g1").unwrap());
+    assert!(!parse_membership(200, br#"{"value":[]}"#, "g1").unwrap());
+    assert!(!parse_membership(404, b"", "g1").unwrap());
+    assert!(parse_membership(500, b"", "g1").is_err());
+}
