@@ -98,9 +98,9 @@ impl Refusal {
     }
 }
 
-/// Decide `attempt` now.
+/// Decide `attempt` now: one reading of the clock, read again only after a wait (a key
+/// refresh), so that a token never outlives its `exp` during the login.
 pub fn decide(attempt: &Attempt<'_>) -> Result<Verified, Refusal> {
-    let now = pgaadauth_core::clock::unix_now();
     if attempt.token.is_empty() {
         return Err(Refusal::token(
             Reject::NotCompactJws,
@@ -109,7 +109,7 @@ pub fn decide(attempt: &Attempt<'_>) -> Result<Verified, Refusal> {
         ));
     }
     let policy = policy_for(attempt)?;
-    let authentic = verify(attempt.token, &policy, now, attempt.line_issuer)
+    let (authentic, now) = verify(attempt.token, &policy, attempt.line_issuer)
         .map_err(|(reject, note)| Refusal::token(reject, &note, None))?;
     let principal = || Some(authentic.principal.clone());
     match &attempt.mapping {
@@ -167,20 +167,21 @@ fn policy_for(attempt: &Attempt<'_>) -> Result<Rc<Policy>, Refusal> {
 }
 
 /// Everything about `token` that does not depend on the role, against the shared keys, and
-/// not revoked; on an unknown kid one coalesced, rate-limited refresh first. The error carries
-/// a note for the log (on that refresh, or on an issuer this line does not name).
+/// not revoked; on an unknown kid one coalesced, rate-limited refresh first. With the time it
+/// was decided at. The error carries a note for the log (on that refresh, or on an issuer this
+/// line does not name).
 fn verify(
     token: &str,
     policy: &Policy,
-    now: i64,
     line_issuer: Option<&str>,
-) -> Result<Authentic, (Reject, String)> {
+) -> Result<(Authentic, i64), (Reject, String)> {
     let timing = settings::timing();
-    let check = || {
+    let now = pgaadauth_core::clock::unix_now();
+    let check = |now: i64| {
         token::verify(token, &SharedKeys { now, timing }, policy, now)
             .and_then(|a| revocations::check(&a.principal, a.iat).map(|()| a))
     };
-    let result = check();
+    let result = check(now);
     // An unknown kid, or a kid that only another issuer's key set holds: perhaps this
     // issuer's new key (issuers may name keys alike).
     let key_miss = |r: &Reject| {
@@ -190,7 +191,7 @@ fn verify(
         )
     };
     let reject = match result {
-        Ok(a) => return Ok(a),
+        Ok(a) => return Ok((a, now)),
         Err(r) if !key_miss(&r) => {
             let note = line_note(&r, line_issuer);
             return Err((r, note));
@@ -200,12 +201,15 @@ fn verify(
     // Perhaps a new signing key: have the worker refresh (once for every login waiting now,
     // at most once per min_refresh_interval), then decide.
     counters::bump(Counter::KidMisses);
+    let now = pgaadauth_core::clock::unix_now();
     let refresh = keys::refresh_and_wait(now, &timing, settings::kid_miss_wait(), true);
+    // The wait took time: decide at the time it ended.
+    let now = pgaadauth_core::clock::unix_now();
     if !matches!(refresh, Refresh::RateLimited | Refresh::NoWorker) {
         counters::bump(Counter::KidMissRefreshes);
     }
     let (result, note) = match refresh {
-        Refresh::Changed => (check(), " The key set was refreshed and still lacks it."),
+        Refresh::Changed => (check(now), " The key set was refreshed and still lacks it."),
         Refresh::Unchanged => (Err(reject), " A refresh of the key set did not bring it."),
         Refresh::RateLimited => (
             Err(reject),
@@ -217,7 +221,7 @@ fn verify(
         ),
         Refresh::NoWorker => (Err(reject), " The pgaadauth key worker is not running."),
     };
-    result.map_err(|r| {
+    result.map(|a| (a, now)).map_err(|r| {
         let mut note = note.to_string();
         if !key_miss(&r) {
             note = line_note(&r, line_issuer);

@@ -16,6 +16,9 @@ use pgrx::{PgLogLevel, PgSqlErrorCode};
 /// A login the door let in: its audit line and count; for a login to this server (not a
 /// pooler's check), this session's identity.
 pub fn accepted(attempt: &Attempt<'_>, verified: &Verified) {
+    if attempt.door == Door::Validate {
+        return;
+    }
     audit_line(attempt, Ok(verified));
     match attempt.door {
         Door::Password => counters::bump(Counter::LoginsAccepted),

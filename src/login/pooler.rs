@@ -76,6 +76,23 @@ fn decide(role: &str, password: &str, client: Option<&str>) -> Result<(), Refuse
             "Role \"{safe_role}\" does not exist or may not log in."
         )));
     }
+    // A password PgBouncer cut (whatever the role): say so rather than why it fails.
+    if let Some(why) = looks_cut_by_pgbouncer(password) {
+        let attempt = Attempt {
+            door: Door::Pooler,
+            role,
+            token: password,
+            client,
+            mapping: Mapping::Label(RoleLabel::None),
+            line_issuer: None,
+        };
+        outcome::refused_before_or_after(&attempt, "password_cut");
+        let sentence = format!("pgaadauth: PgBouncer login of role \"{safe_role}\" refused: {why}");
+        return Err(Refused::Counted {
+            sentence,
+            reason: why,
+        });
+    }
     let label = label_of_role_name(&name);
     if let RoleLabel::None = label {
         let checked = if !settings::PASSWORD_AUTH.get() {
@@ -102,14 +119,6 @@ fn decide(role: &str, password: &str, client: Option<&str>) -> Result<(), Refuse
         mapping: Mapping::Label(label),
         line_issuer: None,
     };
-    if let Some(why) = looks_cut_by_pgbouncer(password) {
-        outcome::refused_before_or_after(&attempt, "password_cut");
-        let sentence = format!("pgaadauth: PgBouncer login of role \"{safe_role}\" refused: {why}");
-        return Err(Refused::Counted {
-            sentence,
-            reason: why,
-        });
-    }
     match decision::decide(&attempt) {
         Ok(verified) => {
             outcome::accepted(&attempt, &verified);

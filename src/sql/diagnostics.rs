@@ -71,34 +71,39 @@ fn pgaadauth_validate_token_for(token: &str, role: Option<&str>) -> pgrx::JsonB 
         }))),
     };
     let mut out = json!({"header": header, "claims": claims, "role": role});
-    let Some(mapping) = mapping else {
-        out["verdict"] = json!("rejected");
-        out["reason"] = json!(format!(
-            "Role \"{}\" does not exist.",
-            role.unwrap_or_default()
-        ));
-        out["reason_code"] = json!("role_not_found");
-        return pgrx::JsonB(out);
-    };
-    let attempt = Attempt {
-        door: Door::Validate,
-        role: role.unwrap_or_default(),
-        token,
-        client: None,
-        mapping,
-        line_issuer: None,
-    };
-    match decision::decide(&attempt) {
-        Ok(v) => {
-            out["verdict"] = json!("accepted");
-            out["reason"] = Value::Null;
-            out["principal"] = json!(v.principal);
-            out["via_group"] = json!(v.via_group);
-        }
-        Err(refusal) => {
+    match mapping {
+        // No such role: nothing to decide the mapping with; the token's key and issuer below
+        // are still reported.
+        None => {
             out["verdict"] = json!("rejected");
-            out["reason"] = json!(outcome::refused(&attempt, &refusal));
-            out["reason_code"] = json!(refusal.code);
+            out["reason"] = json!(format!(
+                "Role \"{}\" does not exist.",
+                pgaadauth_core::log_text::log_safe(role.unwrap_or_default())
+            ));
+            out["reason_code"] = json!("role_not_found");
+        }
+        Some(mapping) => {
+            let attempt = Attempt {
+                door: Door::Validate,
+                role: role.unwrap_or_default(),
+                token,
+                client: None,
+                mapping,
+                line_issuer: None,
+            };
+            match decision::decide(&attempt) {
+                Ok(v) => {
+                    out["verdict"] = json!("accepted");
+                    out["reason"] = Value::Null;
+                    out["principal"] = json!(v.principal);
+                    out["via_group"] = json!(v.via_group);
+                }
+                Err(refusal) => {
+                    out["verdict"] = json!("rejected");
+                    out["reason"] = json!(outcome::refused(&attempt, &refusal));
+                    out["reason_code"] = json!(refusal.code);
+                }
+            }
         }
     }
     let kid = out["header"]
