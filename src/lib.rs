@@ -1,10 +1,10 @@
 //! pgaadauth: Microsoft Entra ID (and OpenID Connect) access-token login for PostgreSQL.
 //!
-//! The decisions live in the pure core crate (`pgaadauth-core`, crates/core), re-exported
-//! here under their module names. This crate is the PostgreSQL glue: `auth` (the login hook),
-//! `sasl` (the SCRAM exchange), `utility` (the DROP ROLE guard), `seclabel`, `keytable`,
-//! `mailbox` and `stats` (shared memory), `worker` (keys), `directory_worker`, `wait`,
-//! `settings`, `sql_api`, `sync_roles` and `sync_worker` (group sync), `shim` (the C bridge).
+//! The decisions live in the pure core crate (`pgaadauth_core`, crates/core). This crate is the
+//! PostgreSQL glue, one folder per concern (docs/development.md, "Layout"): `settings`, `shmem`
+//! (every shared segment), `catalog` (labels, who may map which role), `login` (the doors, one
+//! decision, one outcome), `net` and `group_sync` (reached by workers only), `workers`, `sql`
+//! (every SQL function), and `shim` (the C bridge). `_PG_init` starts each, in order.
 
 mod catalog;
 mod group_sync;
