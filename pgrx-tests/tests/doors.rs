@@ -83,12 +83,12 @@ impl World {
             let log = self.pg.log();
             found = log[mark..]
                 .lines()
-                .filter(|l| {
+                .rev()
+                .find(|l| {
                     l.contains("pgaadauth: login outcome=")
                         && l.contains(&format!(" role={role} "))
                         && l.ends_with(&format!(" method={method}"))
                 })
-                .last()
                 .map(|l| {
                     let field = |name: &str| {
                         l.split(&format!(" {name}="))
