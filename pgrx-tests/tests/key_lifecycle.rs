@@ -333,7 +333,9 @@ fn terminated_worker_comes_back_and_logins_continue() {
             let now = worker();
             !now.is_empty() && now != pid
         }),
-        "the worker did not come back"
+        "the worker did not come back (pgrep: {:?}):\n{}",
+        worker(),
+        s.pg.log()
     );
     s.login(&token).expect("login after the worker came back");
     assert_eq!(
