@@ -550,6 +550,20 @@ pub fn claims(issuer: &str, oid: &str) -> Value {
     })
 }
 
+/// A token signed with RSA1 for `oid`, issued by `issuer`, with `extra` claims over the valid
+/// ones (a null value removes that claim).
+pub fn mint_with(issuer: &str, oid: &str, extra: &Value) -> String {
+    let mut c = claims(issuer, oid);
+    for (k, v) in extra.as_object().expect("extra claims are an object") {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    mint(&RSA1, &c)
+}
+
 /// `key` published under another kid (two issuers' key sets naming different keys alike).
 pub fn renamed(key: &Key, kid: &'static str) -> Key {
     let mut jwk: Value = serde_json::from_str(key.jwk).unwrap();

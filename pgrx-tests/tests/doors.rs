@@ -7,7 +7,7 @@
 use once_cell::sync::Lazy;
 use pgaadauth_e2e::clients;
 use pgaadauth_e2e::cluster::{self, Cluster};
-use pgaadauth_e2e::idp::{claims, mint, tampered, Idp, RSA1};
+use pgaadauth_e2e::idp::{claims, tampered, Idp, RSA1};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -65,15 +65,7 @@ fn oid(name: &str) -> String {
 impl World {
     /// A token for the principal `name` with `extra` claims (null removes one).
     fn token(&self, name: &str, extra: Value) -> String {
-        let mut c = claims(&self.idp.entra_issuer(), &oid(name));
-        for (k, v) in extra.as_object().unwrap() {
-            if v.is_null() {
-                c.as_object_mut().unwrap().remove(k);
-            } else {
-                c[k] = v.clone();
-            }
-        }
-        mint(&RSA1, &c)
+        pgaadauth_e2e::idp::mint_with(&self.idp.entra_issuer(), &oid(name), &extra)
     }
 
     /// The verdict and reason code of the audit line of `role`'s login by `method` after `mark`.

@@ -54,15 +54,7 @@ impl World {
 
     /// A token for `role` with claims of `extra` set (`null`: the claim removed).
     fn token(&self, role: &str, extra: Value) -> String {
-        let mut c = claims(&self.idp.entra_issuer(), &oid_for(role));
-        for (k, v) in extra.as_object().unwrap() {
-            if v.is_null() {
-                c.as_object_mut().unwrap().remove(k);
-            } else {
-                c[k] = v.clone();
-            }
-        }
-        mint(&RSA1, &c)
+        pgaadauth_e2e::idp::mint_with(&self.idp.entra_issuer(), &oid_for(role), &extra)
     }
 
     /// The audit lines of `role` in the log.
