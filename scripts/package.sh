@@ -67,8 +67,13 @@ cargo build --release -p pam_pgaadauth
 pam_dir=$(pam_module_dir)
 root=target/package-stage/libpam
 rm -rf "$root"
-install -d "$root/DEBIAN" "$root$pam_dir" "$root/usr/share/doc/libpam-pgaadauth"
+install -d "$root/DEBIAN" "$root$pam_dir" "$root/usr/share/doc/libpam-pgaadauth/examples" \
+    "$root/usr/share/libpam-pgaadauth/pam.d"
 install -m 0644 target/release/libpam_pgaadauth.so "$root$pam_dir/pam_pgaadauth.so"
+# PgBouncer's own PAM view (docs/pgbouncer.md): its `other`, and the examples.
+install -m 0644 examples/pgbouncer/pam.d/other "$root/usr/share/libpam-pgaadauth/pam.d/other"
+install -m 0644 examples/pgbouncer/pam-view.conf examples/pgbouncer/pam.d/pgbouncer \
+    "$root/usr/share/doc/libpam-pgaadauth/examples/"
 strip --strip-unneeded "$root$pam_dir/pam_pgaadauth.so"
 install -m 0644 LICENSE "$root/usr/share/doc/libpam-pgaadauth/copyright"
 write_control "$root" libpam-pgaadauth admin "" \

@@ -159,6 +159,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
     bin: PathBuf,
+    /// The postmaster, a child of this process (crate::children): it ends when the test does.
+    postmaster: std::sync::Mutex<Option<std::process::Child>>,
 }
 
 impl Cluster {
@@ -207,7 +209,12 @@ impl Cluster {
         for (k, v) in settings {
             conf.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
         }
-        let cluster = Cluster { dir, port, bin };
+        let cluster = Cluster {
+            dir,
+            port,
+            bin,
+            postmaster: Default::default(),
+        };
         cluster.append_conf(&conf);
         cluster
     }
@@ -254,6 +261,7 @@ impl Cluster {
             dir,
             port,
             bin: primary.bin.clone(),
+            postmaster: Default::default(),
         };
         // The replication connection written here, not by `pg_basebackup -R`: a newer
         // pg_basebackup names options (sslnegotiation) the server's libpq may not know.
@@ -279,19 +287,60 @@ impl Cluster {
                 .unwrap(),
             "pg_ctl stop",
         );
+        self.reap();
     }
 
+    /// Wait for the postmaster this process started, once it has ended.
+    fn reap(&self) {
+        let mut postmaster = self.postmaster.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut child) = postmaster.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// Start the postmaster (as `pg_ctl start -w` would, its output appended to the log) and
+    /// wait until it accepts connections.
     pub fn launch(&self) {
-        check(
-            as_postgres(&self.bin.join("pg_ctl"))
-                .args(["start", "-w", "-D"])
-                .arg(self.dir.join("data"))
-                .arg("-l")
-                .arg(self.log_path())
-                .output()
-                .unwrap(),
-            "pg_ctl start",
+        self.reap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
+        let mut command = Command::new(self.bin.join("postgres"));
+        command
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        if is_root() {
+            let (uid, gid) = crate::children::postgres_ids();
+            unsafe {
+                use std::os::unix::process::CommandExt;
+                command.pre_exec(move || crate::children::become_postgres(uid, gid));
+            }
+        }
+        let mut child = crate::children::spawn(command, crate::children::SIGQUIT)
+            .expect("start the postmaster");
+        let pid = child.id().to_string();
+        let pid_file = self.dir.join("data/postmaster.pid");
+        let started = Cluster::wait_for(Duration::from_secs(60), || {
+            if child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            let text = fs::read_to_string(&pid_file).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines.first() == Some(&pid.as_str())
+                && matches!(lines.get(7).map(|l| l.trim()), Some("ready" | "standby"))
+        });
+        let exited = child.try_wait().ok().flatten();
+        assert!(
+            started && exited.is_none(),
+            "the server did not start ({exited:?}):\n{}",
+            self.log()
         );
+        *self.postmaster.lock().unwrap_or_else(|e| e.into_inner()) = Some(child);
     }
 
     fn write_as_postgres(&self, path: &Path, text: &str) {
@@ -378,16 +427,8 @@ impl Cluster {
 
     /// Restart the server (for settings that need a restart).
     pub fn restart(&self) {
-        check(
-            as_postgres(&self.bin.join("pg_ctl"))
-                .args(["restart", "-w", "-m", "fast", "-D"])
-                .arg(self.dir.join("data"))
-                .arg("-l")
-                .arg(self.log_path())
-                .output()
-                .unwrap(),
-            "pg_ctl restart",
-        );
+        self.stop();
+        self.launch();
     }
 
     /// Log in over TCP as `user` with `password` using the Rust client.
@@ -469,5 +510,6 @@ impl Drop for Cluster {
             .args(["stop", "-m", "immediate", "-D"])
             .arg(self.dir.join("data"))
             .output();
+        self.reap();
     }
 }

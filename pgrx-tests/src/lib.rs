@@ -1,5 +1,6 @@
 //! End-to-end test support for pgaadauth: a throwaway cluster and a test identity provider.
 
+pub mod children;
 pub mod clients;
 pub mod cluster;
 pub mod idp;

@@ -20,7 +20,23 @@ pub fn pgbench(
     seconds: u32,
     script: &str,
 ) -> Run {
+    pgbench_env(bin, port, user, password, clients, seconds, script, &[])
+}
+
+/// [`pgbench`] with libpq's environment `env` (e.g. `PGSSLMODE`).
+#[allow(clippy::too_many_arguments)]
+pub fn pgbench_env(
+    bin: &Path,
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    clients: u32,
+    seconds: u32,
+    script: &str,
+    env: &[(&str, &str)],
+) -> Run {
     let mut cmd = Command::new(bin.join("pgbench"));
+    cmd.envs(env.iter().copied());
     cmd.args([
         "-h",
         "127.0.0.1",

@@ -627,6 +627,38 @@ fn a_refused_login_waits_as_auth_delay_says_whichever_library_loads_first() {
                 "{order}: {user} accepted after {quickest:?}"
             );
         }
+        // The pooler's check (PgBouncer's PAM module) pauses a refusal the same way, and
+        // refuses a superuser whatever the password (pgaadauth.pooler_privileged_roles off).
+        pg.sql(
+            "CREATE ROLE pooler LOGIN; \
+             GRANT EXECUTE ON FUNCTION pgaadauth_pooler_login(text, text, text) TO pooler; \
+             ALTER ROLE postgres PASSWORD 'super-secret'",
+        );
+        let pooler_check = |user: &str, password: &str| {
+            let start = Instant::now();
+            let answer = pg.sql(&format!(
+                "SET ROLE pooler; SELECT pgaadauth_pooler_login('{user}', '{password}', '')"
+            ));
+            let answer = answer.lines().last().unwrap_or_default().to_string();
+            (answer, start.elapsed())
+        };
+        for (user, password) in [("judy", "wrong"), ("postgres", "super-secret")] {
+            let (answer, took) = pooler_check(user, password);
+            assert_eq!(answer, "0", "{order}: {user} through the pooler");
+            assert!(took >= DELAY, "{order}: {user} refused after {took:?}");
+        }
+        let quickest = (0..3)
+            .map(|_| {
+                let (answer, took) = pooler_check("judy", "judy-secret");
+                assert_eq!(answer, "1", "{order}");
+                took
+            })
+            .min()
+            .unwrap();
+        assert!(quickest < DELAY, "{order}: accepted after {quickest:?}");
+        assert!(pg.log().contains(
+            "Role \"postgres\" is a superuser, and pgaadauth.pooler_privileged_roles is off."
+        ));
         pg.stop();
     }
 }

@@ -9,7 +9,7 @@
 
 use pgaadauth_e2e::cluster::{base_dir, check, Cluster};
 use pgaadauth_e2e::idp::{claims, mint, oid_for, Idp, RSA1};
-use pgaadauth_e2e::pgbouncer::{pam_lock, write_pam_service, PgBouncer};
+use pgaadauth_e2e::pgbouncer::{PgBouncer, PAM_OTHER};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -92,12 +92,21 @@ fn the_postgresql_15_package_installs_upgrades_and_removes_cleanly() {
         .connect("ann", &token)
         .is_ok()));
     // The packaged PAM module: a token login through PgBouncer.
-    let _pam = pam_lock();
-    write_pam_service(&format!(
-        "dsn=postgresql://pgbouncer_auth:pooler-Secret-1@127.0.0.1:{}/postgres",
-        pg.port
-    ));
-    let bouncer = PgBouncer::start("package-bouncer", &pg, "session", &["postgres"]);
+    // Its PAM view's `other` is the one docs/pgbouncer.md's drop-in mounts.
+    assert_eq!(
+        std::fs::read_to_string("/usr/share/libpam-pgaadauth/pam.d/other").unwrap(),
+        PAM_OTHER
+    );
+    let bouncer = PgBouncer::start(
+        "package-bouncer",
+        &pg,
+        "session",
+        &["postgres"],
+        &format!(
+            "dsn=postgresql://pgbouncer_auth:pooler-Secret-1@127.0.0.1:{}/postgres",
+            pg.port
+        ),
+    );
     let through_pgbouncer = || bouncer.connect("postgres", "ann", &token).is_ok();
     assert!(through_pgbouncer(), "{}", bouncer.log());
 

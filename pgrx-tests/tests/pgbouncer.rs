@@ -5,9 +5,9 @@
 //! in session and in transaction pooling.
 
 use once_cell::sync::Lazy;
-use pgaadauth_e2e::cluster::Cluster;
+use pgaadauth_e2e::cluster::{self, Cluster};
 use pgaadauth_e2e::idp::{claims, mint, oid_for, tampered, unix_now, Idp, RSA1, TENANT};
-use pgaadauth_e2e::pgbouncer::{pam_lock, write_pam_service, PamLock, PgBouncer};
+use pgaadauth_e2e::pgbouncer::{PgBouncer, Setup};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,8 +23,8 @@ struct World {
     pg: Cluster,
     session: PgBouncer,
     transaction: PgBouncer,
-    /// The arguments of pam_pgaadauth.so on the PAM line.
-    module_args: String,
+    /// Pools of one server connection, which clients of one group role must share.
+    shared: [PgBouncer; 2],
 }
 
 static WORLD: Lazy<World> = Lazy::new(|| {
@@ -71,14 +71,31 @@ static WORLD: Lazy<World> = Lazy::new(|| {
         "dsn=postgresql://pgbouncer_auth:{POOLER_SECRET}@127.0.0.1:{}/postgres timeout={TIMEOUT_MS}",
         pg.port
     );
-    let session = PgBouncer::start("bouncer-session", &pg, "session", &["postgres"]);
-    let transaction = PgBouncer::start("bouncer-transaction", &pg, "transaction", &["postgres"]);
+    let session = PgBouncer::start(
+        "bouncer-session",
+        &pg,
+        "session",
+        &["postgres"],
+        &module_args,
+    );
+    let transaction = PgBouncer::start(
+        "bouncer-transaction",
+        &pg,
+        "transaction",
+        &["postgres"],
+        &module_args,
+    );
+    let shared = ["session", "transaction"].map(|mode| {
+        let mut setup = Setup::pam(mode, &["postgres"], &module_args);
+        setup.pool_size = 1;
+        PgBouncer::start_with(&format!("bouncer-shared-{mode}"), &pg, setup)
+    });
     World {
         idp,
         pg,
         session,
         transaction,
-        module_args,
+        shared,
     }
 });
 
@@ -119,11 +136,11 @@ impl World {
     }
 }
 
-/// The world, with /etc/pam.d/pgbouncer ours while the test runs (put back afterwards).
-fn world() -> (PamLock, &'static World) {
-    let lock = pam_lock();
-    write_pam_service(&WORLD.module_args);
-    (lock, &WORLD)
+/// The world, one test at a time (some stop the server or change its settings).
+fn world() -> (std::sync::MutexGuard<'static, ()>, &'static World) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    (turn, &WORLD)
 }
 
 fn who(client: &mut postgres::Client) -> String {
@@ -142,7 +159,7 @@ fn logged(log: impl Fn() -> String, mark: usize, text: &str) -> bool {
 
 #[test]
 fn labelled_roles_log_in_by_token_in_both_pool_modes_with_the_servers_audit_line() {
-    let (_lock, w) = world();
+    let (_turn, w) = world();
     let oid = oid_for("bouncer-user");
     let token = w.token(&oid, json!({}));
     for b in w.bouncers() {
@@ -165,7 +182,7 @@ fn labelled_roles_log_in_by_token_in_both_pool_modes_with_the_servers_audit_line
 
 #[test]
 fn a_pooled_connection_is_never_handed_to_a_refused_client_and_logins_open_no_backend() {
-    let (_lock, w) = world();
+    let (_turn, w) = world();
     let oid = oid_for("bouncer-user");
     let good = w.token(&oid, json!({}));
     let now = unix_now();
@@ -242,7 +259,7 @@ fn a_pooled_connection_is_never_handed_to_a_refused_client_and_logins_open_no_ba
 
 #[test]
 fn groups_overage_and_passwords_are_decided_as_on_the_server() {
-    let (_lock, w) = world();
+    let (_turn, w) = world();
     let by_claim = w.token(MEMBER, json!({"groups": [GROUP]}));
     let mut overage_claims = claims(&w.idp.entra_issuer(), MEMBER);
     overage_claims["_claim_names"] = json!({"groups": "src1"});
@@ -296,7 +313,7 @@ fn groups_overage_and_passwords_are_decided_as_on_the_server() {
 
 #[test]
 fn a_token_cut_at_2047_bytes_is_refused_naming_pgbouncers_limit() {
-    let (_lock, w) = world();
+    let (_turn, w) = world();
     // Longer than PgBouncer's 2047 bytes, shorter than its packet buffer (pkt_buf, 4096),
     // which refuses longer startup packets outright.
     let groups: Vec<String> = (0..30).map(|i| oid_for(&format!("g{i}"))).collect();
@@ -329,7 +346,7 @@ fn a_token_cut_at_2047_bytes_is_refused_naming_pgbouncers_limit() {
 
 #[test]
 fn with_the_server_unreachable_logins_fail_closed_within_the_timeout_and_recover() {
-    let (_lock, w) = world();
+    let (_turn, w) = world();
     let token = w.token(&oid_for("bouncer-user"), json!({}));
     for b in w.bouncers() {
         assert!(b.connect("postgres", "bouncer-user", &token).is_ok());
@@ -341,7 +358,10 @@ fn with_the_server_unreachable_logins_fail_closed_within_the_timeout_and_recover
         "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE application_name = 'pam_pgaadauth'",
     );
     let mut pids: Vec<&str> = pids.split_whitespace().collect();
-    assert_eq!(pids.len(), 2, "each PgBouncer's module keeps a connection");
+    assert!(
+        pids.len() >= 2,
+        "each PgBouncer's module keeps a connection"
+    );
     let postmaster = std::fs::read_to_string(w.pg.dir.join("data/postmaster.pid")).unwrap();
     let postmaster = postmaster.lines().next().unwrap().trim().to_string();
     pids.push(&postmaster);
@@ -423,4 +443,272 @@ fn with_the_server_unreachable_logins_fail_closed_within_the_timeout_and_recover
         );
     }
     w.no_secret_logged(&[&token]);
+}
+
+/// This session's row of pgaadauth_session(): method, object id, UPN, group, and the server
+/// process it runs in.
+fn session_row(
+    c: &mut postgres::Client,
+) -> (String, Option<String>, Option<String>, Option<String>, i32) {
+    let r = c
+        .query_one(
+            "SELECT method, object_id, upn, via_group, pg_backend_pid() FROM pgaadauth_session()",
+            &[],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+}
+
+#[test]
+fn members_of_one_group_share_a_pooled_connection_and_never_see_each_others_identity() {
+    let (_turn, w) = world();
+    let (p1, p2) = (oid_for("pool-member-one"), oid_for("pool-member-two"));
+    let t1 = w.token(
+        &p1,
+        json!({"groups": [GROUP], "upn": "one@contoso.example"}),
+    );
+    let t2 = w.token(
+        &p2,
+        json!({"groups": [GROUP], "upn": "two@contoso.example"}),
+    );
+    for b in &w.shared {
+        let mut backends = vec![];
+        for token in [&t1, &t2, &t1] {
+            let mut c = b.connect("postgres", "bouncer-group", token).unwrap();
+            let (method, oid, upn, group, pid) = session_row(&mut c);
+            // The server connection is PgBouncer's, opened with whichever token it last
+            // accepted: it shows no person at all, neither this client's nor another's.
+            assert_eq!(
+                (method.as_str(), oid, upn, group),
+                ("pooler", None, None, None),
+                "{}",
+                b.dir.display()
+            );
+            let e = c
+                .query_one("SELECT pgaadauth_session_claims()", &[])
+                .unwrap_err();
+            let e = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_default();
+            assert!(e.contains("belongs to a connection pooler"), "{e}");
+            if cluster::major() >= 16 {
+                let system_user: Option<String> =
+                    c.query_one("SELECT SYSTEM_USER", &[]).unwrap().get(0);
+                assert_eq!(system_user, None);
+            }
+            backends.push(pid);
+        }
+        assert!(
+            backends.windows(2).all(|p| p[0] == p[1]),
+            "one server connection for all: {backends:?}"
+        );
+    }
+    // Administrators see the same: a pooler's sessions, no person.
+    let rows = w.pg.sql(
+        "SELECT method || ':' || coalesce(object_id, '-') || ':' || coalesce(upn, '-') \
+         FROM pgaadauth.sessions WHERE usename = 'bouncer-group'",
+    );
+    assert!(!rows.is_empty());
+    for row in rows.lines() {
+        assert_eq!(row, "pooler:-:-");
+    }
+    // A direct login with a token of its own is the person's, as before.
+    let direct = w.token(&oid_for("pool-member-three"), json!({"groups": [GROUP]}));
+    let mut c = w.pg.connect("bouncer-group", &direct).unwrap();
+    let (method, oid, ..) = session_row(&mut c);
+    assert_eq!(
+        (method.as_str(), oid),
+        ("token", Some(oid_for("pool-member-three")))
+    );
+
+    // A revoked token keeps nothing open: the server connection opened with it ends, and
+    // PgBouncer opens the next one with the token it accepted last.
+    let b = &w.shared[0];
+    let mut c = b.connect("postgres", "bouncer-group", &t1).unwrap();
+    let (_, _, _, _, opened_with_t1) = session_row(&mut c);
+    drop(c);
+    w.pg.sql(&format!("SELECT pgaadauth_revoke_tokens('{p1}')"));
+    let ended = Cluster::wait_for(Duration::from_secs(10), || {
+        w.pg.sql(&format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = {opened_with_t1}"
+        )) == "0"
+    });
+    let refused = b.connect("postgres", "bouncer-group", &t1).is_err();
+    let mut c = b.connect("postgres", "bouncer-group", &t2).unwrap();
+    let (method, oid, _, _, pid) = session_row(&mut c);
+    drop(c);
+    w.pg.sql(&format!("SELECT pgaadauth_lift_revocation('{p1}')"));
+    assert!(
+        ended,
+        "the session opened with a revoked token is still open"
+    );
+    assert!(refused, "a revoked token was accepted through PgBouncer");
+    assert_eq!((method.as_str(), oid), ("pooler", None));
+    assert_ne!(pid, opened_with_t1);
+    w.no_secret_logged(&[&t1, &t2, &direct]);
+}
+
+#[test]
+fn superusers_and_replication_roles_are_refused_through_the_pooler_unless_allowed() {
+    let (_turn, w) = world();
+    w.pg.sql(
+        "CREATE ROLE bouncer_super SUPERUSER LOGIN PASSWORD 'su-Secret-9'; \
+         CREATE ROLE bouncer_repl REPLICATION LOGIN PASSWORD 're-Secret-9'",
+    );
+    for (role, password, what) in [
+        ("bouncer_super", "su-Secret-9", "is a superuser"),
+        ("bouncer_repl", "re-Secret-9", "is a REPLICATION role"),
+    ] {
+        let mark = w.session.log().len();
+        assert!(
+            w.session.connect("postgres", role, password).is_err(),
+            "{role}"
+        );
+        assert!(
+            logged(
+                || w.session.log(),
+                mark,
+                &format!("{what}, and pgaadauth.pooler_privileged_roles is off")
+            ),
+            "{}",
+            &w.session.log()[mark..]
+        );
+    }
+    // A documented setting lets them in.
+    w.pg.set(&[("pgaadauth.pooler_privileged_roles", "on")]);
+    let allowed = w
+        .session
+        .connect("postgres", "bouncer_super", "su-Secret-9");
+    w.pg.set(&[("pgaadauth.pooler_privileged_roles", "off")]);
+    assert_eq!(who(&mut allowed.unwrap()), "bouncer_super");
+    assert!(!w.session.log().contains("su-Secret-9"));
+}
+
+#[test]
+fn logins_through_pgbouncer_do_not_wait_for_its_timer() {
+    let (_turn, w) = world();
+    let token = w.token(&oid_for("bouncer-user"), json!({}));
+    for b in w.bouncers() {
+        let mark = b.log().len();
+        // PgBouncer collects PAM results only when its event loop wakes; asleep until its
+        // timer, 20 logins would take 20 x 1/3 s. The module wakes it.
+        let start = Instant::now();
+        for _ in 0..20 {
+            drop(b.connect("postgres", "bouncer-user", &token).unwrap());
+        }
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(4), "20 logins took {took:?}");
+        // Its knocks leave nothing in PgBouncer's log: 20 logins, 20 lines each.
+        std::thread::sleep(Duration::from_millis(200));
+        let log = &b.log()[mark..];
+        assert_eq!(
+            log.matches("login attempt: db=postgres user=bouncer-user")
+                .count(),
+            20
+        );
+        let other: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                !l.contains("login attempt")
+                    && !l.contains("closing because: client close request")
+                    && !l.contains("new connection to server")
+                    && !l.contains("stats:")
+            })
+            .collect();
+        assert!(other.is_empty(), "{other:#?}");
+    }
+}
+
+/// The servers of a test process that ends without dropping them (kept in a `static`, as
+/// `WORLD` is), written down by [`a_test_process_that_exits_leaves_its_servers_behind`].
+static LEFT: std::sync::OnceLock<(Cluster, PgBouncer)> = std::sync::OnceLock::new();
+
+/// Run by the next test in a process of its own: starts a server and a PgBouncer held by a
+/// `static`, writes their process ids (and the server's children's) to `PGAADAUTH_PIDS_FILE`,
+/// then exits at once, as a failing or killed test binary would.
+#[test]
+#[ignore = "run by servers_end_when_their_test_process_ends"]
+fn a_test_process_that_exits_leaves_its_servers_behind() {
+    let Ok(file) = std::env::var("PGAADAUTH_PIDS_FILE") else {
+        return;
+    };
+    let (pg, bouncer) = LEFT.get_or_init(|| {
+        let pg = Cluster::start("left-behind", &[]);
+        let bouncer = PgBouncer::start(
+            "left-behind-bouncer",
+            &pg,
+            "session",
+            &["postgres"],
+            "dsn=x",
+        );
+        (pg, bouncer)
+    });
+    let postmaster = std::fs::read_to_string(pg.dir.join("data/postmaster.pid")).unwrap();
+    let postmaster: u32 = postmaster.lines().next().unwrap().trim().parse().unwrap();
+    let mut pids = vec![postmaster, bouncer.pid()];
+    pids.extend(children_of(postmaster));
+    let text: Vec<String> = pids.iter().map(|p| p.to_string()).collect();
+    std::fs::write(file, text.join(" ")).unwrap();
+    std::process::exit(3);
+}
+
+/// The processes whose parent is `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat
+                .rsplit_once(") ")
+                .map(|(_, r)| r.split_whitespace().collect())
+                .unwrap_or_default();
+            fields.get(1) == Some(&pid.to_string().as_str())
+        })
+        .collect()
+}
+
+/// Whether process `pid` still runs (a zombie has ended).
+fn running(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, r)| !r.starts_with('Z') && !r.starts_with('X'))
+}
+
+#[test]
+fn servers_end_when_their_test_process_ends() {
+    let file = std::env::temp_dir().join(format!("pgaadauth-left-{}", std::process::id()));
+    let _ = std::fs::remove_file(&file);
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_test_process_that_exits_leaves_its_servers_behind",
+            "--include-ignored",
+            "--test-threads=1",
+        ])
+        .env("PGAADAUTH_PIDS_FILE", &file)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(3), "the child test process");
+    let pids: Vec<u32> = std::fs::read_to_string(&file)
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    std::fs::remove_file(&file).unwrap();
+    assert!(
+        pids.len() >= 3,
+        "a server, its processes and a PgBouncer: {pids:?}"
+    );
+    let all_ended = Cluster::wait_for(Duration::from_secs(10), || {
+        pids.iter().all(|&p| !running(p))
+    });
+    let left: Vec<&u32> = pids.iter().filter(|&&p| running(p)).collect();
+    assert!(
+        all_ended,
+        "still running after their test process ended: {left:?}"
+    );
 }

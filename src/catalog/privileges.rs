@@ -58,6 +58,39 @@ pub fn direct_groups(member: pg_sys::Oid) -> Vec<pg_sys::Oid> {
     }
 }
 
+/// What a login needs to know of a role before its password or token.
+pub struct LoginAttributes {
+    pub can_login: bool,
+    pub superuser: bool,
+    pub replication: bool,
+}
+
+/// The login attributes of the role named `name` (pg_authid, by the system cache: no SQL);
+/// None when there is no such role.
+pub fn login_attributes(name: &std::ffi::CStr) -> Option<LoginAttributes> {
+    let cache = pg_sys::SysCacheIdentifier::AUTHNAME as i32;
+    // SAFETY: one syscache tuple, read and released here.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(cache, pg_sys::Datum::from(name.as_ptr()));
+        if tuple.is_null() {
+            return None;
+        }
+        let flag = |attnum: u32| {
+            let mut isnull = false;
+            let d =
+                pg_sys::SysCacheGetAttr(cache, tuple, attnum as pg_sys::AttrNumber, &mut isnull);
+            !isnull && d.value() != 0
+        };
+        let attributes = LoginAttributes {
+            can_login: flag(pg_sys::Anum_pg_authid_rolcanlogin),
+            superuser: flag(pg_sys::Anum_pg_authid_rolsuper),
+            replication: flag(pg_sys::Anum_pg_authid_rolreplication),
+        };
+        pg_sys::ReleaseSysCache(tuple);
+        Some(attributes)
+    }
+}
+
 /// A role's name and attributes (pg_authid, by the system cache); None when it is gone.
 fn role_facts(roleid: pg_sys::Oid) -> Option<RoleFacts> {
     let cache = pg_sys::SysCacheIdentifier::AUTHOID as i32;

@@ -42,30 +42,6 @@ unsafe extern "C-unwind" fn client_auth_hook(port: *mut Port, status: c_int) {
     }
 }
 
-/// auth_delay's pause before a failed login: `auth_delay.milliseconds`, when auth_delay is
-/// loaded (the setting is its own, not a placeholder). Neither order in
-/// shared_preload_libraries lets auth_delay see a login pgaadauth refuses: its hook runs
-/// either before pgaadauth's decision or never returns from it.
-fn pause_as_auth_delay() {
-    let name = c"auth_delay.milliseconds";
-    let flags = unsafe { pg_sys::GetConfigOptionFlags(name.as_ptr(), true) };
-    if flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as c_int != 0 {
-        return;
-    }
-    let value = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
-    if value.is_null() {
-        return;
-    }
-    let millis: i64 = unsafe { CStr::from_ptr(value) }
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
-    if millis > 0 {
-        unsafe { pg_sys::pg_usleep((millis * 1000) as _) };
-    }
-}
-
 /// One login on this connection, and what the door can do with its port.
 pub struct Login {
     pub(super) port: *mut Port,
@@ -80,7 +56,7 @@ impl Login {
     /// Refuse the connection: 28P01 to the client, `detail` to the server log only; after
     /// auth_delay's pause when it is loaded (pgaadauth's refusal never returns to its hook).
     pub(super) fn fail(&self, detail: &str) -> ! {
-        pause_as_auth_delay();
+        outcome::pause_as_auth_delay();
         let line = unsafe { shim::pgaadauth_port_hba_line(self.port) };
         let detail = format!("{detail}\nConnection matched pg_hba.conf line {line}.");
         let detail = CString::new(detail.replace('\0', "")).unwrap_or_default();
@@ -153,9 +129,10 @@ impl Login {
         match decision::decide(&attempt) {
             Ok(verified) => {
                 // The principal who logged in (for a group login, the member): SYSTEM_USER
-                // and log_connections show it.
-                self.set_authn_id(&verified.principal);
-                outcome::accepted(&attempt, &verified);
+                // and log_connections show it; a pooler's session has none.
+                if !outcome::accepted(&attempt, &verified) {
+                    self.set_authn_id(&verified.principal);
+                }
             }
             Err(refusal) => self.fail(&outcome::refused(&attempt, &refusal)),
         }

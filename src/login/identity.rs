@@ -21,10 +21,13 @@ thread_local! {
     static SESSION: RefCell<Option<Session>> = const { RefCell::new(None) };
 }
 
-/// A token login succeeded (token as password, or OAuth).
-pub fn record_token(method: Method, verified: &Verified) {
+/// A token login succeeded (token as password, or OAuth). `pooled`: the token is one a
+/// connection pooler's check accepted, so this is the pooler's session, for whichever of its
+/// clients comes next: it shows no person and keeps no claims (the token's principal is kept
+/// only for revocation and expiry).
+pub fn record_token(method: Method, verified: &Verified, pooled: bool) {
     let identity = Identity {
-        method: method.as_str().into(),
+        method: if pooled { "pooler" } else { method.as_str() }.into(),
         object_id: Some(verified.principal.clone()),
         tenant_id: verified.tid.clone(),
         upn: verified.upn.clone(),
@@ -32,11 +35,10 @@ pub fn record_token(method: Method, verified: &Verified) {
         via_group: verified.via_group.clone(),
         expires: Some(verified.exp),
         issued: verified.iat,
+        pooled,
     };
     // Bounded: the claims of a token of at most token::MAX_TOKEN_LEN bytes.
-    let claims = settings::SESSION_CLAIMS
-        .get()
-        .then(|| verified.claims.clone());
+    let claims = (settings::SESSION_CLAIMS.get() && !pooled).then(|| verified.claims.clone());
     record(identity, claims);
 }
 
@@ -63,13 +65,28 @@ fn record(identity: Identity, claims: Option<Claims>) {
     });
 }
 
-/// This session's identity, recorded at login (none before login, or in a background worker).
+/// This session's identity, recorded at login (none before login, or in a background worker);
+/// a pooler's session shows its method and deadline only.
 pub fn current() -> Option<Identity> {
-    SESSION.with(|s| s.borrow().as_ref().map(|s| s.identity.clone()))
+    SESSION.with(|s| s.borrow().as_ref().map(|s| shown(s.identity.clone())))
+}
+
+/// An identity as SQL shows it: a pooler's session without the person of its token.
+pub fn shown(identity: Identity) -> Identity {
+    if !identity.pooled {
+        return identity;
+    }
+    Identity {
+        method: identity.method,
+        expires: identity.expires,
+        pooled: true,
+        ..Identity::default()
+    }
 }
 
 /// This session's verified token claims: `None` for a session without a token; `Some(None)`
-/// when they were not kept (`pgaadauth.session_claims` was off at login).
+/// when they were not kept (`pgaadauth.session_claims` was off at login, or a pooler's
+/// session, which has none: see [`current`]).
 pub fn claims() -> Option<Option<Claims>> {
     SESSION.with(|s| {
         let s = s.borrow();

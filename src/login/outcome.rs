@@ -6,29 +6,36 @@ use crate::login::decision::{Attempt, Door, Refusal};
 use crate::login::identity;
 use crate::settings::{self, LogLogins};
 use crate::shmem::counters::{self, Counter};
+use crate::shmem::pooled;
 use pgaadauth_core::audit::{self, AuditLine};
 use pgaadauth_core::label::PrincipalType;
 use pgaadauth_core::log_text::log_safe;
 use pgaadauth_core::token::Verified;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::{PgLogLevel, PgSqlErrorCode};
+use pgrx::{pg_sys, PgLogLevel, PgSqlErrorCode};
+use std::ffi::{c_int, CStr};
 
 /// A login the door let in: its audit line and count; for a login to this server (not a
 /// pooler's check), this session's identity.
-pub fn accepted(attempt: &Attempt<'_>, verified: &Verified) {
+///
+/// True when the login is a connection pooler's session (its token is one the pooler's check
+/// accepted, crate::shmem::pooled): no person is recorded for it.
+pub fn accepted(attempt: &Attempt<'_>, verified: &Verified) -> bool {
     if attempt.door == Door::Validate {
-        return;
+        return false;
     }
     audit_line(attempt, Ok(verified));
     match attempt.door {
         Door::Password => counters::bump(Counter::LoginsAccepted),
         Door::OAuth => counters::bump(Counter::OAuthLoginsAccepted),
         Door::Pooler => counters::bump(Counter::PoolerLoginsAccepted),
-        Door::Validate => return,
+        Door::Validate => return false,
     }
+    let pooled = attempt.door == Door::Password && pooled::accepted_by_pooler(attempt.token);
     if matches!(attempt.door, Door::Password | Door::OAuth) {
-        identity::record_token(attempt.door.method(), verified);
+        identity::record_token(attempt.door.method(), verified, pooled);
     }
+    pooled
 }
 
 /// A login refused: its audit line and counts; the sentence for the server log.
@@ -122,4 +129,28 @@ fn audit_line(attempt: &Attempt<'_>, outcome: Result<&Verified, &str>) {
         "pgaadauth",
     )
     .report(PgLogLevel::LOG_SERVER_ONLY);
+}
+
+/// auth_delay's pause before a failed login: `auth_delay.milliseconds`, when auth_delay is
+/// loaded (the setting is its own, not a placeholder). Neither order in
+/// shared_preload_libraries lets auth_delay see a login pgaadauth refuses: its hook runs
+/// either before pgaadauth's decision or never returns from it.
+pub fn pause_as_auth_delay() {
+    let name = c"auth_delay.milliseconds";
+    let flags = unsafe { pg_sys::GetConfigOptionFlags(name.as_ptr(), true) };
+    if flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as c_int != 0 {
+        return;
+    }
+    let value = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
+    if value.is_null() {
+        return;
+    }
+    let millis: i64 = unsafe { CStr::from_ptr(value) }
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if millis > 0 {
+        unsafe { pg_sys::pg_usleep((millis * 1000) as _) };
+    }
 }

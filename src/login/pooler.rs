@@ -7,12 +7,20 @@
 //! overage through the directory), the same audit line (`method=pgbouncer`, the pooler's
 //! client address); an unlabelled role by its PostgreSQL password while
 //! `pgaadauth.password_auth` is on. Only roles granted EXECUTE may call it.
+//!
+//! Not a password oracle: a superuser or REPLICATION role is refused unless
+//! `pgaadauth.pooler_privileged_roles` is on (the check runs outside pg_hba.conf), and a
+//! refusal waits `auth_delay.milliseconds` first when auth_delay is loaded, as a direct login
+//! would. A token it accepts is remembered (crate::shmem::pooled): PgBouncer opens its server
+//! connections with it, and those sessions are the pooler's, not that person's.
 
 use crate::catalog::labels::{label_of_role_name, RoleLabel};
+use crate::catalog::privileges::login_attributes;
 use crate::login::decision::{self, Attempt, Door, Mapping};
 use crate::login::outcome;
 use crate::settings;
 use crate::shmem::counters::{self, Counter};
+use crate::shmem::pooled;
 use pgaadauth_core::log_text::log_safe;
 use pgaadauth_core::pooler::{looks_cut_by_pgbouncer, Answer};
 use pgrx::pg_sys::panic::ErrorReport;
@@ -27,6 +35,7 @@ pub fn login(role: &str, password: &str, client: &str) -> bool {
         Ok(()) => return true,
         Err(refused) => refused,
     };
+    outcome::pause_as_auth_delay();
     let (sentence, reason) = match refused {
         Refused::Counted { sentence, reason } => (sentence, reason),
         Refused::Other(reason) => {
@@ -71,9 +80,21 @@ fn decide(role: &str, password: &str, client: Option<&str>) -> Result<(), Refuse
     let other = |r: String| Refused::Other(r);
     let name = CString::new(role).map_err(|_| other("The role name holds a NUL byte.".into()))?;
     let safe_role = log_safe(role);
-    if !may_log_in(role) {
+    // As a direct login would be refused after authentication: a pooler would otherwise hand
+    // such a client a pooled connection.
+    let Some(role_is) = login_attributes(&name).filter(|a| a.can_login) else {
         return Err(other(format!(
             "Role \"{safe_role}\" does not exist or may not log in."
+        )));
+    };
+    if (role_is.superuser || role_is.replication) && !settings::POOLER_PRIVILEGED_ROLES.get() {
+        let what = if role_is.superuser {
+            "a superuser"
+        } else {
+            "a REPLICATION role"
+        };
+        return Err(other(format!(
+            "Role \"{safe_role}\" is {what}, and pgaadauth.pooler_privileged_roles is off."
         )));
     }
     // A password PgBouncer cut (whatever the role): say so rather than why it fails.
@@ -121,7 +142,9 @@ fn decide(role: &str, password: &str, client: Option<&str>) -> Result<(), Refuse
     };
     match decision::decide(&attempt) {
         Ok(verified) => {
-            outcome::accepted(&attempt, &verified);
+            let _ = outcome::accepted(&attempt, &verified);
+            // PgBouncer's server connections will log in with it: they are the pooler's.
+            pooled::remember(password, verified.exp, unix_now());
             Ok(())
         }
         Err(refusal) => Err(Refused::Counted {
@@ -156,14 +179,8 @@ fn check_password(role: &CStr, password: &str) -> Result<(), Option<String>> {
     }
 }
 
-/// Whether the role exists and has LOGIN (a direct login checks it after authentication; a
-/// pooler would otherwise hand such a client a pooled connection).
-fn may_log_in(role: &str) -> bool {
-    Spi::get_one_with_args::<bool>(
-        "SELECT rolcanlogin FROM pg_catalog.pg_roles WHERE rolname = $1",
-        &[role.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

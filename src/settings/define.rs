@@ -329,6 +329,14 @@ pub fn define() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_bool_guc(
+        c"pgaadauth.pooler_privileged_roles",
+        c"Whether pgaadauth_pooler_login may let superuser and REPLICATION roles in.",
+        c"",
+        &POOLER_PRIVILEGED_ROLES,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"pgaadauth.refresh_interval",
         c"How often the signing keys are fetched again.",

@@ -26,6 +26,7 @@ pub static ALLOWED_ALGORITHMS: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"RS256"));
 pub static CLOCK_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static PASSWORD_AUTH: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static POOLER_PRIVILEGED_ROLES: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static REFRESH_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static HTTP_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static MIN_REFRESH_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);

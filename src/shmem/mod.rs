@@ -1,5 +1,6 @@
 //! Shared memory: every segment pgaadauth keeps (the key table, the directory mailbox and
-//! membership cache, the session table, the revocations' copy, the counters), sized and started
+//! membership cache, the session table, the revocations' copy, the tokens a pooler accepted,
+//! the counters), sized and started
 //! here in one place, with the one lock guard ([`Held`]), the one fixed-size text ([`Text`]) and
 //! the one way a backend waits for a worker ([`wait`]). Imports nothing of logins, workers, SQL
 //! functions or the catalog; the segments import this module, never each other.
@@ -7,6 +8,7 @@
 pub mod counters;
 pub mod keys;
 pub mod mailbox;
+pub mod pooled;
 pub mod revocations;
 pub mod sessions;
 pub mod wait;
@@ -23,9 +25,10 @@ pub enum Lock {
     MembershipCache = 1,
     Sessions = 2,
     Revocations = 3,
+    PooledTokens = 4,
 }
 
-const LOCKS: i32 = 4;
+const LOCKS: i32 = 5;
 
 /// Lock `which` of the tranche (postmaster, at startup).
 unsafe fn lock(which: Lock) -> *mut pg_sys::LWLock {
@@ -114,6 +117,7 @@ fn size() -> usize {
         + counters::shmem_size()
         + sessions::shmem_size()
         + revocations::shmem_size()
+        + pooled::shmem_size()
 }
 
 /// In the postmaster's shmem_request phase: the space and the locks.
@@ -135,6 +139,7 @@ unsafe fn startup() {
         counters::startup();
         sessions::startup(lock(Lock::Sessions));
         revocations::startup(lock(Lock::Revocations));
+        pooled::startup(lock(Lock::PooledTokens));
         pg_sys::LWLockRelease(init_lock);
     }
 }

@@ -22,6 +22,10 @@ pub struct Identity {
     pub via_group: Option<String>,
     pub expires: Option<i64>,
     pub issued: Option<i64>,
+    /// A connection pooler's session (opened with a token its check accepted), used by
+    /// whichever of its clients comes next: the token's person is kept for revocation and
+    /// expiry, never shown.
+    pub pooled: bool,
 }
 
 const NONE: i64 = i64::MIN;
@@ -41,6 +45,7 @@ struct Slot {
     via_group: Text<64>,
     expires: i64,
     issued: i64,
+    pooled: bool,
     /// 0: open; 1: ended, token expired; 2: ended, revoked; CLAIMED: being ended.
     end_kind: AtomicU8,
     end_time: AtomicI64,
@@ -135,6 +140,7 @@ pub fn register(identity: &Identity) {
     slot.via_group.set_opt(identity.via_group.as_deref());
     slot.expires = identity.expires.unwrap_or(NONE);
     slot.issued = identity.issued.unwrap_or(NONE);
+    slot.pooled = identity.pooled;
     slot.end_kind.store(0, Ordering::Relaxed);
     slot.pid
         .store(unsafe { pg_sys::MyProcPid }, Ordering::Relaxed);
@@ -174,6 +180,7 @@ pub fn rows() -> Vec<(i32, Identity)> {
                     via_group: s.via_group.get_opt().map(String::from),
                     expires: time(s.expires),
                     issued: time(s.issued),
+                    pooled: s.pooled,
                 },
             )
         })

@@ -51,6 +51,16 @@ fn row(i: Identity) -> Row {
 /// session without a token. Kept only when `pgaadauth.session_claims` was on at login.
 #[pg_extern(stable, parallel_restricted)]
 fn pgaadauth_session_claims() -> Option<pgrx::JsonB> {
+    if identity::current().is_some_and(|i| i.pooled) {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "this session belongs to a connection pooler and has no person's claims",
+            "pgaadauth",
+        )
+        .set_detail("PgBouncer opened it with a token its pgaadauth check accepted, and hands it to whichever of its clients comes next.")
+        .set_hint("Connect directly for claims, or identify the person at the pooler.")
+        .report(PgLogLevel::ERROR);
+    }
     match identity::claims()? {
         Some(claims) => Some(pgrx::JsonB(serde_json::Value::Object((*claims).clone()))),
         None => {
@@ -94,7 +104,7 @@ fn pgaadauth_session_rows() -> TableIterator<
         crate::catalog::managers::require_principal_manager("list the sessions of other roles");
     }
     TableIterator::new(sessions::rows().into_iter().map(|(pid, identity)| {
-        let (a, b, c, d, e, f, g) = row(identity);
+        let (a, b, c, d, e, f, g) = row(identity::shown(identity));
         (pid, a, b, c, d, e, f, g)
     }))
 }

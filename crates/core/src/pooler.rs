@@ -6,6 +6,15 @@
 //! password is what its PAM module and its server connections get. Entra tokens with many
 //! `groups` are longer than that.
 
+/// The SHA-256 of a token: how the server remembers the tokens a pooler's check accepted
+/// (never the token itself).
+pub fn fingerprint(token: &str) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
 /// PgBouncer's `MAX_PASSWORD`: passwords are cut to one byte less.
 pub const MAX_PASSWORD: usize = 2048;
 
@@ -38,6 +47,42 @@ pub struct ModuleArgs {
     pub dsn: String,
     /// How long one check may take, connection included, in milliseconds.
     pub timeout_ms: u64,
+    /// How the module wakes PgBouncer's event loop once a login is decided.
+    pub wake: Wake,
+}
+
+/// `wake=`: where the module knocks so that PgBouncer's event loop notices a decided login at
+/// once (it collects PAM results only after a pass of its loop, which otherwise waits for its
+/// timer, a third of a second).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// `auto` (the default): a listening socket of the PgBouncer process the module is loaded
+    /// in (its Unix socket; else a TCP one that no other process may share).
+    Auto,
+    /// `off`: never.
+    Off,
+    /// An absolute path (or `@name`, Linux's abstract namespace) of this process's Unix socket.
+    Unix(String),
+    /// An IP address and port this process alone listens on.
+    Tcp(std::net::SocketAddr),
+}
+
+impl Wake {
+    fn parse(v: &str) -> Result<Wake, String> {
+        match v {
+            "auto" => Ok(Wake::Auto),
+            "off" => Ok(Wake::Off),
+            _ if (v.starts_with('/') || v.starts_with('@')) && v.len() > 1 && v.len() < 108 => {
+                Ok(Wake::Unix(v.to_string()))
+            }
+            _ => v.parse().map(Wake::Tcp).map_err(|_| {
+                format!(
+                    "wake={} is not auto, off, the path of a Unix socket, or IP:port",
+                    crate::log_text::log_safe(v)
+                )
+            }),
+        }
+    }
 }
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 5000;
@@ -46,7 +91,7 @@ impl ModuleArgs {
     /// Parse `dsn=…` (required) and `timeout=<ms>`. Errors never quote the dsn (it may hold a
     /// password).
     pub fn parse<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<ModuleArgs, String> {
-        let (mut dsn, mut timeout_ms) = (None, DEFAULT_TIMEOUT_MS);
+        let (mut dsn, mut timeout_ms, mut wake) = (None, DEFAULT_TIMEOUT_MS, Wake::Auto);
         for arg in args {
             if let Some(v) = arg.strip_prefix("dsn=") {
                 if v.is_empty() {
@@ -64,16 +109,22 @@ impl ModuleArgs {
                             crate::log_text::log_safe(v)
                         )
                     })?;
+            } else if let Some(v) = arg.strip_prefix("wake=") {
+                wake = Wake::parse(v)?;
             } else {
                 let name = arg.split('=').next().unwrap_or_default();
                 return Err(format!(
-                    "unknown argument \"{}\" (known: dsn=, timeout=)",
+                    "unknown argument \"{}\" (known: dsn=, timeout=, wake=)",
                     crate::log_text::log_safe(name)
                 ));
             }
         }
         let dsn = dsn.ok_or("the argument dsn=<libpq connection string> is missing")?;
-        Ok(ModuleArgs { dsn, timeout_ms })
+        Ok(ModuleArgs {
+            dsn,
+            timeout_ms,
+            wake,
+        })
     }
 }
 
@@ -150,6 +201,38 @@ mod tests {
         assert!(e.contains("\"pasword\"") && !e.contains("secret"), "{e}");
         let e = ModuleArgs::parse(["dsn=x", "timeout=x"]).unwrap_err();
         assert!(e.contains("timeout=x"));
+    }
+
+    #[test]
+    fn wake_arguments() {
+        let wake = |v: &str| ModuleArgs::parse(["dsn=x", v]).map(|a| a.wake);
+        assert_eq!(ModuleArgs::parse(["dsn=x"]).unwrap().wake, Wake::Auto);
+        assert_eq!(wake("wake=auto"), Ok(Wake::Auto));
+        assert_eq!(wake("wake=off"), Ok(Wake::Off));
+        assert_eq!(
+            wake("wake=/run/pgbouncer/.s.PGSQL.6432"),
+            Ok(Wake::Unix("/run/pgbouncer/.s.PGSQL.6432".into()))
+        );
+        assert_eq!(wake("wake=@pgb"), Ok(Wake::Unix("@pgb".into())));
+        assert_eq!(
+            wake("wake=127.0.0.1:6433"),
+            Ok(Wake::Tcp("127.0.0.1:6433".parse().unwrap()))
+        );
+        assert_eq!(
+            wake("wake=[::1]:6433"),
+            Ok(Wake::Tcp("[::1]:6433".parse().unwrap()))
+        );
+        // Names are not resolved (the PAM thread must not wait for DNS); paths fit sun_path.
+        for bad in [
+            "wake=localhost:6432",
+            "wake=",
+            "wake=/",
+            "wake=on",
+            "wake=6432",
+        ] {
+            assert!(wake(bad).unwrap_err().contains("is not auto, off"), "{bad}");
+        }
+        assert!(wake(&format!("wake=/{}", "x".repeat(107))).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! again, at most one connection attempt per second while the server is unreachable.
 
 mod server;
+mod wake;
 
 use pgaadauth_core::log_text::log_safe;
 use pgaadauth_core::pooler::{looks_cut_by_pgbouncer, Answer, ModuleArgs};
@@ -41,6 +42,12 @@ unsafe extern "C" {
         prompt: *const c_char,
     ) -> c_int;
     fn pam_get_item(pamh: *const PamHandle, item_type: c_int, item: *mut *const c_void) -> c_int;
+    fn pam_set_data(
+        pamh: *mut PamHandle,
+        name: *const c_char,
+        data: *mut c_void,
+        cleanup: Option<unsafe extern "C" fn(*mut PamHandle, *mut c_void, c_int)>,
+    ) -> c_int;
     fn pam_prompt(
         pamh: *mut PamHandle,
         style: c_int,
@@ -123,6 +130,12 @@ fn authenticate(pamh: *mut PamHandle, args: &[&str]) -> c_int {
             return PAM_SERVICE_ERR;
         }
     };
+    // Whatever the answer, PgBouncer's loop is woken when it is about to store it.
+    wake::want(&args.wake);
+    wake::after_this_login(pamh);
+    if let Some(news) = wake::news() {
+        tell(pamh, &news);
+    }
     let (mut user, mut password): (*const c_char, *const c_char) =
         (std::ptr::null(), std::ptr::null());
     let mut rhost: *const c_void = std::ptr::null();

@@ -7,14 +7,13 @@
 //!
 //! Everything ends by the caller's deadline: connecting is libpq's non-blocking connect, polled
 //! until the deadline (name resolution aside: libpq resolves host names before it polls); a
-//! call still waiting at the deadline has a duplicate of its socket shut down by a watchdog,
-//! which makes libpq return. The duplicate keeps the socket's number from being reused by
-//! PgBouncer while the watchdog may still act on it.
+//! call still waiting at the deadline has a duplicate of its socket shut down by the module's
+//! one watchdog thread, which makes libpq return. The duplicate, kept as long as the
+//! connection, keeps the socket's number from being reused by PgBouncer meanwhile.
 
 use pgaadauth_core::pooler::{Answer, MAX_ANSWER};
 use std::ffi::{c_char, c_int, c_short, c_void, CStr, CString};
-use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Instant;
 
 #[repr(C)]
@@ -134,6 +133,9 @@ pub struct Server {
     messages: Box<Mutex<Option<String>>>,
     /// The dsn it was opened with (a changed PAM line opens a new one).
     pub dsn: String,
+    /// A duplicate of the connection's socket, for the watchdog (-1 before it is connected).
+    /// Its number cannot be reused by PgBouncer while the watchdog may act on it.
+    spare: c_int,
 }
 
 // SAFETY: a connection is used by one thread at a time (the module's mutex).
@@ -142,6 +144,9 @@ unsafe impl Send for Server {}
 impl Drop for Server {
     fn drop(&mut self) {
         unsafe { PQfinish(self.conn) };
+        if self.spare >= 0 {
+            unsafe { close(self.spare) };
+        }
     }
 }
 
@@ -160,30 +165,69 @@ fn millis_until(deadline: Instant) -> c_int {
 
 const TIMED_OUT: &str = "the PostgreSQL server did not answer within the module's timeout";
 
-/// Run `call` on `conn`; if it is still waiting at `deadline`, shut its socket down (through a
-/// duplicate) so that libpq returns. True when the watchdog had to act.
-fn with_watchdog<T>(conn: *const PGconn, deadline: Instant, call: impl FnOnce() -> T) -> (T, bool) {
-    let socket = unsafe { PQsocket(conn) };
-    let spare = if socket >= 0 {
-        unsafe { dup(socket) }
-    } else {
-        -1
-    };
-    let (done, wait) = mpsc::channel::<()>();
-    let watchdog = std::thread::spawn(move || {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if wait.recv_timeout(left).is_err() && spare >= 0 {
-            unsafe { shutdown(spare, SHUT_RDWR) };
-            return true;
-        }
-        false
+/// The one watchdog thread: while a call is armed and its deadline passes, it shuts the
+/// call's socket down (through the connection's duplicate), which makes libpq return.
+struct Watchdog {
+    /// The armed call: the duplicate socket, its deadline, and whether it fired.
+    armed: Mutex<Option<(c_int, Instant, bool)>>,
+    signal: Condvar,
+}
+
+static WATCHDOG: OnceLock<Watchdog> = OnceLock::new();
+
+fn watchdog() -> &'static Watchdog {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    let w = WATCHDOG.get_or_init(|| Watchdog {
+        armed: Mutex::new(None),
+        signal: Condvar::new(),
     });
-    let result = call();
-    let _ = done.send(());
-    let fired = watchdog.join().unwrap_or(true);
-    if spare >= 0 {
-        unsafe { close(spare) };
+    // One thread for the life of the process (the module is never unloaded).
+    STARTED.call_once(|| {
+        let _ = std::thread::Builder::new()
+            .name("pam_pgaadauth_watchdog".into())
+            .spawn(move || watch(w));
+    });
+    w
+}
+
+fn watch(w: &Watchdog) {
+    let mut armed = w.armed.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        armed = match *armed {
+            Some((spare, deadline, false)) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    unsafe { shutdown(spare, SHUT_RDWR) };
+                    *armed = Some((spare, deadline, true));
+                    continue;
+                }
+                w.signal
+                    .wait_timeout(armed, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+            _ => w.signal.wait(armed).unwrap_or_else(|e| e.into_inner()),
+        };
     }
+}
+
+/// Run `call` on the connection whose socket's duplicate is `spare`; if it is still waiting at
+/// `deadline`, the watchdog shuts the socket down so that libpq returns. True when it had to.
+/// (The module's mutex makes calls one at a time.)
+fn with_watchdog<T>(spare: c_int, deadline: Instant, call: impl FnOnce() -> T) -> (T, bool) {
+    if spare < 0 {
+        return (call(), false);
+    }
+    let w = watchdog();
+    *w.armed.lock().unwrap_or_else(|e| e.into_inner()) = Some((spare, deadline, false));
+    w.signal.notify_one();
+    let result = call();
+    let fired = w
+        .armed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .is_some_and(|(_, _, fired)| fired);
     (result, fired)
 }
 
@@ -207,10 +251,12 @@ impl Server {
             function: 0,
             messages: Box::new(Mutex::new(None)),
             dsn: dsn.to_string(),
+            spare: -1,
         };
         let slot: *const Mutex<Option<String>> = &*server.messages;
         unsafe { PQsetNoticeReceiver(conn, Some(keep_message), slot as *mut c_void) };
         server.finish_connecting(deadline)?;
+        server.spare = unsafe { dup(PQsocket(conn)) };
         server.function = server.function_oid(deadline)?;
         Ok(server)
     }
@@ -250,7 +296,7 @@ impl Server {
         // The function's oid, and whether it returns an integer (from 0.6.0).
         let query = c"SELECT f::pg_catalog.oid, (SELECT p.prorettype = 'pg_catalog.int4'::pg_catalog.regtype FROM pg_catalog.pg_proc p WHERE p.oid = f) FROM pg_catalog.to_regprocedure('pg_catalog.pgaadauth_pooler_login(text,text,text)') f";
         let conn = self.conn;
-        let ((ok, oid, integer), fired) = with_watchdog(conn, deadline, || unsafe {
+        let ((ok, oid, integer), fired) = with_watchdog(self.spare, deadline, || unsafe {
             let res = PQexec(conn, query.as_ptr());
             let ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
             let field = |col| CStr::from_ptr(PQgetvalue(res, 0, col)).to_str().ok();
@@ -299,7 +345,7 @@ impl Server {
         let conn = self.conn;
         let function = self.function;
         *self.messages.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let (status, fired) = with_watchdog(conn, deadline, || unsafe {
+        let (status, fired) = with_watchdog(self.spare, deadline, || unsafe {
             let res = PQfn(
                 conn,
                 function,
