@@ -208,7 +208,8 @@ fn start_in_own_pam_view(ini: &Path, pam_dir: &Path, whole_dir: bool) -> Child {
     unsafe {
         command.pre_exec(move || {
             own_pam_view(&files)?;
-            children::become_postgres(uid, gid)
+            children::become_postgres(uid, gid)?;
+            no_netlink()
         });
     }
     children::spawn(command, children::SIGKILL).expect("start pgbouncer")
@@ -297,6 +298,69 @@ fn own_pam_view(files: &[(std::ffi::CString, std::ffi::CString)]) -> std::io::Re
         ) != 0
         {
             return failed();
+        }
+    }
+    Ok(())
+}
+
+/// In a child about to exec: systemd's `RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6` as
+/// far as PgBouncer feels it, a seccomp filter that fails `socket(AF_NETLINK, …)` with
+/// EAFNOSUPPORT. Linux-PAM then skips the kernel audit records it would otherwise try to send
+/// (and the kernel refuse, PgBouncer lacking CAP_AUDIT_WRITE) twice per login.
+fn no_netlink() -> std::io::Result<()> {
+    #[repr(C)]
+    struct Filter {
+        code: u16,
+        jt: u8,
+        jf: u8,
+        k: u32,
+    }
+    #[repr(C)]
+    struct Program {
+        len: u16,
+        filter: *const Filter,
+    }
+    unsafe extern "C" {
+        #[link_name = "prctl"]
+        fn prctl5(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+    }
+    const LOAD: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const JUMP_IF_EQUAL: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const RETURN: u16 = 0x06; // BPF_RET | BPF_K
+    const ARCH_X86_64: u32 = 0xc000_003e;
+    const SOCKET_X86_64: u32 = 41;
+    const AF_NETLINK: u32 = 16;
+    const FAIL_EAFNOSUPPORT: u32 = 0x0005_0000 | 97;
+    const ALLOW: u32 = 0x7fff_0000;
+    let f = |code, jt, jf, k| Filter { code, jt, jf, k };
+    let filter = [
+        f(LOAD, 0, 0, 4), // the architecture
+        f(JUMP_IF_EQUAL, 0, 5, ARCH_X86_64),
+        f(LOAD, 0, 0, 0), // the system call
+        f(JUMP_IF_EQUAL, 0, 3, SOCKET_X86_64),
+        f(LOAD, 0, 0, 16), // its first argument, the address family
+        f(JUMP_IF_EQUAL, 0, 1, AF_NETLINK),
+        f(RETURN, 0, 0, FAIL_EAFNOSUPPORT),
+        f(RETURN, 0, 0, ALLOW),
+    ];
+    let program = Program {
+        len: filter.len() as u16,
+        filter: filter.as_ptr(),
+    };
+    const PR_SET_NO_NEW_PRIVS: i32 = 38;
+    const PR_SET_SECCOMP: i32 = 22;
+    const SECCOMP_MODE_FILTER: u64 = 2;
+    unsafe {
+        if prctl5(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+            || prctl5(
+                PR_SET_SECCOMP,
+                SECCOMP_MODE_FILTER,
+                &program as *const Program as u64,
+                0,
+                0,
+            ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
         }
     }
     Ok(())

@@ -166,11 +166,18 @@ fn millis_until(deadline: Instant) -> c_int {
 const TIMED_OUT: &str = "the PostgreSQL server did not answer within the module's timeout";
 
 /// The one watchdog thread: while a call is armed and its deadline passes, it shuts the
-/// call's socket down (through the connection's duplicate), which makes libpq return.
+/// call's socket down (through the connection's duplicate), which makes libpq return. It is
+/// signalled only when it sleeps past a new deadline: calls come and go without waking it.
 struct Watchdog {
-    /// The armed call: the duplicate socket, its deadline, and whether it fired.
-    armed: Mutex<Option<(c_int, Instant, bool)>>,
+    state: Mutex<Watch>,
     signal: Condvar,
+}
+
+struct Watch {
+    /// The armed call: the duplicate socket, its deadline, and whether it fired.
+    armed: Option<(c_int, Instant, bool)>,
+    /// Until when the thread sleeps (None: until signalled).
+    sleeping_until: Option<Instant>,
 }
 
 static WATCHDOG: OnceLock<Watchdog> = OnceLock::new();
@@ -178,7 +185,10 @@ static WATCHDOG: OnceLock<Watchdog> = OnceLock::new();
 fn watchdog() -> &'static Watchdog {
     static STARTED: std::sync::Once = std::sync::Once::new();
     let w = WATCHDOG.get_or_init(|| Watchdog {
-        armed: Mutex::new(None),
+        state: Mutex::new(Watch {
+            armed: None,
+            sleeping_until: None,
+        }),
         signal: Condvar::new(),
     });
     // One thread for the life of the process (the module is never unloaded).
@@ -191,22 +201,26 @@ fn watchdog() -> &'static Watchdog {
 }
 
 fn watch(w: &Watchdog) {
-    let mut armed = w.armed.lock().unwrap_or_else(|e| e.into_inner());
+    let mut state = w.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {
-        armed = match *armed {
+        state = match state.armed {
             Some((spare, deadline, false)) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
+                if Instant::now() >= deadline {
                     unsafe { shutdown(spare, SHUT_RDWR) };
-                    *armed = Some((spare, deadline, true));
+                    state.armed = Some((spare, deadline, true));
                     continue;
                 }
+                state.sleeping_until = Some(deadline);
+                let left = deadline.saturating_duration_since(Instant::now());
                 w.signal
-                    .wait_timeout(armed, left)
+                    .wait_timeout(state, left)
                     .unwrap_or_else(|e| e.into_inner())
                     .0
             }
-            _ => w.signal.wait(armed).unwrap_or_else(|e| e.into_inner()),
+            _ => {
+                state.sleeping_until = None;
+                w.signal.wait(state).unwrap_or_else(|e| e.into_inner())
+            }
         };
     }
 }
@@ -219,13 +233,19 @@ fn with_watchdog<T>(spare: c_int, deadline: Instant, call: impl FnOnce() -> T) -
         return (call(), false);
     }
     let w = watchdog();
-    *w.armed.lock().unwrap_or_else(|e| e.into_inner()) = Some((spare, deadline, false));
-    w.signal.notify_one();
+    {
+        let mut state = w.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.armed = Some((spare, deadline, false));
+        if state.sleeping_until.is_none_or(|t| t > deadline) {
+            w.signal.notify_one();
+        }
+    }
     let result = call();
     let fired = w
-        .armed
+        .state
         .lock()
         .unwrap_or_else(|e| e.into_inner())
+        .armed
         .take()
         .is_some_and(|(_, _, fired)| fired);
     (result, fired)

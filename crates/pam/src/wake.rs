@@ -5,10 +5,11 @@
 //! else happening the loop sleeps until its maintenance timer, a third of a second later: one
 //! login per client every 0.3 s. The module ends that wait itself: `pam_end`, which PgBouncer
 //! calls right before it stores the result, runs a cleanup the module registered
-//! ([`after_this_login`]); the cleanup hands over to one thread of the module, which a moment
-//! later knocks on a listening socket of this very process (connects and closes at once; the
-//! loop wakes to accept it, then collects the result) and once more a little later, in case
-//! PgBouncer had not stored the result yet. PgBouncer 1.18 logs nothing for such a connection.
+//! ([`after_this_login`]). The cleanup knocks on a listening socket of this very process: it
+//! connects, so the loop wakes to accept the connection and then collects the results stored by
+//! then; and one thread of the module closes that connection a moment later ([`LATE_KNOCK`]),
+//! so the loop wakes once more, in case the PAM thread had not stored the result yet when it
+//! first woke. PgBouncer 1.18 logs nothing for a connection that never sends a startup packet.
 //!
 //! Which socket ([`Wake`]): by default one this process listens on, found among its own file
 //! descriptors — a Unix socket, else a TCP one without `SO_REUSEPORT` (with it, the kernel may
@@ -30,18 +31,21 @@ enum Door {
     Tcp(SocketAddr),
 }
 
-/// The late knock, for when the PAM thread was held up between `pam_end` and storing the
-/// result: this long after the first.
-const LATE_KNOCK: Duration = Duration::from_micros(800);
-/// How long the late knock may wait for a TCP handshake (loopback: microseconds).
-const KNOCK_TIMEOUT_MS: c_int = 20;
+/// How long after a knock its connection is closed (the loop's second wake-up, for when the
+/// PAM thread was held up between `pam_end` and storing the result).
+const LATE_KNOCK: Duration = Duration::from_micros(600);
+/// Knocks held open at most; beyond, a knock's connection is closed at once.
+const MAX_OPEN_KNOCKS: usize = 64;
 /// How soon a failed lookup or knock is retried.
 const LOOK_AGAIN_AFTER: Duration = Duration::from_secs(1);
 
 struct State {
-    /// Logins decided (cleanups run) so far, and how many the thread has knocked for.
-    decided: u64,
-    knocked: u64,
+    /// The knocks' connections, for the thread to close.
+    open: Vec<c_int>,
+    /// A login found no door: the thread looks for one.
+    look: bool,
+    /// The thread waits to be signalled (else it will see new work by itself).
+    idle: bool,
     /// The PAM line's choice, and the door it led to (None: none found).
     wanted: Wake,
     door: Option<Door>,
@@ -62,8 +66,9 @@ fn waker() -> &'static Waker {
     static STARTED: std::sync::Once = std::sync::Once::new();
     let waker = WAKER.get_or_init(|| Waker {
         state: Mutex::new(State {
-            decided: 0,
-            knocked: 0,
+            open: Vec::new(),
+            look: false,
+            idle: false,
             wanted: Wake::Auto,
             door: None,
             looked_at: None,
@@ -101,19 +106,35 @@ pub fn news() -> Option<String> {
     state.news.take()
 }
 
-/// A login was decided and PgBouncer is about to store the result: knock now (its event loop
-/// takes longer to wake than the PAM thread takes to store it), and have the thread knock
-/// again a little later in case it did not.
+/// A login was decided and PgBouncer is about to store the result: knock now, and have the
+/// thread close the knock's connection a moment later.
 pub fn decided() {
     let Some(waker) = WAKER.get() else { return };
-    let door = {
-        let mut state = waker.state.lock().unwrap_or_else(|e| e.into_inner());
-        state.decided += 1;
+    let door = waker
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .door
+        .clone();
+    let knocked = door.as_ref().map(knock);
+    let mut state = waker.state.lock().unwrap_or_else(|e| e.into_inner());
+    match knocked {
+        Some(Ok(fd)) if state.open.len() < MAX_OPEN_KNOCKS => state.open.push(fd),
+        Some(Ok(fd)) => unsafe {
+            libc::close(fd);
+        },
+        // Out of descriptors, say: not the door's fault.
+        Some(Err(Knock::Failed)) => {}
+        Some(Err(Knock::NobodyThere)) | None => {
+            // Gone (PgBouncer restarted its listeners?), or never found: look again.
+            if state.door == door {
+                state.door = None;
+            }
+            state.look = true;
+        }
+    }
+    if state.idle {
         waker.signal.notify_one();
-        state.door.clone()
-    };
-    if let Some(door) = door {
-        knock(&door, 0);
     }
 }
 
@@ -121,21 +142,24 @@ fn knocker(waker: &Waker) {
     loop {
         let door = {
             let mut state = waker.state.lock().unwrap_or_else(|e| e.into_inner());
-            while state.decided == state.knocked {
+            while state.open.is_empty() && !state.look {
+                state.idle = true;
                 state = waker.signal.wait(state).unwrap_or_else(|e| e.into_inner());
             }
-            state.knocked = state.decided;
-            door_of(&mut state)
-        };
-        let Some(door) = door else { continue };
-        // The late knock, once for every login decided meanwhile.
-        std::thread::sleep(LATE_KNOCK);
-        if !knock(&door, KNOCK_TIMEOUT_MS) {
-            // Gone (PgBouncer restarted its listeners?): look again, at most once a second.
-            let mut state = waker.state.lock().unwrap_or_else(|e| e.into_inner());
-            if state.door.as_ref() == Some(&door) {
-                state.door = None;
+            state.idle = false;
+            let look = std::mem::take(&mut state.look);
+            if look {
+                door_of(&mut state)
+            } else {
+                None
             }
+        };
+        // A door just found: knock for the login that looked for it.
+        let fresh = door.and_then(|d| knock(&d).ok());
+        std::thread::sleep(LATE_KNOCK);
+        let open = std::mem::take(&mut waker.state.lock().unwrap_or_else(|e| e.into_inner()).open);
+        for fd in open.into_iter().chain(fresh) {
+            unsafe { libc::close(fd) };
         }
     }
 }
@@ -276,50 +300,22 @@ fn local_address(fd: c_int) -> Option<Door> {
     }
 }
 
-/// Connect to `door` and close at once (a TCP handshake waited for up to `wait_ms`). False
-/// when nobody listens there.
-fn knock(door: &Door, wait_ms: c_int) -> bool {
-    match door {
-        Door::Unix(path) => knock_unix(path),
-        Door::Tcp(addr) => knock_tcp(*addr, wait_ms),
-    }
+/// Why a knock failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Knock {
+    /// Nobody listens there (any more).
+    NobodyThere,
+    /// No socket for it (out of descriptors).
+    Failed,
 }
 
-fn knock_unix(path: &[u8]) -> bool {
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    if path.len() >= addr.sun_path.len() {
-        return false;
-    }
-    for (slot, &b) in addr.sun_path.iter_mut().zip(path) {
-        *slot = b as libc::c_char;
-    }
-    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + path.len() + 1;
-    // An abstract name's length is exact (no terminating NUL).
-    let len = if path.first() == Some(&0) {
-        len - 1
-    } else {
-        len
+/// Connect to `door` without waiting (a TCP handshake on loopback is done within the call):
+/// the connection, for the caller to close.
+fn knock(door: &Door) -> Result<c_int, Knock> {
+    let (family, storage, len) = match door {
+        Door::Unix(path) => unix_socket_address(path).ok_or(Knock::NobodyThere)?,
+        Door::Tcp(addr) => socket_address(*addr),
     };
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            0,
-        );
-        if fd < 0 {
-            return true; // out of descriptors: not the door's fault
-        }
-        let rc = libc::connect(fd, (&raw const addr).cast(), len as libc::socklen_t);
-        let err = std::io::Error::last_os_error().raw_os_error();
-        libc::close(fd);
-        // EAGAIN: its backlog is full, so it is awake anyway.
-        rc == 0 || err == Some(libc::EAGAIN)
-    }
-}
-
-fn knock_tcp(addr: SocketAddr, wait_ms: c_int) -> bool {
-    let (family, storage, len) = socket_address(addr);
     unsafe {
         let fd = libc::socket(
             family,
@@ -327,22 +323,36 @@ fn knock_tcp(addr: SocketAddr, wait_ms: c_int) -> bool {
             0,
         );
         if fd < 0 {
-            return true;
+            return Err(Knock::Failed);
         }
-        let mut ok = libc::connect(fd, (&raw const storage).cast(), len) == 0;
-        if !ok && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINPROGRESS) {
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLOUT,
-                revents: 0,
-            };
-            // Not waited for: on loopback the handshake is usually done by now.
-            ok = wait_ms == 0
-                || (libc::poll(&mut pfd, 1, wait_ms) == 1 && option(fd, libc::SO_ERROR) == Some(0));
+        if libc::connect(fd, (&raw const storage).cast(), len) == 0 {
+            return Ok(fd);
+        }
+        let err = std::io::Error::last_os_error().raw_os_error();
+        // EINPROGRESS: a TCP handshake under way; EAGAIN: a Unix backlog full, so the loop is
+        // awake anyway.
+        if matches!(err, Some(libc::EINPROGRESS | libc::EAGAIN)) {
+            return Ok(fd);
         }
         libc::close(fd);
-        ok
+        Err(Knock::NobodyThere)
     }
+}
+
+fn unix_socket_address(path: &[u8]) -> Option<(c_int, libc::sockaddr_storage, libc::socklen_t)> {
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let addr: &mut libc::sockaddr_un = unsafe { &mut *(&raw mut storage).cast() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if path.is_empty() || path.len() >= addr.sun_path.len() {
+        return None;
+    }
+    for (slot, &b) in addr.sun_path.iter_mut().zip(path) {
+        *slot = b as libc::c_char;
+    }
+    // A path ends with its NUL; an abstract name's length is exact.
+    let nul = usize::from(path[0] != 0);
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + path.len() + nul;
+    Some((libc::AF_UNIX, storage, len as libc::socklen_t))
 }
 
 fn socket_address(addr: SocketAddr) -> (c_int, libc::sockaddr_storage, libc::socklen_t) {
@@ -397,17 +407,22 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
+    fn knocked(door: &Door) -> bool {
+        knock(door).map(|fd| unsafe { libc::close(fd) }).is_ok()
+    }
+
     /// One test: the lookup must see only its own listeners.
     #[test]
     fn finds_its_own_listener_and_knocks_on_unix_tcp_and_abstract_doors() {
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         assert_eq!(own_listener(), Ok(Door::Tcp(tcp.local_addr().unwrap())));
-        assert!(knock(
-            &Door::Tcp(tcp.local_addr().unwrap()),
-            KNOCK_TIMEOUT_MS
-        ));
+        assert!(knocked(&Door::Tcp(tcp.local_addr().unwrap())));
         tcp.set_nonblocking(true).unwrap();
-        assert!(tcp.accept().is_ok());
+        let accepted = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            tcp.accept().is_ok()
+        });
+        assert!(accepted, "the knock reached the TCP listener");
 
         let dir = std::env::temp_dir().join(format!("pam-wake-{}", std::process::id()));
         let _ = std::fs::create_dir(&dir);
@@ -419,21 +434,25 @@ mod tests {
             door,
             Door::Unix(path.as_os_str().as_encoded_bytes().to_vec())
         );
-        assert!(knock(&door, 0));
+        assert!(knocked(&door));
         listener.set_nonblocking(true).unwrap();
         assert!(listener.accept().is_ok(), "the knock reached the listener");
         drop(listener);
         std::fs::remove_file(&path).unwrap();
-        assert!(!knock(&door, 0), "nobody listens any more");
+        assert_eq!(
+            knock(&door),
+            Err(Knock::NobodyThere),
+            "nobody listens any more"
+        );
 
         let name = format!("pam-wake-{}", std::process::id());
         let door = Door::Unix(unix_address(&format!("@{name}")));
-        assert!(!knock(&door, 0), "no listener yet");
+        assert_eq!(knock(&door), Err(Knock::NobodyThere), "no listener yet");
         use std::os::linux::net::SocketAddrExt;
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let listener = UnixListener::bind_addr(&addr).unwrap();
         assert_eq!(own_listener(), Ok(door.clone()));
-        assert!(knock(&door, 0));
+        assert!(knocked(&door));
         listener.set_nonblocking(true).unwrap();
         assert!(listener.accept().is_ok());
     }
