@@ -25,7 +25,7 @@ fn spawner() -> &'static Mutex<Sender<Request>> {
                         use std::os::unix::process::CommandExt;
                         // After any change of user (which would clear it), before exec.
                         command.pre_exec(move || {
-                            if libc_prctl(PR_SET_PDEATHSIG, signal as u64) != 0 {
+                            if prctl(PR_SET_PDEATHSIG, signal as u64) != 0 {
                                 return Err(io::Error::last_os_error());
                             }
                             Ok(())
@@ -44,8 +44,8 @@ pub const SIGKILL: i32 = 9;
 pub const SIGQUIT: i32 = 3;
 
 unsafe extern "C" {
-    #[link_name = "prctl"]
-    fn libc_prctl(option: i32, arg2: u64) -> i32;
+    /// Linux's prctl(2).
+    pub(crate) fn prctl(option: i32, ...) -> i32;
 }
 
 /// Start `command` so that it gets `signal` when this test process ends. Any `pre_exec` of

@@ -320,10 +320,6 @@ fn no_netlink() -> std::io::Result<()> {
         len: u16,
         filter: *const Filter,
     }
-    unsafe extern "C" {
-        #[link_name = "prctl"]
-        fn prctl5(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
-    }
     const LOAD: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
     const JUMP_IF_EQUAL: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
     const RETURN: u16 = 0x06; // BPF_RET | BPF_K
@@ -351,13 +347,13 @@ fn no_netlink() -> std::io::Result<()> {
     const PR_SET_SECCOMP: i32 = 22;
     const SECCOMP_MODE_FILTER: u64 = 2;
     unsafe {
-        if prctl5(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-            || prctl5(
+        if crate::children::prctl(PR_SET_NO_NEW_PRIVS, 1u64, 0u64, 0u64, 0u64) != 0
+            || crate::children::prctl(
                 PR_SET_SECCOMP,
                 SECCOMP_MODE_FILTER,
                 &program as *const Program as u64,
-                0,
-                0,
+                0u64,
+                0u64,
             ) != 0
         {
             return Err(std::io::Error::last_os_error());
