@@ -14,6 +14,7 @@
 
 #include "libpq/auth.h"
 #include "libpq/crypt.h"
+#include "common/ip.h"
 #include "libpq/hba.h"
 #include "libpq/libpq.h"
 #include "libpq/libpq-be.h"
@@ -78,6 +79,21 @@ const char *
 pgaadauth_port_remote_host(Port *port)
 {
 	return port->remote_host;
+}
+
+/*
+ * The client's address as numbers (remote_host may be a name, with log_hostname): 1 when
+ * written to buf, 0 for a Unix-domain socket, -1 when it cannot be told.
+ */
+int
+pgaadauth_port_remote_ip(Port *port, char *buf, int len)
+{
+	if (port->raddr.addr.ss_family == AF_UNIX)
+		return 0;
+	if (pg_getnameinfo_all(&port->raddr.addr, port->raddr.salen, buf, len,
+						   NULL, 0, NI_NUMERICHOST) != 0)
+		return -1;
+	return 1;
 }
 
 const char *

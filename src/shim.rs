@@ -62,6 +62,9 @@ unsafe extern "C-unwind" {
     pub fn pgaadauth_port_uses_ssl(port: *mut Port) -> bool;
     pub fn pgaadauth_port_user(port: *mut Port) -> *const c_char;
     pub fn pgaadauth_port_remote_host(port: *mut Port) -> *const c_char;
+    /// The client's address as numbers into `buf`: 1 written, 0 a Unix-domain socket, -1
+    /// unknown.
+    pub fn pgaadauth_port_remote_ip(port: *mut Port, buf: *mut c_char, len: c_int) -> c_int;
     pub fn pgaadauth_port_hba_line(port: *mut Port) -> c_int;
     /// The pg_hba.conf method name of the port's line (`scram-sha-256`, `peer`, ...).
     pub fn pgaadauth_port_hba_method(port: *mut Port) -> *const c_char;

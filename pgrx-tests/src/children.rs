@@ -24,9 +24,15 @@ fn spawner() -> &'static Mutex<Sender<Request>> {
                     unsafe {
                         use std::os::unix::process::CommandExt;
                         // After any change of user (which would clear it), before exec.
+                        let parent = std::process::id();
                         command.pre_exec(move || {
                             if prctl(PR_SET_PDEATHSIG, signal as u64) != 0 {
                                 return Err(io::Error::last_os_error());
+                            }
+                            // The test process ended before the signal was set: end too
+                            // (ESRCH; nothing allocated between fork and exec).
+                            if getppid() != parent {
+                                return Err(io::Error::from_raw_os_error(3));
                             }
                             Ok(())
                         });
@@ -46,6 +52,7 @@ pub const SIGQUIT: i32 = 3;
 unsafe extern "C" {
     /// Linux's prctl(2).
     pub(crate) fn prctl(option: i32, ...) -> i32;
+    fn getppid() -> u32;
 }
 
 /// Start `command` so that it gets `signal` when this test process ends. Any `pre_exec` of

@@ -550,15 +550,64 @@ fn members_of_one_group_share_a_pooled_connection_and_never_see_each_others_iden
 }
 
 #[test]
+fn after_a_server_restart_pooler_addresses_keep_pooled_sessions_without_a_person() {
+    let (_turn, w) = world();
+    let (pa, pb) = (oid_for("restart-member-a"), oid_for("restart-member-b"));
+    let ta = w.token(&pa, json!({"groups": [GROUP]}));
+    let tb = w.token(&pb, json!({"groups": [GROUP]}));
+    let b = &w.shared[1]; // transaction pooling, one server connection
+                          // Both clients logged in; PgBouncer keeps B's token, the last it accepted, for the server.
+    let mut a = b.connect("postgres", "bouncer-group", &ta).unwrap();
+    let mut bc = b.connect("postgres", "bouncer-group", &tb).unwrap();
+    assert_eq!(session_row(&mut bc).0, "pooler");
+    // The server restarts and forgets which tokens the pooler accepted. A's next transaction
+    // needs a new server connection, which PgBouncer opens with B's token: only the address
+    // can tell the server that it is PgBouncer's.
+    w.pg.set(&[("pgaadauth.pooler_addresses", "127.0.0.1")]);
+    w.pg.restart();
+    let mut row = None;
+    assert!(Cluster::wait_for(Duration::from_secs(20), || {
+        row = a
+            .query_one(
+                "SELECT method, object_id, upn FROM pgaadauth_session()",
+                &[],
+            )
+            .ok()
+            .map(|r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, Option<String>>(1),
+                    r.get::<_, Option<String>>(2),
+                )
+            });
+        row.is_some()
+    }));
+    // Every token login from there is a pooler's session, a direct one included.
+    let mut direct = w.pg.connect("bouncer-group", &ta).unwrap();
+    let direct_row = session_row(&mut direct);
+    w.pg.set(&[("pgaadauth.pooler_addresses", "")]);
+    assert_eq!(row, Some(("pooler".to_string(), None, None)), "A sees B");
+    assert_eq!((direct_row.0.as_str(), direct_row.1), ("pooler", None));
+    drop((a, bc, direct));
+    w.no_secret_logged(&[&ta, &tb]);
+}
+
+#[test]
 fn superusers_and_replication_roles_are_refused_through_the_pooler_unless_allowed() {
     let (_turn, w) = world();
     w.pg.sql(
         "CREATE ROLE bouncer_super SUPERUSER LOGIN PASSWORD 'su-Secret-9'; \
-         CREATE ROLE bouncer_repl REPLICATION LOGIN PASSWORD 're-Secret-9'",
+         CREATE ROLE bouncer_repl REPLICATION LOGIN PASSWORD 're-Secret-9'; \
+         CREATE ROLE bouncer_heir LOGIN PASSWORD 'he-Secret-9' IN ROLE bouncer_super",
     );
     for (role, password, what) in [
         ("bouncer_super", "su-Secret-9", "is a superuser"),
         ("bouncer_repl", "re-Secret-9", "is a REPLICATION role"),
+        (
+            "bouncer_heir",
+            "he-Secret-9",
+            "is a member of \"bouncer_super\", a superuser",
+        ),
     ] {
         let mark = w.session.log().len();
         assert!(

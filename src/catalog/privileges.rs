@@ -60,9 +60,8 @@ pub fn direct_groups(member: pg_sys::Oid) -> Vec<pg_sys::Oid> {
 
 /// What a login needs to know of a role before its password or token.
 pub struct LoginAttributes {
+    pub roleid: pg_sys::Oid,
     pub can_login: bool,
-    pub superuser: bool,
-    pub replication: bool,
 }
 
 /// The login attributes of the role named `name` (pg_authid, by the system cache: no SQL);
@@ -81,10 +80,16 @@ pub fn login_attributes(name: &std::ffi::CStr) -> Option<LoginAttributes> {
                 pg_sys::SysCacheGetAttr(cache, tuple, attnum as pg_sys::AttrNumber, &mut isnull);
             !isnull && d.value() != 0
         };
+        let mut isnull = false;
+        let oid = pg_sys::SysCacheGetAttr(
+            cache,
+            tuple,
+            pg_sys::Anum_pg_authid_oid as pg_sys::AttrNumber,
+            &mut isnull,
+        );
         let attributes = LoginAttributes {
+            roleid: pg_sys::Oid::from(oid.value() as u32),
             can_login: flag(pg_sys::Anum_pg_authid_rolcanlogin),
-            superuser: flag(pg_sys::Anum_pg_authid_rolsuper),
-            replication: flag(pg_sys::Anum_pg_authid_rolreplication),
         };
         pg_sys::ReleaseSysCache(tuple);
         Some(attributes)
@@ -136,6 +141,32 @@ fn ancestors(roleid: pg_sys::Oid) -> Vec<pg_sys::Oid> {
     }
     found.remove(0);
     found
+}
+
+/// When `roleid` is, or through any chain of memberships (whatever their INHERIT and SET
+/// options) reaches, a superuser or REPLICATION role: what it is, in words ("a superuser",
+/// "a member of \"postgres\", a superuser").
+pub fn superuser_or_replication(roleid: pg_sys::Oid) -> Option<String> {
+    let what = |f: &RoleFacts| {
+        if f.superuser {
+            Some("a superuser")
+        } else if f.replication {
+            Some("a REPLICATION role")
+        } else {
+            None
+        }
+    };
+    if let Some(w) = role_facts(roleid).as_ref().and_then(what) {
+        return Some(w.to_string());
+    }
+    ancestors(roleid).into_iter().find_map(|group| {
+        let facts = role_facts(group)?;
+        let w = what(&facts)?;
+        Some(format!(
+            "a member of \"{}\", {w}",
+            pgaadauth_core::log_text::log_safe(&facts.name)
+        ))
+    })
 }
 
 /// Facts of a role that is gone (dropped meanwhile): nothing may be bound to it.

@@ -110,6 +110,24 @@ impl Login {
         }
     }
 
+    /// Whether the client's address is one of `pgaadauth.pooler_addresses`.
+    fn comes_from_pooler(&self) -> bool {
+        let sources = crate::settings::pooler_addresses();
+        if sources.is_empty() {
+            return false;
+        }
+        let mut buf = [0 as std::ffi::c_char; 64];
+        match unsafe { shim::pgaadauth_port_remote_ip(self.port, buf.as_mut_ptr(), 64) } {
+            0 => pgaadauth_core::pooler::from_pooler(&sources, None),
+            1 => unsafe { CStr::from_ptr(buf.as_ptr()) }
+                .to_str()
+                .ok()
+                .and_then(|ip| ip.split('%').next()?.parse().ok())
+                .is_some_and(|ip| pgaadauth_core::pooler::from_pooler(&sources, Some(ip))),
+            _ => false,
+        }
+    }
+
     /// A labelled (or malformed-labelled) role: the token decides.
     fn with_token(&self, label: RoleLabel) {
         let raw = self.read_password();
@@ -130,7 +148,7 @@ impl Login {
             Ok(verified) => {
                 // The principal who logged in (for a group login, the member): SYSTEM_USER
                 // and log_connections show it; a pooler's session has none.
-                if !outcome::accepted(&attempt, &verified) {
+                if !outcome::accepted(&attempt, &verified, self.comes_from_pooler()) {
                     self.set_authn_id(&verified.principal);
                 }
             }

@@ -143,7 +143,7 @@ pub fn finish(authenticated: bool) {
         line_issuer: None,
     };
     if authenticated {
-        let _ = outcome::accepted(&attempt, &p.verified);
+        let _ = outcome::accepted(&attempt, &p.verified, false);
     } else {
         outcome::refused_before_or_after(&attempt, "refused_by_postgresql");
     }

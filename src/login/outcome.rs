@@ -18,9 +18,10 @@ use std::ffi::{c_int, CStr};
 /// A login the door let in: its audit line and count; for a login to this server (not a
 /// pooler's check), this session's identity.
 ///
-/// True when the login is a connection pooler's session (its token is one the pooler's check
-/// accepted, crate::shmem::pooled): no person is recorded for it.
-pub fn accepted(attempt: &Attempt<'_>, verified: &Verified) -> bool {
+/// True when the login is a connection pooler's session: it comes from one of
+/// `pgaadauth.pooler_addresses` (`from_pooler`), or its token is one the pooler's check
+/// accepted (crate::shmem::pooled). No person is recorded for it.
+pub fn accepted(attempt: &Attempt<'_>, verified: &Verified, from_pooler: bool) -> bool {
     if attempt.door == Door::Validate {
         return false;
     }
@@ -31,7 +32,8 @@ pub fn accepted(attempt: &Attempt<'_>, verified: &Verified) -> bool {
         Door::Pooler => counters::bump(Counter::PoolerLoginsAccepted),
         Door::Validate => return false,
     }
-    let pooled = attempt.door == Door::Password && pooled::accepted_by_pooler(attempt.token);
+    let pooled = attempt.door == Door::Password
+        && (from_pooler || pooled::accepted_by_pooler(attempt.token));
     if matches!(attempt.door, Door::Password | Door::OAuth) {
         identity::record_token(attempt.door.method(), verified, pooled);
     }

@@ -15,7 +15,7 @@
 //! connections with it, and those sessions are the pooler's, not that person's.
 
 use crate::catalog::labels::{label_of_role_name, RoleLabel};
-use crate::catalog::privileges::login_attributes;
+use crate::catalog::privileges::{login_attributes, superuser_or_replication};
 use crate::login::decision::{self, Attempt, Door, Mapping};
 use crate::login::outcome;
 use crate::settings;
@@ -87,15 +87,12 @@ fn decide(role: &str, password: &str, client: Option<&str>) -> Result<(), Refuse
             "Role \"{safe_role}\" does not exist or may not log in."
         )));
     };
-    if (role_is.superuser || role_is.replication) && !settings::POOLER_PRIVILEGED_ROLES.get() {
-        let what = if role_is.superuser {
-            "a superuser"
-        } else {
-            "a REPLICATION role"
-        };
-        return Err(other(format!(
-            "Role \"{safe_role}\" is {what}, and pgaadauth.pooler_privileged_roles is off."
-        )));
+    if !settings::POOLER_PRIVILEGED_ROLES.get() {
+        if let Some(what) = superuser_or_replication(role_is.roleid) {
+            return Err(other(format!(
+                "Role \"{safe_role}\" is {what}, and pgaadauth.pooler_privileged_roles is off."
+            )));
+        }
     }
     // A password PgBouncer cut (whatever the role): say so rather than why it fails.
     if let Some(why) = looks_cut_by_pgbouncer(password) {
@@ -142,9 +139,10 @@ fn decide(role: &str, password: &str, client: Option<&str>) -> Result<(), Refuse
     };
     match decision::decide(&attempt) {
         Ok(verified) => {
-            let _ = outcome::accepted(&attempt, &verified);
+            let _ = outcome::accepted(&attempt, &verified, false);
             // PgBouncer's server connections will log in with it: they are the pooler's.
-            pooled::remember(password, verified.exp, unix_now());
+            let skew = i64::from(settings::CLOCK_SKEW.get());
+            pooled::remember(password, verified.exp, unix_now(), skew);
             Ok(())
         }
         Err(refusal) => Err(Refused::Counted {

@@ -104,6 +104,11 @@ string_check_hook!(check_admin_role, check_non_empty);
 string_check_hook!(check_database, check_non_empty);
 string_check_hook!(check_graph_endpoint, check_required_url);
 string_check_hook!(check_managed_identity_endpoint, check_optional_url);
+string_check_hook!(check_pooler_addresses, |v: &str| {
+    pgaadauth_core::pooler::parse_pooler_addresses(v)
+        .map(|_| ())
+        .map_err(|e| format!("{e}."))
+});
 
 macro_rules! derived_input_hook {
     ($name:ident, $input:expr) => {
@@ -178,6 +183,13 @@ pub fn define() {
         &JWKS_URI,
         Some(check_jwks_uri),
         Some(assign_jwks_uri),
+    );
+    define_string(
+        c"pgaadauth.pooler_addresses",
+        c"Addresses connection poolers connect from (IPs, CIDR blocks, local): their token logins are pooler sessions.",
+        &POOLER_ADDRESSES,
+        Some(check_pooler_addresses),
+        None,
     );
     define_string(
         c"pgaadauth.audiences",

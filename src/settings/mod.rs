@@ -27,6 +27,7 @@ pub static ALLOWED_ALGORITHMS: GucSetting<Option<CString>> =
 pub static CLOCK_SKEW: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static PASSWORD_AUTH: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static POOLER_PRIVILEGED_ROLES: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static POOLER_ADDRESSES: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static REFRESH_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(3600);
 pub static HTTP_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static MIN_REFRESH_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(60);
@@ -88,6 +89,11 @@ pub static ADMIN_ROLE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"azure_pg_admin"));
 
 /// A string setting's value, empty when unset.
+/// `pgaadauth.pooler_addresses`, parsed (its check hook refuses what does not parse).
+pub fn pooler_addresses() -> Vec<pgaadauth_core::pooler::PoolerSource> {
+    pgaadauth_core::pooler::parse_pooler_addresses(&text(&POOLER_ADDRESSES)).unwrap_or_default()
+}
+
 pub fn text(setting: &GucSetting<Option<CString>>) -> String {
     setting
         .get()

@@ -4,18 +4,21 @@
 //! user name, and hands each such connection to whichever of its clients comes next. A token
 //! login whose token is here is therefore a pooler's session: it shows no person (see
 //! crate::login::identity). The table keeps the SHA-256 fingerprint of each token, never the
-//! token, with its `exp`; it is bounded (8,192 slots), and a token the pooler accepts again is
-//! stored again, so the ones PgBouncer is using stay.
+//! token, with its `exp`; it is bounded (8,192 slots; a token takes one of 16 near its
+//! fingerprint), a token the pooler accepts again is stored again, and expired ones make room
+//! first. It lives in this server's memory only: after a restart, or on another server PgBouncer
+//! connects to, `pgaadauth.pooler_addresses` is what recognises pooled sessions.
 
 use super::Held;
 use pgrx::pg_sys;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 const SLOTS: usize = 8192;
 /// Slots a fingerprint may take, from the one its first bytes name.
 const PROBE: usize = 16;
-/// A slot whose token expired this long ago is taken first (no login can present it).
-const STALE_AFTER: i64 = 86_400;
+/// A slot whose token expired longer ago than the clock skew allows is free (no login can
+/// present it any more); this much more is kept, for a skew raised by a reload.
+const STALE_MARGIN: i64 = 60;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -61,32 +64,44 @@ fn first_slot(fingerprint: &[u8; 32]) -> usize {
 }
 
 /// The pooler accepted `token`, which expires at `expires`.
-pub fn remember(token: &str, expires: i64, now: i64) {
+pub fn remember(token: &str, expires: i64, now: i64, clock_skew: i64) {
     let Some(table) = table() else { return };
     let fingerprint = pgaadauth_core::pooler::fingerprint(token);
     let start = first_slot(&fingerprint);
-    let _lock = Held::exclusive(table.lock);
+    let lock = Held::exclusive(table.lock);
+    let stale_before = now - clock_skew - STALE_MARGIN;
     let window = (0..PROBE).map(|i| (start + i) % SLOTS);
-    // Its own slot; else a free or long-expired one; else the one stored longest ago.
+    // Its own slot; else a free or expired one; else the one stored longest ago.
     let index = window
         .clone()
         .find(|&i| table.slots[i].expires != 0 && table.slots[i].fingerprint == fingerprint)
         .or_else(|| {
-            window.clone().find(|&i| {
-                table.slots[i].expires == 0 || table.slots[i].expires < now - STALE_AFTER
-            })
-        })
-        .unwrap_or_else(|| {
             window
-                .min_by_key(|&i| table.slots[i].stored)
-                .expect("a window of PROBE slots")
+                .clone()
+                .find(|&i| table.slots[i].expires == 0 || table.slots[i].expires < stale_before)
         });
+    let full = index.is_none();
+    let index = index.unwrap_or_else(|| {
+        window
+            .min_by_key(|&i| table.slots[i].stored)
+            .expect("a window of PROBE slots")
+    });
     table.slots[index] = Slot {
         fingerprint,
         expires: expires.max(1),
         stored: now,
     };
     table.stored.fetch_add(1, Ordering::Relaxed);
+    drop(lock);
+    // A token still in use may have been replaced: its later server sessions would show its
+    // person. pgaadauth.pooler_addresses does not depend on this table. In the server's log
+    // (not to the pooler), at most once a minute per backend.
+    static WARNED_AT: AtomicI64 = AtomicI64::new(0);
+    if full && now - WARNED_AT.swap(now, Ordering::Relaxed) >= 60 {
+        pgrx::log!(
+            "pgaadauth: WARNING: the table of tokens accepted by connection poolers is full; set pgaadauth.pooler_addresses so that pooled sessions are recognised by their address"
+        );
+    }
 }
 
 /// Whether a pooler's check accepted `token`.

@@ -15,6 +15,65 @@ pub fn fingerprint(token: &str) -> [u8; 32] {
     out
 }
 
+/// One entry of `pgaadauth.pooler_addresses`: where a connection pooler's server connections
+/// come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PoolerSource {
+    /// `local`: a Unix-domain socket.
+    Local,
+    /// An address, or a block of them (`10.0.0.0/24`).
+    Net(std::net::IpAddr, u8),
+}
+
+/// Parse `pgaadauth.pooler_addresses`: comma-separated IP addresses, CIDR blocks and `local`.
+pub fn parse_pooler_addresses(s: &str) -> Result<Vec<PoolerSource>, String> {
+    crate::config::split_list(s)
+        .iter()
+        .map(|item| {
+            if item == "local" {
+                return Ok(PoolerSource::Local);
+            }
+            let bad = || {
+                format!(
+                    "\"{}\" is not an IP address, a CIDR block (10.0.0.0/24) or local",
+                    crate::log_text::log_safe(item)
+                )
+            };
+            let (ip, bits) = match item.split_once('/') {
+                Some((ip, bits)) => (ip, Some(bits)),
+                None => (item.as_str(), None),
+            };
+            let ip: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+            let max = if ip.is_ipv4() { 32 } else { 128 };
+            let bits = match bits {
+                Some(b) => b.parse::<u8>().ok().filter(|b| *b <= max).ok_or_else(bad)?,
+                None => max,
+            };
+            Ok(PoolerSource::Net(ip, bits))
+        })
+        .collect()
+}
+
+/// Whether a connection from `peer` (None: a Unix-domain socket) comes from a pooler listed.
+pub fn from_pooler(list: &[PoolerSource], peer: Option<std::net::IpAddr>) -> bool {
+    use std::net::IpAddr;
+    let Some(peer) = peer else {
+        return list.contains(&PoolerSource::Local);
+    };
+    let peer = peer.to_canonical();
+    list.iter().any(|source| match (*source, peer) {
+        (PoolerSource::Net(IpAddr::V4(net), bits), IpAddr::V4(ip)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        (PoolerSource::Net(IpAddr::V6(net), bits), IpAddr::V6(ip)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(net) & mask == u128::from(ip) & mask
+        }
+        _ => false,
+    })
+}
+
 /// PgBouncer's `MAX_PASSWORD`: passwords are cut to one byte less.
 pub const MAX_PASSWORD: usize = 2048;
 
@@ -201,6 +260,38 @@ mod tests {
         assert!(e.contains("\"pasword\"") && !e.contains("secret"), "{e}");
         let e = ModuleArgs::parse(["dsn=x", "timeout=x"]).unwrap_err();
         assert!(e.contains("timeout=x"));
+    }
+
+    #[test]
+    fn pooler_addresses() {
+        let list = parse_pooler_addresses("10.0.0.7, 192.168.1.0/24, local, fd00::/8").unwrap();
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert!(from_pooler(&list, ip("10.0.0.7")));
+        assert!(!from_pooler(&list, ip("10.0.0.8")));
+        assert!(from_pooler(&list, ip("192.168.1.200")));
+        assert!(!from_pooler(&list, ip("192.168.2.1")));
+        assert!(from_pooler(&list, ip("fd12::1")));
+        assert!(from_pooler(&list, ip("::ffff:10.0.0.7")), "IPv4-mapped");
+        assert!(from_pooler(&list, None), "local");
+        assert!(!from_pooler(
+            &parse_pooler_addresses("10.0.0.7").unwrap(),
+            None
+        ));
+        assert!(!from_pooler(&[], ip("10.0.0.7")));
+        let all = parse_pooler_addresses("0.0.0.0/0").unwrap();
+        assert!(from_pooler(&all, ip("203.0.113.9")));
+        assert!(!from_pooler(&all, ip("::1")), "one family only");
+        assert_eq!(parse_pooler_addresses(" , ").unwrap(), vec![]);
+        for bad in [
+            "10.0.0.0/33",
+            "pgbouncer.internal",
+            "10.0.0.1/x",
+            "::/129",
+            "10.0.0",
+        ] {
+            let e = parse_pooler_addresses(bad).unwrap_err();
+            assert!(e.contains("is not an IP address"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -182,8 +182,11 @@ struct Watch {
 
 static WATCHDOG: OnceLock<Watchdog> = OnceLock::new();
 
-fn watchdog() -> &'static Watchdog {
+/// The watchdog, or None when its thread could not be started (then no call is made: a call
+/// without a deadline could stall PgBouncer's PAM thread for good).
+fn watchdog() -> Option<&'static Watchdog> {
     static STARTED: std::sync::Once = std::sync::Once::new();
+    static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let w = WATCHDOG.get_or_init(|| Watchdog {
         state: Mutex::new(Watch {
             armed: None,
@@ -193,11 +196,14 @@ fn watchdog() -> &'static Watchdog {
     });
     // One thread for the life of the process (the module is never unloaded).
     STARTED.call_once(|| {
-        let _ = std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("pam_pgaadauth_watchdog".into())
             .spawn(move || watch(w));
+        RUNNING.store(started.is_ok(), std::sync::atomic::Ordering::Release);
     });
-    w
+    RUNNING
+        .load(std::sync::atomic::Ordering::Acquire)
+        .then_some(w)
 }
 
 fn watch(w: &Watchdog) {
@@ -227,12 +233,18 @@ fn watch(w: &Watchdog) {
 
 /// Run `call` on the connection whose socket's duplicate is `spare`; if it is still waiting at
 /// `deadline`, the watchdog shuts the socket down so that libpq returns. True when it had to.
+/// Without a duplicate or a watchdog, the call is not made: the connection counts as lost.
 /// (The module's mutex makes calls one at a time.)
-fn with_watchdog<T>(spare: c_int, deadline: Instant, call: impl FnOnce() -> T) -> (T, bool) {
-    if spare < 0 {
-        return (call(), false);
-    }
-    let w = watchdog();
+fn with_watchdog<T>(
+    spare: c_int,
+    deadline: Instant,
+    call: impl FnOnce() -> T,
+) -> Result<(T, bool), Failure> {
+    let Some(w) = watchdog().filter(|_| spare >= 0) else {
+        return Err(lost(
+            "no deadline could be kept for the call (out of descriptors or threads)",
+        ));
+    };
     {
         let mut state = w.state.lock().unwrap_or_else(|e| e.into_inner());
         state.armed = Some((spare, deadline, false));
@@ -248,7 +260,7 @@ fn with_watchdog<T>(spare: c_int, deadline: Instant, call: impl FnOnce() -> T) -
         .armed
         .take()
         .is_some_and(|(_, _, fired)| fired);
-    (result, fired)
+    Ok((result, fired))
 }
 
 impl Server {
@@ -330,7 +342,7 @@ impl Server {
             };
             PQclear(res);
             (ok, oid, integer)
-        });
+        })?;
         match oid {
             _ if fired => Err(lost(TIMED_OUT)),
             Some(oid) if oid != 0 && !integer => Err(lost("the server's pgaadauth is older than this module (pgaadauth_pooler_login returns text): run ALTER EXTENSION pgaadauth UPDATE in the database of the module's dsn")),
@@ -382,7 +394,7 @@ impl Server {
             };
             PQclear(res);
             status
-        });
+        })?;
         if fired {
             return Err(lost(TIMED_OUT));
         }

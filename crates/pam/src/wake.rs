@@ -391,13 +391,15 @@ pub fn after_this_login(pamh: *mut crate::PamHandle) {
 }
 
 const PAM_DATA_REPLACE: c_int = 0x2000_0000;
+/// pam_end in a child process that forked after pam_start: not PgBouncer's loop to wake.
+const PAM_DATA_SILENT: c_int = 0x4000_0000;
 
 unsafe extern "C" fn at_pam_end(
     _pamh: *mut crate::PamHandle,
     _data: *mut std::ffi::c_void,
     error_status: c_int,
 ) {
-    if error_status & PAM_DATA_REPLACE == 0 {
+    if error_status & (PAM_DATA_REPLACE | PAM_DATA_SILENT) == 0 {
         let _ = std::panic::catch_unwind(decided);
     }
 }
