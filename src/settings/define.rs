@@ -133,6 +133,17 @@ derived_input_hook!(assign_audiences, Input::Audiences);
 derived_input_hook!(assign_principal_claim, Input::PrincipalClaim);
 derived_input_hook!(assign_allowed_algorithms, Input::AllowedAlgorithms);
 
+/// `pgaadauth.pooler_addresses`, parsed once when assigned (postmaster and backends alike).
+#[pg_guard]
+unsafe extern "C-unwind" fn assign_pooler_addresses(newval: *const c_char, _extra: *mut c_void) {
+    let value = if newval.is_null() {
+        std::borrow::Cow::Borrowed("")
+    } else {
+        unsafe { CStr::from_ptr(newval) }.to_string_lossy()
+    };
+    super::set_pooler_addresses(&value);
+}
+
 fn define_string(
     name: &'static CStr,
     short: &'static CStr,
@@ -189,7 +200,7 @@ pub fn define() {
         c"Addresses connection poolers connect from (IPs, CIDR blocks, local): their token logins are pooler sessions.",
         &POOLER_ADDRESSES,
         Some(check_pooler_addresses),
-        None,
+        Some(assign_pooler_addresses),
     );
     define_string(
         c"pgaadauth.audiences",

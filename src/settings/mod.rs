@@ -88,12 +88,24 @@ pub static LOG_LOGINS: GucSetting<LogLogins> = GucSetting::<LogLogins>::new(LogL
 pub static ADMIN_ROLE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"azure_pg_admin"));
 
-/// A string setting's value, empty when unset.
-/// `pgaadauth.pooler_addresses`, parsed (its check hook refuses what does not parse).
-pub fn pooler_addresses() -> Vec<pgaadauth_core::pooler::PoolerSource> {
-    pgaadauth_core::pooler::parse_pooler_addresses(&text(&POOLER_ADDRESSES)).unwrap_or_default()
+thread_local! {
+    /// `pgaadauth.pooler_addresses` as last assigned, parsed.
+    static POOLER_SOURCES: std::cell::RefCell<std::rc::Rc<[pgaadauth_core::pooler::PoolerSource]>> =
+        std::cell::RefCell::new(std::rc::Rc::from([]));
 }
 
+/// From the setting's assign hook (its check hook refuses what does not parse).
+pub(super) fn set_pooler_addresses(value: &str) {
+    let parsed = pgaadauth_core::pooler::parse_pooler_addresses(value).unwrap_or_default();
+    POOLER_SOURCES.with(|s| *s.borrow_mut() = parsed.into());
+}
+
+/// `pgaadauth.pooler_addresses`, parsed when it was assigned: a login never parses it.
+pub fn pooler_addresses() -> std::rc::Rc<[pgaadauth_core::pooler::PoolerSource]> {
+    POOLER_SOURCES.with(|s| s.borrow().clone())
+}
+
+/// A string setting's value, empty when unset.
 pub fn text(setting: &GucSetting<Option<CString>>) -> String {
     setting
         .get()

@@ -68,6 +68,47 @@ static STATE: Mutex<State> = Mutex::new(State {
     failed: None,
 });
 
+/// A value the module shares with one thread of its own, which runs on it for the life of the
+/// process (the module is linked `nodelete`): the watchdog of server calls, the closer of
+/// knocks. Started at first use.
+struct Resident<T: 'static> {
+    value: std::sync::OnceLock<T>,
+    running: std::sync::OnceLock<bool>,
+}
+
+impl<T: Sync> Resident<T> {
+    const fn new() -> Resident<T> {
+        Resident {
+            value: std::sync::OnceLock::new(),
+            running: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The value, its thread started if need be; None when the thread could not be started.
+    fn start(
+        &'static self,
+        init: impl FnOnce() -> T,
+        name: &str,
+        work: fn(&'static T),
+    ) -> Option<&'static T> {
+        let value = self.value.get_or_init(init);
+        let running = *self.running.get_or_init(|| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || work(value))
+                .is_ok()
+        });
+        running.then_some(value)
+    }
+
+    /// The value, when its thread runs (never started: None).
+    fn running(&'static self) -> Option<&'static T> {
+        (self.running.get() == Some(&true))
+            .then(|| self.value.get())
+            .flatten()
+    }
+}
+
 /// How long a failed connection attempt is trusted before the next one.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 

@@ -13,7 +13,7 @@
 
 use pgaadauth_core::pooler::{Answer, MAX_ANSWER};
 use std::ffi::{c_char, c_int, c_short, c_void, CStr, CString};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 #[repr(C)]
@@ -180,30 +180,22 @@ struct Watch {
     sleeping_until: Option<Instant>,
 }
 
-static WATCHDOG: OnceLock<Watchdog> = OnceLock::new();
+static WATCHDOG: crate::Resident<Watchdog> = crate::Resident::new();
 
 /// The watchdog, or None when its thread could not be started (then no call is made: a call
 /// without a deadline could stall PgBouncer's PAM thread for good).
 fn watchdog() -> Option<&'static Watchdog> {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    let w = WATCHDOG.get_or_init(|| Watchdog {
-        state: Mutex::new(Watch {
-            armed: None,
-            sleeping_until: None,
-        }),
-        signal: Condvar::new(),
-    });
-    // One thread for the life of the process (the module is never unloaded).
-    STARTED.call_once(|| {
-        let started = std::thread::Builder::new()
-            .name("pam_pgaadauth_watchdog".into())
-            .spawn(move || watch(w));
-        RUNNING.store(started.is_ok(), std::sync::atomic::Ordering::Release);
-    });
-    RUNNING
-        .load(std::sync::atomic::Ordering::Acquire)
-        .then_some(w)
+    WATCHDOG.start(
+        || Watchdog {
+            state: Mutex::new(Watch {
+                armed: None,
+                sleeping_until: None,
+            }),
+            signal: Condvar::new(),
+        },
+        "pam_pgaadauth_watchdog",
+        watch,
+    )
 }
 
 fn watch(w: &Watchdog) {

@@ -20,7 +20,7 @@
 use pgaadauth_core::pooler::Wake;
 use std::ffi::c_int;
 use std::net::SocketAddr;
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Where to knock.
@@ -60,38 +60,37 @@ struct Waker {
     signal: Condvar,
 }
 
-static WAKER: OnceLock<Waker> = OnceLock::new();
+static WAKER: crate::Resident<Waker> = crate::Resident::new();
 
-fn waker() -> &'static Waker {
-    static STARTED: std::sync::Once = std::sync::Once::new();
-    let waker = WAKER.get_or_init(|| Waker {
-        state: Mutex::new(State {
-            open: Vec::new(),
-            look: false,
-            idle: false,
-            wanted: Wake::Auto,
-            door: None,
-            looked_at: None,
-            news: None,
-            told: false,
-        }),
-        signal: Condvar::new(),
-    });
-    // One thread for the life of the process (the module is never unloaded).
-    STARTED.call_once(|| {
-        let _ = std::thread::Builder::new()
-            .name("pam_pgaadauth".into())
-            .spawn(move || knocker(waker));
-    });
-    waker
+/// The waker, or None when its thread could not be started (then nothing is knocked: a knock's
+/// connection would stay open until PgBouncer's `client_login_timeout`).
+fn waker() -> Option<&'static Waker> {
+    WAKER.start(
+        || Waker {
+            state: Mutex::new(State {
+                open: Vec::new(),
+                look: false,
+                idle: false,
+                wanted: Wake::Auto,
+                door: None,
+                looked_at: None,
+                news: None,
+                told: false,
+            }),
+            signal: Condvar::new(),
+        },
+        "pam_pgaadauth",
+        knocker,
+    )
 }
 
 /// The PAM line's `wake=`, given at each login (a reload may change it).
 pub fn want(wake: &Wake) {
-    if *wake == Wake::Off && WAKER.get().is_none() {
+    if *wake == Wake::Off && WAKER.running().is_none() {
         return;
     }
-    let mut state = waker().state.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(waker) = waker() else { return };
+    let mut state = waker.state.lock().unwrap_or_else(|e| e.into_inner());
     if state.wanted != *wake {
         state.wanted = wake.clone();
         state.door = None;
@@ -102,14 +101,18 @@ pub fn want(wake: &Wake) {
 
 /// Why PgBouncer cannot be woken, once (for its log).
 pub fn news() -> Option<String> {
-    let mut state = WAKER.get()?.state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut state = WAKER
+        .running()?
+        .state
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     state.news.take()
 }
 
 /// A login was decided and PgBouncer is about to store the result: knock now, and have the
 /// thread close the knock's connection a moment later.
 pub fn decided() {
-    let Some(waker) = WAKER.get() else { return };
+    let Some(waker) = WAKER.running() else { return };
     let door = waker
         .state
         .lock()
