@@ -57,7 +57,9 @@ fn pgaadauth_session_claims() -> Option<pgrx::JsonB> {
             "this session belongs to a connection pooler and has no person's claims",
             "pgaadauth",
         )
-        .set_detail("PgBouncer opened it with a token its pgaadauth check accepted, and hands it to whichever of its clients comes next.")
+        .set_detail(
+            "A connection pooler opened it, and hands it to whichever of its clients comes next.",
+        )
         .set_hint("Connect directly for claims, or identify the person at the pooler.")
         .report(PgLogLevel::ERROR);
     }
