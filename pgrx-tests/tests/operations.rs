@@ -567,7 +567,7 @@ fn create_extension_refuses_without_preload_and_update_from_the_previous_version
     assert!(pg.try_sql("old", "SELECT pgaadauth_stats()").is_err());
     pg.try_sql("old", "ALTER EXTENSION pgaadauth UPDATE")
         .unwrap();
-    assert_eq!(version_in_old(), "0.6.0");
+    assert_eq!(version_in_old(), "0.7.0");
     // The updated extension has exactly the objects of a fresh install.
     let members = "SELECT string_agg(d, E'\\n' ORDER BY d) FROM (SELECT pg_describe_object(classid, objid, 0) AS d FROM pg_depend \
                    WHERE refclassid = 'pg_extension'::regclass AND deptype = 'e' \

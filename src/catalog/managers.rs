@@ -36,6 +36,16 @@ pub fn require_principal_manager(what: &str) {
     }
 }
 
+/// Refuse, with a hint, unless this role has the privileges of the built-in role `reader`
+/// (pg_monitor, pg_read_all_stats) or this session may manage Entra principals.
+pub fn require_reader_or_principal_manager(reader: u32, what: &str) {
+    let reads =
+        unsafe { pg_sys::has_privs_of_role(pg_sys::GetUserId(), pg_sys::Oid::from(reader)) };
+    if !reads {
+        require_principal_manager(what);
+    }
+}
+
 /// As [`require_principal_manager`], for functions whose arguments may hold a token: from here
 /// to the end of the transaction no error logs its statement (`log_min_error_statement` is
 /// raised to `panic` for the transaction), whether it is this refusal, a cancel, or

@@ -5,6 +5,7 @@
 pub mod labels;
 pub mod managers;
 pub mod names;
+pub mod password_logins;
 pub mod privileges;
 pub mod relabel;
 pub mod revocations;

@@ -45,3 +45,22 @@ pub fn role_exists(name: &str) -> bool {
     let name = c_string(name);
     unsafe { pg_sys::get_role_oid(name.as_ptr(), true) != pg_sys::InvalidOid }
 }
+
+/// Whether `pgaadauth.<relname>` is a table of the extension (not a view or table someone else
+/// made under that name where the extension is not created: workers read and write it as a
+/// superuser).
+pub fn is_extension_table(c: &pgrx::spi::SpiClient<'_>, relname: &str) -> Result<bool, String> {
+    c.select(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+              AND d.objid = c.oid AND d.deptype = 'e' \
+         JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid AND e.extname = 'pgaadauth' \
+         WHERE n.nspname = 'pgaadauth' AND c.relname = $1 AND c.relkind = 'r')",
+        None,
+        &[relname.into()],
+    )
+    .and_then(|t| t.first().get_one::<bool>())
+    .map(|b| b.unwrap_or(false))
+    .map_err(|e| e.to_string())
+}

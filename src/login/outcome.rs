@@ -4,7 +4,7 @@
 
 use crate::login::decision::{Attempt, Door, Refusal};
 use crate::login::identity;
-use crate::settings::{self, LogLogins};
+use crate::settings::{self, LogFormat, LogLogins};
 use crate::shmem::counters::{self, Counter};
 use crate::shmem::pooled;
 use pgaadauth_core::audit::{self, AuditLine};
@@ -25,15 +25,15 @@ pub fn accepted(attempt: &Attempt<'_>, verified: &Verified, from_pooler: bool) -
     if attempt.door == Door::Validate {
         return false;
     }
-    audit_line(attempt, Ok(verified));
+    let pooled = attempt.door == Door::Password
+        && (from_pooler || pooled::accepted_by_pooler(attempt.token));
+    audit_line(attempt, Ok((verified, pooled)));
     match attempt.door {
         Door::Password => counters::bump(Counter::LoginsAccepted),
         Door::OAuth => counters::bump(Counter::OAuthLoginsAccepted),
         Door::Pooler => counters::bump(Counter::PoolerLoginsAccepted),
         Door::Validate => return false,
     }
-    let pooled = attempt.door == Door::Password
-        && (from_pooler || pooled::accepted_by_pooler(attempt.token));
     if matches!(attempt.door, Door::Password | Door::OAuth) {
         identity::record_token(attempt.door.method(), verified, pooled);
     }
@@ -74,8 +74,9 @@ pub fn refused_before_or_after(attempt: &Attempt<'_>, code: &'static str) {
     }
 }
 
-/// The audit line of a token login, as `pgaadauth.log_logins` says.
-fn audit_line(attempt: &Attempt<'_>, outcome: Result<&Verified, &str>) {
+/// The audit line of a token login, as `pgaadauth.log_logins` says: an accepted login to this
+/// server worded as `pgaadauth.log_format` says (`pooled`: a connection pooler's session).
+fn audit_line(attempt: &Attempt<'_>, outcome: Result<(&Verified, bool), &str>) {
     let wanted = match settings::LOG_LOGINS.get() {
         LogLogins::All => true,
         LogLogins::Failures => outcome.is_err(),
@@ -85,6 +86,23 @@ fn audit_line(attempt: &Attempt<'_>, outcome: Result<&Verified, &str>) {
         return;
     }
     let label = attempt.label();
+    if let Ok((v, pooled)) = outcome {
+        if settings::LOG_FORMAT.get() == LogFormat::Azure && attempt.door != Door::Pooler {
+            let line = audit::AzureLine {
+                principal_type: label.map(|l| l.principal_type.as_str()),
+                oid: Some(v.principal.as_str()),
+                tid: v.tid.as_deref(),
+                upn: v.upn.as_deref(),
+                appid: v.appid.as_deref(),
+                via_group: v.via_group.as_deref(),
+                client: attempt.client,
+                method: attempt.door.method(),
+                pooled,
+            };
+            return log_server_only(line.to_string());
+        }
+    }
+    let outcome = outcome.map(|(v, _)| v);
     // A refused token's claims are decoded (unverified) only for its audit line.
     let claims = match outcome {
         Ok(_) => Default::default(),
@@ -125,9 +143,13 @@ fn audit_line(attempt: &Attempt<'_>, outcome: Result<&Verified, &str>) {
         reason: outcome.err(),
         method: attempt.door.method(),
     };
+    log_server_only(line.to_string());
+}
+
+fn log_server_only(line: String) {
     ErrorReport::new(
         PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
-        line.to_string(),
+        line,
         "pgaadauth",
     )
     .report(PgLogLevel::LOG_SERVER_ONLY);

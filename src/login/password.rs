@@ -48,6 +48,10 @@ impl Login {
                 // As PostgreSQL's password methods do: the identity is the role.
                 self.set_authn_id(&self.user());
                 counters::bump(Counter::PasswordLoginsAccepted);
+                crate::shmem::password_logins::record(
+                    &self.user(),
+                    pgaadauth_core::clock::unix_now(),
+                );
                 identity::record_other("password");
                 return;
             }

@@ -126,6 +126,7 @@ fn decide(role: &str, password: &str, client: Option<&str>) -> Result<(), Refuse
         };
         if checked.is_ok() {
             counters::bump(Counter::PoolerLoginsAccepted);
+            crate::shmem::password_logins::record(role, pgaadauth_core::clock::unix_now());
         }
         return checked.map_err(other);
     }

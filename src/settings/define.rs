@@ -274,6 +274,14 @@ pub fn define() {
         GucFlags::default(),
     );
     GucRegistry::define_enum_guc(
+        c"pgaadauth.log_format",
+        c"How accepted token logins are worded in the server log: pgaadauth or azure (Azure's words, for Azure's audit query).",
+        c"",
+        &LOG_FORMAT,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
         c"pgaadauth.session_lifetime",
         c"Whether token sessions end when their token expires: unlimited or token.",
         c"",

@@ -57,6 +57,19 @@ pub enum LogLogins {
     None,
 }
 
+/// `pgaadauth.log_format`: how an accepted token login's audit line is worded.
+#[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LogFormat {
+    /// `pgaadauth: login outcome=accepted …`, field by field.
+    #[name = c"pgaadauth"]
+    Pgaadauth,
+    /// Azure Database for PostgreSQL's words, for Azure's audit query.
+    #[name = c"azure"]
+    Azure,
+}
+
+pub static LOG_FORMAT: GucSetting<LogFormat> = GucSetting::<LogFormat>::new(LogFormat::Pgaadauth);
+
 /// `pgaadauth.session_lifetime`: whether token sessions end with their token.
 #[derive(pgrx::PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SessionLifetime {

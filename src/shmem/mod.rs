@@ -1,6 +1,6 @@
 //! Shared memory: every segment pgaadauth keeps (the key table, the directory mailbox and
 //! membership cache, the session table, the revocations' copy, the tokens a pooler accepted,
-//! the counters), sized and started
+//! password logins per role, the counters), sized and started
 //! here in one place, with the one lock guard ([`Held`]), the one fixed-size text ([`Text`]) and
 //! the one way a backend waits for a worker ([`wait`]). Imports nothing of logins, workers, SQL
 //! functions or the catalog; the segments import this module, never each other.
@@ -8,6 +8,7 @@
 pub mod counters;
 pub mod keys;
 pub mod mailbox;
+pub mod password_logins;
 pub mod pooled;
 pub mod revocations;
 pub mod sessions;
@@ -26,9 +27,10 @@ pub enum Lock {
     Sessions = 2,
     Revocations = 3,
     PooledTokens = 4,
+    PasswordLogins = 5,
 }
 
-const LOCKS: i32 = 5;
+const LOCKS: i32 = 6;
 
 /// Lock `which` of the tranche (postmaster, at startup).
 unsafe fn lock(which: Lock) -> *mut pg_sys::LWLock {
@@ -118,6 +120,7 @@ fn size() -> usize {
         + sessions::shmem_size()
         + revocations::shmem_size()
         + pooled::shmem_size()
+        + password_logins::shmem_size()
 }
 
 /// In the postmaster's shmem_request phase: the space and the locks.
@@ -140,6 +143,7 @@ unsafe fn startup() {
         sessions::startup(lock(Lock::Sessions));
         revocations::startup(lock(Lock::Revocations));
         pooled::startup(lock(Lock::PooledTokens));
+        password_logins::startup(lock(Lock::PasswordLogins));
         pg_sys::LWLockRelease(init_lock);
     }
 }

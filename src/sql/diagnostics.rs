@@ -2,7 +2,6 @@
 //! (a token decided exactly as a login would, through the login's decision).
 
 use crate::catalog::labels::{label_of_role_name, RoleLabel};
-use crate::catalog::managers::require_principal_manager;
 use crate::catalog::names::{c_string, role_exists};
 use crate::login::decision::{self, Attempt, Door, Mapping};
 use crate::login::outcome;
@@ -14,15 +13,10 @@ use serde_json::{json, Value};
 /// Counters since server start (superusers, Entra admins and pg_monitor members).
 #[pg_extern(volatile, parallel_safe)]
 fn pgaadauth_stats() -> TableIterator<'static, (name!(counter, String), name!(value, i64))> {
-    let monitor = unsafe {
-        pg_sys::has_privs_of_role(
-            pg_sys::GetUserId(),
-            pg_sys::Oid::from(pg_sys::ROLE_PG_MONITOR),
-        )
-    };
-    if !monitor {
-        require_principal_manager("read the pgaadauth statistics");
-    }
+    crate::catalog::managers::require_reader_or_principal_manager(
+        pg_sys::ROLE_PG_MONITOR,
+        "read the pgaadauth statistics",
+    );
     let mut rows = crate::shmem::counters::snapshot();
     rows.push((
         "mailbox_slots_in_use".into(),

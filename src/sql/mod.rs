@@ -3,6 +3,7 @@
 pub mod diagnostics;
 pub mod group_sync;
 pub mod keys;
+pub mod password_logins;
 pub mod pooler;
 pub mod principals;
 pub mod revocations;

@@ -191,6 +191,60 @@ fn pgaadauth_create_principal_with_oid(
     format!("Created role for {rolename}")
 }
 
+/// Make sure role `rolename` is mapped to the Entra principal `objectid` with these flags, so that
+/// scripts (Terraform, Bicep, shell) can run again: `created` (as
+/// pgaadauth_create_principal_with_oid), `unchanged`, or `updated` (its administrator or MFA
+/// flag, as pgaadauth_update_principal_with_oid, under the same privilege rules). A role that
+/// exists mapped to another principal, or not mapped at all, is an error naming both: it is
+/// never rebound here.
+#[pg_extern(volatile, parallel_unsafe)]
+fn pgaadauth_ensure_principal_with_oid(
+    rolename: &str,
+    objectid: &str,
+    objecttype: &str,
+    isadmin: bool,
+    ismfa: bool,
+) -> &'static str {
+    use crate::catalog::labels::{label_of_role, RoleLabel};
+    require_principal_manager("create Entra principals");
+    let wanted = principal_label(rolename, objectid, objecttype, isadmin, ismfa);
+    let roleid = unsafe { pg_sys::get_role_oid(c_string(rolename).as_ptr(), true) };
+    if roleid == pg_sys::InvalidOid {
+        pgaadauth_create_principal_with_oid(rolename, objectid, objecttype, isadmin, ismfa);
+        return "created";
+    }
+    let refuse = |detail: String| -> ! {
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+            format!("role \"{rolename}\" already exists and is not mapped to {} {}", wanted.principal_type.as_str(), wanted.oid),
+            "pgaadauth",
+        )
+        .set_detail(detail)
+        .set_hint("To map the role to another principal on purpose, use pgaadauth_update_principal_with_oid; or choose another role name.")
+        .report(PgLogLevel::ERROR);
+        unreachable!()
+    };
+    let existing = match label_of_role(roleid) {
+        RoleLabel::Label(l) => l,
+        RoleLabel::None => refuse("It is not mapped to any Entra principal.".into()),
+        RoleLabel::Malformed(_) => refuse("Its pgaadauth label is malformed.".into()),
+    };
+    if !pgaadauth_core::label::same_id(&existing.oid, &wanted.oid)
+        || existing.principal_type != wanted.principal_type
+    {
+        refuse(format!(
+            "It is mapped to {} {}.",
+            existing.principal_type.as_str(),
+            existing.oid
+        ));
+    }
+    if existing.admin == isadmin && existing.mfa == ismfa {
+        return "unchanged";
+    }
+    pgaadauth_update_principal_with_oid(rolename, objectid, objecttype, isadmin, ismfa);
+    "updated"
+}
+
 /// Create a role for a user (by UPN, guests in their `#EXT#` form), group or service principal
 /// (by unique display name), resolved through the directory (Azure's signature and result).
 #[pg_extern(volatile, parallel_unsafe)]

@@ -96,15 +96,10 @@ fn pgaadauth_session_rows() -> TableIterator<
         name!(token_expires, Option<pgrx::datum::TimestampWithTimeZone>),
     ),
 > {
-    let stats_reader = unsafe {
-        pg_sys::has_privs_of_role(
-            pg_sys::GetUserId(),
-            pg_sys::Oid::from(pg_sys::ROLE_PG_READ_ALL_STATS),
-        )
-    };
-    if !stats_reader {
-        crate::catalog::managers::require_principal_manager("list the sessions of other roles");
-    }
+    crate::catalog::managers::require_reader_or_principal_manager(
+        pg_sys::ROLE_PG_READ_ALL_STATS,
+        "list the sessions of other roles",
+    );
     TableIterator::new(sessions::rows().into_iter().map(|(pid, identity)| {
         let (a, b, c, d, e, f, g) = row(identity::shown(identity));
         (pid, a, b, c, d, e, f, g)

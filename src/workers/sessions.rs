@@ -1,7 +1,9 @@
 //! The session worker: every second it reads `pgaadauth.revocations` in `pgaadauth.database`
 //! into shared memory, then ends the token sessions that must end (revoked, or expired under
-//! `pgaadauth.session_lifetime = token`). Connected to that database, on primaries and hot
-//! standbys alike; it never talks to the network.
+//! `pgaadauth.session_lifetime = token`); and it adds the password logins recorded in shared
+//! memory to `pgaadauth.password_logins` (each second there are some, and at exit) and reads
+//! that table back (then, at start, and each minute). Connected to that database, on primaries
+//! and hot standbys alike (a standby only reads); it never talks to the network.
 
 use crate::settings;
 use crate::shmem::revocations::{self, Replaced};
@@ -14,6 +16,8 @@ use std::time::Duration;
 
 const PERIOD: Duration = Duration::from_secs(1);
 const STALE_RETRY: Duration = Duration::from_millis(10);
+/// How often `pgaadauth.password_logins` is read when no password login is pending.
+const PASSWORD_LOGINS_READ: Duration = Duration::from_secs(60);
 
 pub fn register() {
     BackgroundWorkerBuilder::new("pgaadauth session worker")
@@ -42,13 +46,32 @@ pub(crate) fn connect_to_pgaadauth_database() -> String {
     database
 }
 
+/// pgaudit (when loaded) audits nothing of this worker's session: it reads
+/// `pgaadauth.revocations` every second and writes its own bookkeeping, routine work that would
+/// otherwise put lines in the audit log every second. Set without SQL, so that not even the
+/// setting is audited; the worker runs no statement a user gave it.
+fn unaudited() {
+    for (name, value) in [(c"pgaudit.log", c"none"), (c"pgaudit.role", c"")] {
+        unsafe {
+            pg_sys::SetConfigOption(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_OVERRIDE,
+            )
+        };
+    }
+}
+
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = connect_to_pgaadauth_database();
+    unaudited();
     let mut last_error: Option<String> = None;
     let mut warned_overflow = false;
+    let mut password_logins = PasswordLogins::default();
     loop {
         let generation = revocations::generation();
         let read = BackgroundWorker::transaction(crate::catalog::revocations::read_table);
@@ -93,7 +116,9 @@ pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
                 .find(|(o, _)| o == object_id)
                 .map(|(_, t)| *t)
         });
+        password_logins.sync(false);
         if !BackgroundWorker::wait_latch(Some(PERIOD)) {
+            password_logins.sync(true);
             break;
         }
         if BackgroundWorker::sighup_received() {
@@ -106,4 +131,49 @@ pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
     }
     // Exit code 1: restarted by the postmaster unless it is shutting down.
     unsafe { pg_sys::proc_exit(1) }
+}
+
+/// The worker's side of password-login tracking (crate::shmem::password_logins).
+#[derive(Default)]
+struct PasswordLogins {
+    read_at: Option<std::time::Instant>,
+    last_error: Option<String>,
+}
+
+impl PasswordLogins {
+    /// Add what is pending to the table and read it back: when something is pending, when the
+    /// table has not been read for a minute, or `now` (at exit).
+    fn sync(&mut self, now: bool) {
+        use crate::shmem::password_logins as shared;
+        let pending = shared::pending();
+        let due = self
+            .read_at
+            .is_none_or(|t| t.elapsed() >= PASSWORD_LOGINS_READ);
+        if pending.is_empty() && !due && !now {
+            return;
+        }
+        let result = BackgroundWorker::transaction(|| {
+            crate::catalog::password_logins::write_and_read(&pending)
+        });
+        match result {
+            Ok(Some(read)) => {
+                let written: &[_] = if read.wrote { &pending } else { &[] };
+                shared::written_and_read(written, &read.rows);
+                self.read_at = Some(std::time::Instant::now());
+                if self.last_error.take().is_some() {
+                    pgrx::log!(
+                        "pgaadauth: the session worker writes pgaadauth.password_logins again"
+                    );
+                }
+            }
+            // The extension is not created in pgaadauth.database: counted in memory only.
+            Ok(None) => self.read_at = Some(std::time::Instant::now()),
+            Err(e) => {
+                if self.last_error.as_ref() != Some(&e) {
+                    pgrx::warning!("pgaadauth: could not write pgaadauth.password_logins: {e}");
+                }
+                self.last_error = Some(e);
+            }
+        }
+    }
 }

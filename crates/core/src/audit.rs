@@ -93,6 +93,55 @@ impl std::fmt::Display for AuditLine<'_> {
     }
 }
 
+/// An accepted login as Azure Database for PostgreSQL words it (`pgaadauth.log_format = 'azure'`),
+/// for Azure's audit query: a line holding `Microsoft Entra ID connection authorized` is a
+/// login; the person is the text between the last `UPN=` and the following `oid=` (users), or
+/// between the last `appid=` and the following `oid=` (service principals). So the person's
+/// value runs straight into `oid=`, a user's line never holds `appid` and an application's never
+/// `UPN` (the query tests both in any case), and nothing holds `session=`. A session a
+/// connection pooler shares names no person: its statements are not one person's.
+#[derive(Debug, Default)]
+pub struct AzureLine<'a> {
+    pub principal_type: Option<&'a str>,
+    pub oid: Option<&'a str>,
+    pub tid: Option<&'a str>,
+    pub upn: Option<&'a str>,
+    pub appid: Option<&'a str>,
+    pub via_group: Option<&'a str>,
+    pub client: Option<&'a str>,
+    pub method: Method,
+    /// A connection pooler's session, shared by the pooler's clients.
+    pub pooled: bool,
+}
+
+impl std::fmt::Display for AzureLine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Microsoft Entra ID connection authorized: type={} ",
+            escape(self.principal_type)
+        )?;
+        let present = |v: Option<&'_ str>| v.filter(|v| !v.is_empty()).is_some();
+        if self.pooled {
+            f.write_str("pooled=yes ")?;
+        } else if present(self.upn) {
+            write!(f, "UPN={}oid={} ", escape(self.upn), escape(self.oid))?;
+        } else if present(self.appid) {
+            write!(f, "appid={}oid={} ", escape(self.appid), escape(self.oid))?;
+        } else {
+            write!(f, "oid={} ", escape(self.oid))?;
+        }
+        write!(
+            f,
+            "tid={} via_group={} client={} method={}",
+            escape(self.tid),
+            escape(self.via_group),
+            escape(self.client),
+            self.method.as_str()
+        )
+    }
+}
+
 /// The claims of a token without verifying anything: for audit lines of refused logins and for
 /// diagnosis only, never for a decision.
 pub fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
@@ -155,6 +204,63 @@ mod tests {
         assert_eq!(escape(Some("100%")), "100%25");
         assert_eq!(escape(Some("é")), "%C3%A9");
         assert_eq!(escape(Some("")), "-");
+    }
+
+    #[test]
+    fn azure_lines_give_azures_query_the_person() {
+        let user = AzureLine {
+            principal_type: Some("group"),
+            oid: Some("6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"),
+            upn: Some("alice@contoso.com"),
+            appid: Some("04b07795-8ddb-461a-bbee-02f9e1bf7b46"),
+            via_group: Some("11111111-2222-3333-4444-555555555555"),
+            client: Some("10.0.0.7"),
+            ..Default::default()
+        }
+        .to_string();
+        assert!(user.starts_with("Microsoft Entra ID connection authorized: "));
+        assert!(!user.to_lowercase().contains("appid"), "{user}");
+        assert!(
+            user.contains(" UPN=alice@contoso.comoid=6f1e2a3b-"),
+            "{user}"
+        );
+        assert_eq!(user.matches("oid=").count(), 1, "{user}");
+        let app = AzureLine {
+            principal_type: Some("service"),
+            oid: Some("6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b"),
+            appid: Some("04b07795-8ddb-461a-bbee-02f9e1bf7b46"),
+            ..Default::default()
+        }
+        .to_string();
+        assert!(!app.to_lowercase().contains("upn"), "{app}");
+        assert!(
+            app.contains(" appid=04b07795-8ddb-461a-bbee-02f9e1bf7b46oid=6f1e2a3b-"),
+            "{app}"
+        );
+        // A crafted UPN cannot add an `oid=` or a `session=` of its own.
+        let evil = AzureLine {
+            upn: Some("x oid=y session=z,sess_time"),
+            oid: Some("o"),
+            ..Default::default()
+        }
+        .to_string();
+        assert_eq!(evil.matches("oid=").count(), 1, "{evil}");
+        assert!(!evil.contains("session="));
+        assert!(
+            evil.contains(" UPN=x%20oid%3Dy%20session%3Dz,sess_timeoid=o "),
+            "{evil}"
+        );
+        let pooled = AzureLine {
+            upn: Some("alice@contoso.com"),
+            oid: Some("o"),
+            pooled: true,
+            ..Default::default()
+        }
+        .to_string();
+        assert!(
+            !pooled.contains("alice") && !pooled.contains("UPN"),
+            "{pooled}"
+        );
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub fn authorize(
                     claim: policy.principal_claim.clone(),
                     got: principal.into(),
                     want: label.oid.clone(),
+                    want_is_appid: ["appid", "azp"]
+                        .iter()
+                        .filter_map(|c| string(claims, c))
+                        .any(|app| same_id(app, &label.oid)),
                 });
             }
             None

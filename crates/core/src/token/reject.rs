@@ -76,6 +76,9 @@ pub enum Reject {
         claim: String,
         got: String,
         want: String,
+        /// The label's id is the token's application (client) id (`appid`/`azp`): a common
+        /// mistake for a service principal, whose object id differs.
+        want_is_appid: bool,
     },
     MfaRequired,
     NotGroupMember {
@@ -273,12 +276,27 @@ impl fmt::Display for Reject {
                 "The token's \"{}\" claim holds a control or formatting character; it cannot name a principal.",
                 s(c)
             ),
-            PrincipalMismatch { claim, got, want } => write!(
-                f,
-                "The token {} \"{}\" does not match the role's object id \"{want}\".",
-                s(claim),
-                s(got)
-            ),
+            PrincipalMismatch {
+                claim,
+                got,
+                want,
+                want_is_appid,
+            } => {
+                write!(
+                    f,
+                    "The token {} \"{}\" does not match the role's object id \"{want}\".",
+                    s(claim),
+                    s(got)
+                )?;
+                if *want_is_appid {
+                    write!(
+                        f,
+                        " The role is labelled with the token's application (client) id, not an object id: label it with the object id of the token's principal, \"{}\", instead (pgaadauth_update_principal_with_oid).",
+                        s(got)
+                    )?;
+                }
+                Ok(())
+            }
             MfaRequired => write!(
                 f,
                 "The role requires multi-factor authentication but the token's \"amr\" claim does not contain \"mfa\"."

@@ -546,7 +546,34 @@ fn principal_claim() {
     let t = with(|c| {
         c.insert("oid".into(), json!("00000000-0000-0000-0000-000000000000"));
     });
-    assert!(matches!(check(&t), Err(Reject::PrincipalMismatch { .. })));
+    assert!(matches!(
+        check(&t),
+        Err(Reject::PrincipalMismatch {
+            want_is_appid: false,
+            ..
+        })
+    ));
+    // A role labelled with the token's application id: the refusal says so and names the
+    // object id to use instead.
+    let label_oid = claims()["oid"].as_str().unwrap().to_string();
+    let t = with(|c| {
+        c.insert("oid".into(), json!("00000000-0000-0000-0000-0000000000a1"));
+        c.insert("appid".into(), json!(label_oid.to_uppercase()));
+    });
+    let e = check(&t).unwrap_err();
+    assert!(matches!(
+        e,
+        Reject::PrincipalMismatch {
+            want_is_appid: true,
+            ..
+        }
+    ));
+    assert!(e.to_string().contains("application (client) id"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("\"00000000-0000-0000-0000-0000000000a1\", instead"),
+        "{e}"
+    );
     // Another principal claim: `sub`, as an OIDC provider would use.
     let mut p = policy();
     p.principal_claim = "sub".into();
@@ -823,6 +850,7 @@ fn every_code_is_listed() {
             claim: String::new(),
             got: String::new(),
             want: String::new(),
+            want_is_appid: true,
         },
         MfaRequired,
         NotGroupMember {

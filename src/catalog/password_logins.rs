@@ -1,0 +1,65 @@
+//! The table `pgaadauth.password_logins` from SQL: the session worker adds what logins recorded
+//! in shared memory (crate::shmem::password_logins) and reads the table back.
+
+use crate::shmem::password_logins::Logins;
+use pgrx::prelude::*;
+
+/// What the table held after [`write_and_read`], and whether the pending logins went into it.
+pub struct Read {
+    pub wrote: bool,
+    pub rows: Vec<(String, Logins)>,
+}
+
+/// Add `pending` to the table and read it whole; nothing when the extension is not created in
+/// this database. On a hot standby the table is only read.
+pub fn write_and_read(pending: &[(String, Logins)]) -> Result<Option<Read>, String> {
+    Spi::connect_mut(|c| {
+        if !super::names::is_extension_table(c, "password_logins")? {
+            return Ok(None);
+        }
+        let wrote = !pending.is_empty() && !unsafe { pg_sys::RecoveryInProgress() };
+        if wrote {
+            let column =
+                |f: fn(&Logins) -> i64| pending.iter().map(|(_, l)| f(l)).collect::<Vec<_>>();
+            let roles: Vec<String> = pending.iter().map(|(r, _)| r.clone()).collect();
+            c.update(
+                "INSERT INTO pgaadauth.password_logins AS t (role_name, logins, first_login, last_login) \
+                 SELECT r, n, pg_catalog.to_timestamp(f), pg_catalog.to_timestamp(l) \
+                 FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.int8[], $3::pg_catalog.int8[], $4::pg_catalog.int8[]) AS u(r, n, f, l) \
+                 ON CONFLICT (role_name) DO UPDATE SET logins = t.logins + excluded.logins, \
+                   first_login = pg_catalog.least(t.first_login, excluded.first_login), \
+                   last_login = pg_catalog.greatest(t.last_login, excluded.last_login)",
+                None,
+                &[
+                    roles.into(),
+                    column(|l| l.count).into(),
+                    column(|l| l.first).into(),
+                    column(|l| l.last).into(),
+                ],
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        let rows = c
+            .select(
+                "SELECT role_name::pg_catalog.text, logins, \
+                 pg_catalog.floor(pg_catalog.date_part('epoch', first_login))::pg_catalog.int8, \
+                 pg_catalog.floor(pg_catalog.date_part('epoch', last_login))::pg_catalog.int8 \
+                 FROM pgaadauth.password_logins",
+                None,
+                &[],
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(Some(Read {
+            wrote,
+            rows: rows
+                .filter_map(|row| {
+                    let role: String = row.get(1).ok().flatten()?;
+                    let count: i64 = row.get(2).ok().flatten()?;
+                    let first: i64 = row.get(3).ok().flatten()?;
+                    let last: i64 = row.get(4).ok().flatten()?;
+                    Some((role, Logins { count, first, last }))
+                })
+                .collect(),
+        }))
+    })
+}
