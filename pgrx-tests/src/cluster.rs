@@ -45,7 +45,7 @@ unsafe extern "C" {
 }
 
 /// A command run as the `postgres` OS user when we are root (PostgreSQL refuses root).
-fn as_postgres(program: &Path) -> Command {
+pub fn as_postgres(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
         c.arg("-u").arg("postgres").arg("--").arg(program);

@@ -25,10 +25,11 @@ pub fn write_and_read(pending: &[(String, Logins)]) -> Result<Option<Read>, Stri
             c.update(
                 "INSERT INTO pgaadauth.password_logins AS t (role_name, logins, first_login, last_login) \
                  SELECT r, n, pg_catalog.to_timestamp(f), pg_catalog.to_timestamp(l) \
-                 FROM pg_catalog.unnest($1::pg_catalog.text[], $2::pg_catalog.int8[], $3::pg_catalog.int8[], $4::pg_catalog.int8[]) AS u(r, n, f, l) \
+                 FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int8[]), \
+                   pg_catalog.unnest($3::pg_catalog.int8[]), pg_catalog.unnest($4::pg_catalog.int8[])) AS u(r, n, f, l) \
                  ON CONFLICT (role_name) DO UPDATE SET logins = t.logins + excluded.logins, \
-                   first_login = pg_catalog.least(t.first_login, excluded.first_login), \
-                   last_login = pg_catalog.greatest(t.last_login, excluded.last_login)",
+                   first_login = LEAST(t.first_login, excluded.first_login), \
+                   last_login = GREATEST(t.last_login, excluded.last_login)",
                 None,
                 &[
                     roles.into(),
