@@ -501,3 +501,184 @@ fn roles_and_labels_survive_pg_dumpall_into_a_new_cluster() {
         .connect("chief", &token(&idp, &oid_for("chief"), json!({})))
         .is_err());
 }
+
+/// The SQL block of docs/migration.md marked `<!-- tested: name -->`, as its statements.
+fn doc_statements(name: &str) -> Vec<String> {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/migration.md"))
+        .unwrap();
+    let marker = format!("<!-- tested: {name} -->\n```sql\n");
+    let at = doc
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no block {name}"))
+        + marker.len();
+    let block = &doc[at..at + doc[at..].find("```").unwrap()];
+    block
+        .split(";\n")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_migration_away_from_passwords_as_the_docs_give_it() {
+    let idp = Idp::start(&[&RSA1]);
+    // The docs' example principals.
+    let app = "5d7c1e2a-3b4f-4c6d-8e9f-0a1b2c3d4e5f";
+    let app_id = "9e8d7c6b-5a49-4382-9716-2b3c4d5e6f70";
+    let erin = "1e2f3a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b";
+    let readers = "7a8b9c0d-1e2f-4a3b-8c4d-5e6f7a8b9c0d";
+    idp.dir_add(erin, "user", "erin@contoso.com");
+    let pg = Cluster::start("migration", &idp.directory_settings("migration"));
+    let run = |db: &str, name: &str| -> Vec<String> {
+        doc_statements(name)
+            .iter()
+            .map(|s| pg.try_sql(db, s).unwrap_or_else(|e| panic!("{s}: {e}")))
+            .collect()
+    };
+
+    // Before: password roles own and read the application's objects in two databases.
+    pg.sql(
+        "CREATE ROLE app_owner LOGIN PASSWORD 'owner-secret'; \
+         CREATE ROLE reporting LOGIN PASSWORD 'reporting-secret'",
+    );
+    pg.sql("CREATE DATABASE orders OWNER app_owner");
+    pg.sql("CREATE DATABASE billing");
+    pg.try_sql(
+        "orders",
+        "SET ROLE app_owner; CREATE TABLE orders (id int); GRANT SELECT ON orders TO reporting",
+    )
+    .unwrap();
+    pg.try_sql(
+        "billing",
+        "CREATE TABLE invoices (id int); ALTER TABLE invoices OWNER TO app_owner; \
+         GRANT SELECT ON invoices TO reporting",
+    )
+    .unwrap();
+
+    // 1. Both methods on: password clients log in as before, and are counted.
+    let password_clients = || {
+        pg.connect_to("orders", "app_owner", "owner-secret")?
+            .simple_query("INSERT INTO orders VALUES (1)")?;
+        pg.connect_to("billing", "reporting", "reporting-secret")?
+            .simple_query("SELECT count(*) FROM invoices")?;
+        Ok::<_, postgres::Error>(())
+    };
+    password_clients().unwrap();
+
+    // 2. Entra roles: by object id, by name through the directory, from a group.
+    assert_eq!(
+        run("postgres", "create-roles"),
+        [
+            "created",
+            "Created role for erin@contoso.com",
+            "Created role for order-readers"
+        ]
+    );
+    // The script runs again where it uses the re-runnable function.
+    assert_eq!(pg.sql(&doc_statements("create-roles")[0]), "unchanged");
+
+    // 3. The reader's privileges to the group; the owner's objects to the application, in every
+    // database.
+    run("postgres", "grant");
+    for db in pg
+        .sql("SELECT datname FROM pg_database WHERE datallowconn")
+        .lines()
+    {
+        run(db, "reassign");
+    }
+    run("postgres", "keep-working");
+    assert_eq!(
+        pg.try_sql(
+            "orders",
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'orders'"
+        )
+        .unwrap(),
+        "orders-app"
+    );
+    assert_eq!(
+        pg.try_sql(
+            "billing",
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'invoices'"
+        )
+        .unwrap(),
+        "orders-app"
+    );
+    assert_eq!(
+        pg.sql("SELECT datdba::regrole FROM pg_database WHERE datname = 'orders'"),
+        "\"orders-app\""
+    );
+
+    // 4. Clients to tokens: the application owns, the group's members read, the user logs in.
+    let app_token = app_token(&idp, app, app_id);
+    assert!(Cluster::wait_for(WAIT, || pg
+        .connect_to("orders", "orders-app", &app_token)
+        .is_ok()));
+    pg.connect_to("orders", "orders-app", &app_token)
+        .unwrap()
+        .simple_query("INSERT INTO orders VALUES (2); ALTER TABLE orders ADD COLUMN note text")
+        .unwrap();
+    pg.connect_to("billing", "orders-app", &app_token)
+        .unwrap()
+        .simple_query("INSERT INTO invoices VALUES (1)")
+        .unwrap();
+    let member = token(
+        &idp,
+        erin,
+        json!({"upn": "erin@contoso.com", "groups": [readers]}),
+    );
+    let mut reader = pg.connect_to("billing", "order-readers", &member).unwrap();
+    reader
+        .simple_query("SELECT count(*) FROM invoices")
+        .unwrap();
+    assert!(reader
+        .simple_query("INSERT INTO invoices VALUES (3)")
+        .is_err());
+    pg.connect("erin@contoso.com", &token(&idp, erin, json!({})))
+        .unwrap();
+
+    // Watch the password logins: a client still on its password shows; then none after the
+    // last one switched.
+    let watch = |cutover: &str| {
+        let sql = doc_statements("watch")[0].replace(":'cutover'", &format!("'{cutover}'"));
+        pg.sql(&sql)
+    };
+    let before = pg.sql("SELECT now()");
+    password_clients().unwrap();
+    let rows = watch(&before);
+    assert!(
+        rows.contains("app_owner|2|") && rows.contains("reporting|2|"),
+        "{rows}"
+    );
+    let cutover = pg.sql("SELECT now()");
+    assert_eq!(watch(&cutover), "");
+
+    // 5. Passwords off: the old roles are refused, tokens go on.
+    run("postgres", "password-off");
+    assert!(Cluster::wait_for(WAIT, || pg
+        .connect_to("orders", "app_owner", "owner-secret")
+        .is_err()));
+    let detail = pg.failure_detail("app_owner").unwrap();
+    assert!(
+        detail.contains("has no pgaadauth label and pgaadauth.password_auth is off"),
+        "{detail}"
+    );
+    pg.connect_to("orders", "orders-app", &app_token).unwrap();
+    pg.connect_to("billing", "order-readers", &member).unwrap();
+    assert_eq!(watch(&cutover), "");
+
+    // The old roles go; what they did stays.
+    for db in pg
+        .sql("SELECT datname FROM pg_database WHERE datallowconn")
+        .lines()
+    {
+        run(db, "drop-owned");
+    }
+    run("postgres", "drop-roles");
+    assert_eq!(
+        pg.try_sql("orders", "SELECT count(*) FROM orders").unwrap(),
+        "3"
+    );
+    let mut reader = pg.connect_to("orders", "order-readers", &member).unwrap();
+    reader.simple_query("SELECT count(*) FROM orders").unwrap();
+}

@@ -24,7 +24,7 @@ pub fn write_and_read(pending: &[(String, Logins)]) -> Result<Option<Read>, Stri
             let roles: Vec<String> = pending.iter().map(|(r, _)| r.clone()).collect();
             c.update(
                 "INSERT INTO pgaadauth.password_logins AS t (role_name, logins, first_login, last_login) \
-                 SELECT r, n, pg_catalog.to_timestamp(f), pg_catalog.to_timestamp(l) \
+                 SELECT r, n, pg_catalog.to_timestamp(f / 1000000.0), pg_catalog.to_timestamp(l / 1000000.0) \
                  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.int8[]), \
                    pg_catalog.unnest($3::pg_catalog.int8[]), pg_catalog.unnest($4::pg_catalog.int8[])) AS u(r, n, f, l) \
                  ON CONFLICT (role_name) DO UPDATE SET logins = t.logins + excluded.logins, \
@@ -43,8 +43,8 @@ pub fn write_and_read(pending: &[(String, Logins)]) -> Result<Option<Read>, Stri
         let rows = c
             .select(
                 "SELECT role_name::pg_catalog.text, logins, \
-                 pg_catalog.floor(pg_catalog.date_part('epoch', first_login))::pg_catalog.int8, \
-                 pg_catalog.floor(pg_catalog.date_part('epoch', last_login))::pg_catalog.int8 \
+                 (extract(epoch FROM first_login) * 1000000)::pg_catalog.int8, \
+                 (extract(epoch FROM last_login) * 1000000)::pg_catalog.int8 \
                  FROM pgaadauth.password_logins",
                 None,
                 &[],

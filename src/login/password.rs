@@ -50,7 +50,7 @@ impl Login {
                 counters::bump(Counter::PasswordLoginsAccepted);
                 crate::shmem::password_logins::record(
                     &self.user(),
-                    pgaadauth_core::clock::unix_now(),
+                    crate::shmem::password_logins::now_micros(),
                 );
                 identity::record_other("password");
                 return;

@@ -126,7 +126,10 @@ fn decide(role: &str, password: &str, client: Option<&str>) -> Result<(), Refuse
         };
         if checked.is_ok() {
             counters::bump(Counter::PoolerLoginsAccepted);
-            crate::shmem::password_logins::record(role, pgaadauth_core::clock::unix_now());
+            crate::shmem::password_logins::record(
+                role,
+                crate::shmem::password_logins::now_micros(),
+            );
         }
         return checked.map_err(other);
     }

@@ -15,7 +15,8 @@ const SLOTS: usize = 4096;
 /// PostgreSQL's longest role name (NAMEDATALEN - 1).
 const NAME: usize = 63;
 
-/// Logins of one role: a count, the first and the last (Unix seconds; 0: none).
+/// Logins of one role: a count, the first and the last (microseconds since the Unix epoch; 0:
+/// none).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Logins {
     pub count: i64,
@@ -100,7 +101,7 @@ fn find_or_take(table: &mut Table, role: &str) -> Option<usize> {
     Some(index)
 }
 
-/// `role` logged in with its password at `now`.
+/// `role` logged in with its password at `now` (microseconds since the Unix epoch).
 pub fn record(role: &str, now: i64) {
     let Some(table) = table() else { return };
     let lock = Held::exclusive(table.lock);
@@ -114,7 +115,7 @@ pub fn record(role: &str, now: i64) {
     }
     drop(lock);
     static WARNED_AT: AtomicI64 = AtomicI64::new(0);
-    if slot.is_none() && now - WARNED_AT.swap(now, Ordering::Relaxed) >= 60 {
+    if slot.is_none() && now - WARNED_AT.swap(now, Ordering::Relaxed) >= 60_000_000 {
         pgrx::log!(
             "pgaadauth: WARNING: password logins of more than {SLOTS} roles: the password logins of role \"{}\" are not tracked",
             pgaadauth_core::log_text::log_safe(role)
@@ -180,4 +181,12 @@ pub fn written_and_read(written: &[(String, Logins)], stored: &[(String, Logins)
             slot.role.set_opt(None);
         }
     }
+}
+
+/// Now, in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
 }

@@ -1,7 +1,6 @@
 //! `pgaadauth_password_logins()`: which roles still log in with a password on pgaadauth's lines,
 //! how often and when last (crate::shmem::password_logins), and the table that keeps it.
 
-use crate::shmem::sessions::timestamptz;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
@@ -35,3 +34,10 @@ extension_sql_file!(
     name = "pgaadauth_password_logins_table",
     requires = ["pgaadauth_revocations_table"]
 );
+
+/// A time in microseconds since the Unix epoch as a timestamptz (PostgreSQL counts from 2000).
+fn timestamptz(micros: i64) -> TimestampWithTimeZone {
+    const UNIX_TO_POSTGRES: i64 = 946_684_800_000_000;
+    TimestampWithTimeZone::try_from(micros - UNIX_TO_POSTGRES)
+        .unwrap_or_else(|e| pgrx::error!("{e}"))
+}
