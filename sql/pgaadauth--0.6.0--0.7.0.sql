@@ -16,10 +16,9 @@ AS 'MODULE_PATHNAME', 'pgaadauth_ensure_principal_with_oid_wrapper';
 CREATE TABLE pgaadauth.password_logins (
     role_name name PRIMARY KEY,
     logins bigint NOT NULL CHECK (logins > 0),
-    first_login timestamptz NOT NULL,
-    last_login timestamptz NOT NULL
+    first_login timestamptz NOT NULL CHECK (pg_catalog.isfinite(first_login)),
+    last_login timestamptz NOT NULL CHECK (pg_catalog.isfinite(last_login))
 );
-SELECT pg_catalog.pg_extension_config_dump('pgaadauth.password_logins', '');
 
 CREATE FUNCTION "pgaadauth_password_logins"() RETURNS TABLE (
 	"role_name" TEXT,

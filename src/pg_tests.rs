@@ -192,6 +192,7 @@ mod tests {
             ("pgaadauth.graph_endpoint", "https://graph.microsoft.com"),
             ("pgaadauth.group_cache_ttl", "5min"),
             ("pgaadauth.log_logins", "all"),
+            ("pgaadauth.log_format", "pgaadauth"),
             ("pgaadauth.admin_role", "azure_pg_admin"),
             (
                 "pgaadauth.authority_host",

@@ -353,6 +353,37 @@ fn password_logins_are_counted_per_role_until_they_stop_and_survive_a_restart() 
         rows()
     );
 
+    // A lock on the table holds nothing up: the worker goes on reading revocations (one added
+    // by hand is enforced only through its reading), says once why it could not write, and
+    // writes when the lock is gone.
+    pg.sql("CREATE ROLE locker LOGIN SUPERUSER PASSWORD 'locker-secret'");
+    let mut locker = pg.connect("locker", "locker-secret").unwrap();
+    let mut held = locker.transaction().unwrap();
+    held.batch_execute("LOCK TABLE pgaadauth.password_logins IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    pg.connect("other", "other-secret").unwrap();
+    pg.sql(
+        "INSERT INTO pgaadauth.revocations VALUES ('00000000-0000-4000-8000-00000000dead', now(), 'test')",
+    );
+    assert!(Cluster::wait_for(WAIT, || {
+        pg.sql(
+        "SELECT enforced FROM pgaadauth_list_revocations() WHERE object_id = '00000000-0000-4000-8000-00000000dead'"
+    ) == "t"
+    }));
+    assert!(Cluster::wait_for(WAIT, || {
+        pg
+        .log()
+        .contains("WARNING:  pgaadauth: could not write pgaadauth.password_logins: canceling statement due to lock timeout")
+    }));
+    assert_eq!(rows(), "locker:1\nother:4");
+    held.rollback().unwrap();
+    assert!(Cluster::wait_for(WAIT, || pg.sql(
+        "SELECT logins FROM pgaadauth.password_logins WHERE role_name = 'other'"
+    ) == "4"));
+    assert!(pg
+        .log()
+        .contains("pgaadauth: the session worker writes pgaadauth.password_logins again"));
+
     // Who may read it: pg_read_all_stats, not anyone.
     pg.sql("CREATE ROLE watcher; GRANT pg_read_all_stats TO watcher; CREATE ROLE nosy");
     assert_eq!(
@@ -361,7 +392,7 @@ fn password_logins_are_counted_per_role_until_they_stop_and_survive_a_restart() 
             "SET ROLE watcher; SELECT count(*) FROM pgaadauth_password_logins()"
         )
         .unwrap(),
-        "1"
+        "2"
     );
     let e = pg
         .try_sql(

@@ -9,4 +9,5 @@ pub mod password_logins;
 pub mod privileges;
 pub mod relabel;
 pub mod revocations;
+pub mod subtransaction;
 pub mod utility;

@@ -10,6 +10,7 @@
 use crate::catalog::managers::as_bootstrap_superuser;
 use crate::catalog::names::c_string;
 use crate::catalog::names::quote_ident;
+use crate::catalog::subtransaction::in_subtransaction;
 use crate::net::DirectorySession;
 use crate::settings;
 use pgaadauth_core::group_sync::{
@@ -17,7 +18,6 @@ use pgaadauth_core::group_sync::{
     GroupMembers, MemberKind, PageError, SyncedRole,
 };
 use pgaadauth_core::label::{normalize_guid, Label, PrincipalType};
-use pgrx::pg_sys::panic::{CaughtError, ErrorReportWithLevel};
 use pgrx::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -238,45 +238,6 @@ fn lock_the_sync(wait: bool) -> bool {
     }
     unsafe { pg_sys::AcceptInvalidationMessages() };
     true
-}
-
-/// The report of a caught error, whatever its kind.
-pub fn caught_report(e: &CaughtError) -> &ErrorReportWithLevel {
-    match e {
-        CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
-        CaughtError::RustPanic { ereport, .. } => ereport,
-    }
-}
-
-/// Run `f` in a subtransaction: its error rolls back only what `f` did, and comes back as text.
-/// A cancel (`pg_cancel_backend`, `statement_timeout`) is raised again once the subtransaction
-/// is rolled back: it ends the whole run, which then changes nothing.
-fn in_subtransaction(f: impl FnOnce()) -> Result<(), String> {
-    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
-    unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
-    let run = std::panic::AssertUnwindSafe(f);
-    let outcome = PgTryBuilder::new(move || {
-        run();
-        Ok(())
-    })
-    .catch_others(|e| Err(Box::new(e)))
-    .execute();
-    unsafe {
-        if outcome.is_ok() {
-            pg_sys::ReleaseCurrentSubTransaction();
-        } else {
-            pg_sys::RollbackAndReleaseCurrentSubTransaction();
-        }
-        pg_sys::MemoryContextSwitchTo(context);
-        pg_sys::CurrentResourceOwner = owner;
-    }
-    outcome.map_err(|e| {
-        let report = caught_report(&e);
-        if report.sql_error_code() == PgSqlErrorCode::ERRCODE_QUERY_CANCELED {
-            (*e).rethrow();
-        }
-        report.message().to_string()
-    })
 }
 
 /// Sync once, inside the caller's transaction, as the bootstrap superuser: the rows of what

@@ -27,7 +27,7 @@ pub fn accepted(attempt: &Attempt<'_>, verified: &Verified, from_pooler: bool) -
     }
     let pooled = attempt.door == Door::Password
         && (from_pooler || pooled::accepted_by_pooler(attempt.token));
-    audit_line(attempt, Ok((verified, pooled)));
+    audit_line(attempt, Ok((verified, pooled, from_pooler)));
     match attempt.door {
         Door::Password => counters::bump(Counter::LoginsAccepted),
         Door::OAuth => counters::bump(Counter::OAuthLoginsAccepted),
@@ -75,8 +75,9 @@ pub fn refused_before_or_after(attempt: &Attempt<'_>, code: &'static str) {
 }
 
 /// The audit line of a token login, as `pgaadauth.log_logins` says: an accepted login to this
-/// server worded as `pgaadauth.log_format` says (`pooled`: a connection pooler's session).
-fn audit_line(attempt: &Attempt<'_>, outcome: Result<(&Verified, bool), &str>) {
+/// server worded as `pgaadauth.log_format` says (`pooled`: a connection pooler's session;
+/// `from_pooler`: from one of `pgaadauth.pooler_addresses`).
+fn audit_line(attempt: &Attempt<'_>, outcome: Result<(&Verified, bool, bool), &str>) {
     let wanted = match settings::LOG_LOGINS.get() {
         LogLogins::All => true,
         LogLogins::Failures => outcome.is_err(),
@@ -86,7 +87,7 @@ fn audit_line(attempt: &Attempt<'_>, outcome: Result<(&Verified, bool), &str>) {
         return;
     }
     let label = attempt.label();
-    if let Ok((v, pooled)) = outcome {
+    if let Ok((v, pooled, from_pooler)) = outcome {
         if settings::LOG_FORMAT.get() == LogFormat::Azure && attempt.door != Door::Pooler {
             let line = audit::AzureLine {
                 principal_type: label.map(|l| l.principal_type.as_str()),
@@ -95,14 +96,14 @@ fn audit_line(attempt: &Attempt<'_>, outcome: Result<(&Verified, bool), &str>) {
                 upn: v.upn.as_deref(),
                 appid: v.appid.as_deref(),
                 via_group: v.via_group.as_deref(),
-                client: attempt.client,
                 method: attempt.door.method(),
                 pooled,
+                person_hidden: from_pooler,
             };
             return log_server_only(line.to_string());
         }
     }
-    let outcome = outcome.map(|(v, _)| v);
+    let outcome = outcome.map(|(v, _, _)| v);
     // A refused token's claims are decoded (unverified) only for its audit line.
     let claims = match outcome {
         Ok(_) => Default::default(),

@@ -81,19 +81,25 @@ fn table() -> Option<&'static mut Table> {
     unsafe { TABLE.as_mut() }
 }
 
+/// Whether slot text `t` holds `role` (bytes compared: logins wait on the lock meanwhile).
+fn holds(t: &Text<NAME>, role: &str) -> bool {
+    let len = t.len as usize;
+    len <= NAME && &t.bytes[..len] == role.as_bytes()
+}
+
+fn is_free(slot: &Slot) -> bool {
+    slot.role.len as usize > NAME
+}
+
 fn find(table: &Table, role: &str) -> Option<usize> {
-    table
-        .slots
-        .iter()
-        .position(|s| s.role.get_opt() == Some(role))
+    table.slots.iter().position(|s| holds(&s.role, role))
 }
 
 /// The slot of `role`, taking a free one when it has none.
 fn find_or_take(table: &mut Table, role: &str) -> Option<usize> {
-    let index = find(table, role)
-        .or_else(|| table.slots.iter().position(|s| s.role.get_opt().is_none()))?;
+    let index = find(table, role).or_else(|| table.slots.iter().position(is_free))?;
     let slot = &mut table.slots[index];
-    if slot.role.get_opt().is_none() {
+    if is_free(slot) {
         slot.role.set(role);
         slot.stored = Logins::default();
         slot.pending = Logins::default();
@@ -104,6 +110,12 @@ fn find_or_take(table: &mut Table, role: &str) -> Option<usize> {
 /// `role` logged in with its password at `now` (microseconds since the Unix epoch).
 pub fn record(role: &str, now: i64) {
     let Some(table) = table() else { return };
+    // As PostgreSQL cuts a name (a slot holds as much).
+    let mut n = role.len().min(NAME);
+    while !role.is_char_boundary(n) {
+        n -= 1;
+    }
+    let role = &role[..n];
     let lock = Held::exclusive(table.lock);
     let slot = find_or_take(table, role);
     if let Some(i) = slot {
@@ -154,13 +166,19 @@ pub fn pending() -> Vec<(String, Logins)> {
 }
 
 /// The worker wrote `written` (taken from [`pending`]) and read the table back as `stored`.
-/// Logins recorded meanwhile stay pending. A role the table no longer holds (its rows were
-/// deleted: a reset) starts again from what is pending.
+/// Logins recorded meanwhile stay pending. A role the table no longer holds (its row was
+/// deleted: a reset) starts again from what is pending; a slot with nothing left is freed.
 pub fn written_and_read(written: &[(String, Logins)], stored: &[(String, Logins)]) {
     let Some(table) = table() else { return };
     let _lock = Held::exclusive(table.lock);
+    let mut index: std::collections::HashMap<String, usize> = table
+        .slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.role.get_opt().map(|r| (r.to_string(), i)))
+        .collect();
     for (role, logins) in written {
-        if let Some(i) = find(table, role) {
+        if let Some(&i) = index.get(role.as_str()) {
             let pending = &mut table.slots[i].pending;
             pending.count -= logins.count;
             if pending.count <= 0 {
@@ -171,10 +189,22 @@ pub fn written_and_read(written: &[(String, Logins)], stored: &[(String, Logins)
     for slot in table.slots.iter_mut() {
         slot.stored = Logins::default();
     }
+    let mut free = (0..SLOTS)
+        .filter(|&i| is_free(&table.slots[i]))
+        .collect::<Vec<_>>();
     for (role, logins) in stored {
-        if let Some(i) = find_or_take(table, role) {
-            table.slots[i].stored = *logins;
-        }
+        let i = match index.get(role.as_str()) {
+            Some(&i) => i,
+            None => {
+                // Beyond the slots: the table keeps it, the server does not show it.
+                let Some(i) = free.pop() else { continue };
+                table.slots[i].role.set(role);
+                table.slots[i].pending = Logins::default();
+                index.insert(role.clone(), i);
+                i
+            }
+        };
+        table.slots[i].stored = *logins;
     }
     for slot in table.slots.iter_mut() {
         if slot.stored.count == 0 && slot.pending.count == 0 {

@@ -194,7 +194,8 @@ fn pgaadauth_create_principal_with_oid(
 /// Make sure role `rolename` is mapped to the Entra principal `objectid` with these flags, so that
 /// scripts (Terraform, Bicep, shell) can run again: `created` (as
 /// pgaadauth_create_principal_with_oid), `unchanged`, or `updated` (its administrator or MFA
-/// flag, as pgaadauth_update_principal_with_oid, under the same privilege rules). A role that
+/// flag, or the tenant `pgaadauth.tenant_id` names, as pgaadauth_update_principal_with_oid,
+/// under the same privilege rules). A role that
 /// exists mapped to another principal, or not mapped at all, is an error naming both: it is
 /// never rebound here.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -238,7 +239,8 @@ fn pgaadauth_ensure_principal_with_oid(
             existing.oid
         ));
     }
-    if existing.admin == isadmin && existing.mfa == ismfa {
+    // The tenant as pgaadauth.tenant_id says now, as the create and update functions record it.
+    if existing.admin == isadmin && existing.mfa == ismfa && existing.tid == wanted.tid {
         return "unchanged";
     }
     pgaadauth_update_principal_with_oid(rolename, objectid, objecttype, isadmin, ismfa);

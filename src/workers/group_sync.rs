@@ -4,7 +4,8 @@
 //! the commit. It starts only once recovery has finished: a standby never syncs (it receives
 //! the primary's roles through WAL), and a promoted standby starts syncing.
 
-use crate::group_sync::{caught_report, sync_once, Change, Waiting};
+use crate::catalog::subtransaction::caught_report;
+use crate::group_sync::{sync_once, Change, Waiting};
 use crate::net::DirectorySession;
 use crate::settings;
 use pgaadauth_core::log_text::escape_log_text;

@@ -82,6 +82,7 @@ pub extern "C-unwind" fn pgaadauth_session_worker_main(_arg: pg_sys::Datum) {
                     Replaced::Stale => {
                         // A commit changed the copy meanwhile: read again, soon.
                         if !BackgroundWorker::wait_latch(Some(STALE_RETRY)) {
+                            password_logins.sync(true);
                             break;
                         }
                         continue;
@@ -141,15 +142,17 @@ struct PasswordLogins {
 }
 
 impl PasswordLogins {
-    /// Add what is pending to the table and read it back: when something is pending, when the
-    /// table has not been read for a minute, or `now` (at exit).
+    /// Add what is pending to the table and read it back: when something is pending (on a
+    /// primary), when the table has not been read for a minute, or `now` (at exit).
     fn sync(&mut self, now: bool) {
         use crate::shmem::password_logins as shared;
         let pending = shared::pending();
         let due = self
             .read_at
             .is_none_or(|t| t.elapsed() >= PASSWORD_LOGINS_READ);
-        if pending.is_empty() && !due && !now {
+        // A hot standby cannot write what is pending: it reads once a minute.
+        let writable = !pending.is_empty() && !unsafe { pg_sys::RecoveryInProgress() };
+        if !writable && !due && !now {
             return;
         }
         let result = BackgroundWorker::transaction(|| {
@@ -169,6 +172,8 @@ impl PasswordLogins {
             // The extension is not created in pgaadauth.database: counted in memory only.
             Ok(None) => self.read_at = Some(std::time::Instant::now()),
             Err(e) => {
+                // Rolled back: what was pending stays pending, for the next second.
+                self.read_at = Some(std::time::Instant::now());
                 if self.last_error.as_ref() != Some(&e) {
                     pgrx::warning!("pgaadauth: could not write pgaadauth.password_logins: {e}");
                 }

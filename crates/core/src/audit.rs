@@ -98,8 +98,8 @@ impl std::fmt::Display for AuditLine<'_> {
 /// login; the person is the text between the last `UPN=` and the following `oid=` (users), or
 /// between the last `appid=` and the following `oid=` (service principals). So the person's
 /// value runs straight into `oid=`, a user's line never holds `appid` and an application's never
-/// `UPN` (the query tests both in any case), and nothing holds `session=`. A session a
-/// connection pooler shares names no person: its statements are not one person's.
+/// `UPN` (the query tests both in any case), and nothing holds `session=`. No client address or
+/// host name: a host name is the client's to choose, and could hold `appid`.
 #[derive(Debug, Default)]
 pub struct AzureLine<'a> {
     pub principal_type: Option<&'a str>,
@@ -108,10 +108,12 @@ pub struct AzureLine<'a> {
     pub upn: Option<&'a str>,
     pub appid: Option<&'a str>,
     pub via_group: Option<&'a str>,
-    pub client: Option<&'a str>,
     pub method: Method,
-    /// A connection pooler's session, shared by the pooler's clients.
+    /// A connection pooler's session, shared by the pooler's clients (`pooled=yes`).
     pub pooled: bool,
+    /// Name no person: a session from one of `pgaadauth.pooler_addresses`, whose statements
+    /// are its clients', one after another.
+    pub person_hidden: bool,
 }
 
 impl std::fmt::Display for AzureLine<'_> {
@@ -124,6 +126,9 @@ impl std::fmt::Display for AzureLine<'_> {
         let present = |v: Option<&'_ str>| v.filter(|v| !v.is_empty()).is_some();
         if self.pooled {
             f.write_str("pooled=yes ")?;
+        }
+        if self.person_hidden {
+            // Nothing.
         } else if present(self.upn) {
             write!(f, "UPN={}oid={} ", escape(self.upn), escape(self.oid))?;
         } else if present(self.appid) {
@@ -133,10 +138,9 @@ impl std::fmt::Display for AzureLine<'_> {
         }
         write!(
             f,
-            "tid={} via_group={} client={} method={}",
+            "tid={} via_group={} method={}",
             escape(self.tid),
             escape(self.via_group),
-            escape(self.client),
             self.method.as_str()
         )
     }
@@ -214,7 +218,6 @@ mod tests {
             upn: Some("alice@contoso.com"),
             appid: Some("04b07795-8ddb-461a-bbee-02f9e1bf7b46"),
             via_group: Some("11111111-2222-3333-4444-555555555555"),
-            client: Some("10.0.0.7"),
             ..Default::default()
         }
         .to_string();
@@ -250,7 +253,22 @@ mod tests {
             evil.contains(" UPN=x%20oid%3Dy%20session%3Dz,sess_timeoid=o "),
             "{evil}"
         );
-        let pooled = AzureLine {
+        // A pooler's session from one of pgaadauth.pooler_addresses names no person; one known
+        // only by its token (which the token's holder can arrange) still does.
+        let hidden = AzureLine {
+            upn: Some("alice@contoso.com"),
+            oid: Some("o"),
+            pooled: true,
+            person_hidden: true,
+            ..Default::default()
+        }
+        .to_string();
+        assert!(hidden.contains(" pooled=yes "), "{hidden}");
+        assert!(
+            !hidden.contains("alice") && !hidden.contains("UPN"),
+            "{hidden}"
+        );
+        let by_token = AzureLine {
             upn: Some("alice@contoso.com"),
             oid: Some("o"),
             pooled: true,
@@ -258,8 +276,8 @@ mod tests {
         }
         .to_string();
         assert!(
-            !pooled.contains("alice") && !pooled.contains("UPN"),
-            "{pooled}"
+            by_token.contains(" pooled=yes UPN=alice@contoso.comoid=o "),
+            "{by_token}"
         );
     }
 

@@ -88,10 +88,13 @@ pub fn authorize(
                     claim: policy.principal_claim.clone(),
                     got: principal.into(),
                     want: label.oid.clone(),
-                    want_is_appid: ["appid", "azp"]
-                        .iter()
-                        .filter_map(|c| string(claims, c))
-                        .any(|app| same_id(app, &label.oid)),
+                    // An application's own token (no delegated scopes): a user's token names
+                    // the app the user signed in through, whose principal is not this one.
+                    want_is_appid: !claims.contains_key("scp")
+                        && ["appid", "azp"]
+                            .iter()
+                            .filter_map(|c| string(claims, c))
+                            .any(|app| same_id(app, &label.oid)),
                 });
             }
             None

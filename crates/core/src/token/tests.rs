@@ -569,6 +569,20 @@ fn principal_claim() {
         }
     ));
     assert!(e.to_string().contains("application (client) id"), "{e}");
+    // A user's token through that application (delegated scopes): no such hint, which would
+    // name the user.
+    let t = with(|c| {
+        c.insert("oid".into(), json!("00000000-0000-0000-0000-0000000000a1"));
+        c.insert("appid".into(), json!(label_oid));
+        c.insert("scp".into(), json!("user_impersonation"));
+    });
+    assert!(matches!(
+        check(&t),
+        Err(Reject::PrincipalMismatch {
+            want_is_appid: false,
+            ..
+        })
+    ));
     assert!(
         e.to_string()
             .contains("\"00000000-0000-0000-0000-0000000000a1\", instead"),
