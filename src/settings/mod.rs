@@ -161,7 +161,7 @@ pub fn http_timeout() -> std::time::Duration {
 }
 
 /// The server's own credential for the directory, when one is configured. The secret is read
-/// from `pgaadauth.client_secret_file` (only by the key worker, which is the one to use it).
+/// from `pgaadauth.client_secret_file` (only by the directory worker, which is the one to use it).
 pub fn directory_credential() -> Option<Result<pgaadauth_core::directory::Credential, String>> {
     use pgaadauth_core::directory::Credential;
     let endpoint = text(&MANAGED_IDENTITY_ENDPOINT);
