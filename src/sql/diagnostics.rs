@@ -22,6 +22,10 @@ fn pgaadauth_stats() -> TableIterator<'static, (name!(counter, String), name!(va
         "mailbox_slots_in_use".into(),
         crate::shmem::mailbox::slots_in_use() as i64,
     ));
+    rows.push((
+        "revocations_enforced".into(),
+        crate::shmem::revocations::snapshot().len() as i64,
+    ));
     TableIterator::new(rows)
 }
 

@@ -24,7 +24,11 @@ fn pgaadauth_jwks_rows() -> TableIterator<
         name!(failures, i64),
     ),
 > {
-    require_principal_manager("read the pgaadauth key status");
+    // No secret in it (sources, key ids, times, errors): monitoring reads it too.
+    crate::catalog::managers::require_reader_or_principal_manager(
+        pg_sys::ROLE_PG_MONITOR,
+        "read the pgaadauth key status",
+    );
     let rows: Vec<_> = crate::shmem::keys::status()
         .into_iter()
         .map(|r| {
