@@ -35,6 +35,16 @@ fn value(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// The exporter, stopped at the end of the test (and with the test process, however it ends).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn the_exporter_shows_pgaadauth_with_the_right_values_after_known_logins() {
     let idp = Idp::start(&[&RSA1]);
@@ -71,7 +81,8 @@ fn the_exporter_shows_pgaadauth_with_the_right_values_after_known_logins() {
         )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let _exporter = pgaadauth_e2e::children::spawn(exporter, 9).expect("start the exporter");
+    let _exporter =
+        Running(pgaadauth_e2e::children::spawn(exporter, 9).expect("start the exporter"));
     let mut before = String::new();
     assert!(
         Cluster::wait_for(WAIT, || {
