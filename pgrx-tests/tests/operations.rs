@@ -586,6 +586,24 @@ fn create_extension_refuses_without_preload_and_update_from_the_previous_version
         .try_sql("old", signatures)
         .unwrap()
         .contains("pgaadauth_validate_token(token text, role name DEFAULT NULL::name) jsonb"));
+    // From every other release too: each updated database has a fresh install's objects.
+    for version in ["0.2.0", "0.3.0", "0.4.0", "0.5.0", "0.6.0"] {
+        let db = format!("from_{}", version.replace('.', "_"));
+        pg.sql(&format!("CREATE DATABASE {db}"));
+        pg.try_sql(
+            &db,
+            &format!("CREATE EXTENSION pgaadauth VERSION '{version}'"),
+        )
+        .unwrap();
+        pg.try_sql(&db, "ALTER EXTENSION pgaadauth UPDATE").unwrap();
+        for query in [members, signatures] {
+            assert_eq!(
+                pg.try_sql(&db, query).unwrap(),
+                pg.try_sql("postgres", query).unwrap(),
+                "updated from {version}"
+            );
+        }
+    }
     // And the same privileges: only poolers granted EXECUTE may check logins.
     let acl = "SELECT proacl::text FROM pg_proc WHERE proname = 'pgaadauth_pooler_login'";
     assert_eq!(
