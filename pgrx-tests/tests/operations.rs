@@ -469,17 +469,34 @@ fn stats_counters_move() {
     );
     w.pg.connect("counted_pw", "pw-secret").unwrap();
     let _ = w.pg.connect("counted_pw", "wrong");
+    // A label that does not parse (written around the label hook, as an older or newer
+    // version might have left it) is counted too.
+    w.principal("counted_bad_label", "user", "");
+    w.pg.sql(
+        "SET allow_system_table_mods = on; \
+         UPDATE pg_shseclabel SET label = 'aadauth,oid=not-a-guid,type=user' \
+         WHERE objoid = 'counted_bad_label'::regrole AND provider = 'pgaadauth'",
+    );
+    assert!(w
+        .pg
+        .connect(
+            "counted_bad_label",
+            &w.token("counted_bad_label", json!({}))
+        )
+        .is_err());
     let after = w.stats();
     let grew = |k: &str| after[k] - before[k];
     // Other tests log in meanwhile: at least ours are counted.
     assert!(grew("logins_accepted") >= 1);
     assert!(grew("logins_rejected_expired") >= 1);
     assert!(grew("logins_rejected_unknown_kid") >= 1);
+    assert!(grew("logins_rejected_label_malformed") >= 1);
     assert!(grew("kid_misses") >= 1);
     assert!(grew("password_logins_accepted") >= 1);
     assert!(grew("password_logins_rejected") >= 1);
     assert!(after["key_fetches_ok"] >= 1);
-    assert_eq!(after.len(), 39, "{after:?}");
+    // 14 counters, 27 reasons, 2 values of now.
+    assert_eq!(after.len(), 43, "{after:?}");
     assert_eq!(
         after["mailbox_slots_in_use"], 0,
         "no directory question in flight"
@@ -492,7 +509,7 @@ fn stats_counters_move() {
             .query("SELECT * FROM pgaadauth_stats()", &[])
             .unwrap()
             .len()
-            == 39
+            == 43
     );
 }
 

@@ -42,7 +42,16 @@ const NAMES: [&str; 14] = [
     "group_cache_hits",
 ];
 
-const COUNT: usize = NAMES.len() + REASON_CODES.len();
+/// Refusals the decision makes before the token's own checks apply (crate::login::decision):
+/// counted as the token's reasons are.
+const DECISION_REASONS: [&str; 3] = ["label_malformed", "role_not_labelled", "line_issuer"];
+
+const COUNT: usize = NAMES.len() + REASON_CODES.len() + DECISION_REASONS.len();
+
+/// Every reason code a refusal is counted under, in order.
+fn reasons() -> impl Iterator<Item = &'static str> {
+    REASON_CODES.iter().chain(DECISION_REASONS.iter()).copied()
+}
 
 static mut COUNTERS: *const [AtomicU64; COUNT] = std::ptr::null();
 
@@ -74,7 +83,7 @@ pub fn bump(c: Counter) {
 
 /// A token login refused for the reason `code` (a [`pgaadauth_core::token::Reject::code`]).
 pub fn bump_rejected(code: &str) {
-    if let (Some(all), Some(i)) = (counters(), REASON_CODES.iter().position(|c| *c == code)) {
+    if let (Some(all), Some(i)) = (counters(), reasons().position(|c| c == code)) {
         all[NAMES.len() + i].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -85,7 +94,7 @@ pub fn snapshot() -> Vec<(String, i64)> {
     let names = NAMES
         .iter()
         .map(|n| n.to_string())
-        .chain(REASON_CODES.iter().map(|c| format!("logins_rejected_{c}")));
+        .chain(reasons().map(|c| format!("logins_rejected_{c}")));
     names
         .zip(all.iter())
         .map(|(n, v)| (n, v.load(Ordering::Relaxed) as i64))
