@@ -281,7 +281,8 @@ impl StartupView {
             ));
         }
         for (what, url) in urls {
-            if url.starts_with("http://") && !self.allow_http {
+            // The instance metadata endpoint is plain http by design, and allowed as such.
+            if url.starts_with("http://") && !self.allow_http && !is_instance_metadata(&url) {
                 out.push(format!("The {what} \"{url}\" uses plain http, which pgaadauth.allow_http does not permit."));
             }
         }

@@ -130,6 +130,24 @@ fn startup_summary_and_problems() {
         !bad.summary().contains("/etc/secret"),
         "the summary names no secret file"
     );
+    // The instance metadata endpoint is plain http by design: no warning for it; another plain
+    // http endpoint is warned about.
+    let imds = StartupView {
+        issuers: settings(TID, "", ""),
+        managed_identity_endpoint:
+            "http://169.254.169.254/metadata/identity/oauth2/token?client_id=x".into(),
+        ..Default::default()
+    };
+    assert!(
+        imds.problems(&|_| None).is_empty(),
+        "{:?}",
+        imds.problems(&|_| None)
+    );
+    let other = StartupView {
+        managed_identity_endpoint: "http://identity.local/token".into(),
+        ..imds
+    };
+    assert!(other.problems(&|_| None)[0].contains("uses plain http"));
 }
 
 #[test]
