@@ -27,12 +27,28 @@ pub fn major() -> u32 {
         .unwrap_or_else(|| panic!("unexpected pg_config --version: {text}"))
 }
 
-fn bindir() -> PathBuf {
-    let out = Command::new(pg_config())
-        .arg("--bindir")
+/// `pg_config --<what>` of the PostgreSQL whose pg_config is `pg_config`.
+pub fn pg_config_dir(pg_config: &str, what: &str) -> PathBuf {
+    let out = Command::new(pg_config)
+        .arg(format!("--{what}"))
         .output()
-        .expect("run pg_config");
+        .unwrap_or_else(|e| panic!("run {pg_config}: {e}"));
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// The pg_config of PostgreSQL major `major` (scripts/pg.sh's list), if it is on this machine.
+pub fn pg_config_for(major: u32) -> Option<String> {
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            ". '{}/pg.sh' && pg_config_for {major}",
+            scripts.display()
+        ))
+        .output()
+        .ok()?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && Path::new(&path).exists()).then_some(path)
 }
 
 pub(crate) fn is_root() -> bool {
@@ -155,6 +171,9 @@ pub fn tcp_login(
         .connect(postgres::NoTls)
 }
 
+/// The TCP line of [`Cluster::start`]'s pg_hba.conf: every login from 127.0.0.1 through pgaadauth.
+const TRUST_LINE: &str = "host all all 127.0.0.1/32 trust\n";
+
 pub struct Cluster {
     pub dir: PathBuf,
     pub port: u16,
@@ -167,34 +186,59 @@ impl Cluster {
     /// initdb, pgaadauth preloaded with `settings`, pg_hba.conf rewritten, started, and
     /// `CREATE EXTENSION pgaadauth` done.
     pub fn start(name: &str, settings: &[(&str, String)]) -> Cluster {
-        Cluster::start_with_hba(name, settings, "host all all 127.0.0.1/32 trust\n")
+        Cluster::start_on(&pg_config(), name, settings)
+    }
+
+    /// As [`Cluster::start`], on the PostgreSQL whose pg_config is `pg_config`.
+    pub fn start_on(pg_config: &str, name: &str, settings: &[(&str, String)]) -> Cluster {
+        Cluster::prepare(pg_config, name, settings).with_extension()
     }
 
     /// As [`Cluster::start`], with `hba` as the TCP lines of pg_hba.conf.
     pub fn start_with_hba(name: &str, settings: &[(&str, String)], hba: &str) -> Cluster {
-        let cluster = Cluster::create(name, "shared_preload_libraries = 'pgaadauth'\n", settings);
+        let cluster = Cluster::prepare(&pg_config(), name, settings);
         cluster.write_hba(hba);
-        cluster.launch();
-        cluster.sql("CREATE EXTENSION pgaadauth");
+        cluster.with_extension()
+    }
+
+    /// Started, with `CREATE EXTENSION pgaadauth` done.
+    fn with_extension(self) -> Cluster {
+        self.launch();
+        self.sql("CREATE EXTENSION pgaadauth");
+        self
+    }
+
+    /// initdb with the PostgreSQL of `pg_config`, pgaadauth preloaded with `settings`, pg_hba.conf
+    /// as [`Cluster::start`] writes it; not started.
+    pub fn prepare(pg_config: &str, name: &str, settings: &[(&str, String)]) -> Cluster {
+        let cluster = Cluster::create(
+            pg_config,
+            name,
+            "shared_preload_libraries = 'pgaadauth'\n",
+            settings,
+        );
+        cluster.write_hba(TRUST_LINE);
         cluster
     }
 
     /// A cluster without pgaadauth, whose TCP lines are `hba` (after the superuser's peer
     /// lines), started: a baseline for benchmarks.
     pub fn start_plain(name: &str, hba: &str, settings: &[(&str, String)]) -> Cluster {
-        let cluster = Cluster::create(name, "", settings);
+        let cluster = Cluster::create(&pg_config(), name, "", settings);
         cluster.write_hba(hba);
         cluster.launch();
         cluster
     }
 
-    fn create(name: &str, preload: &str, settings: &[(&str, String)]) -> Cluster {
-        let bin = bindir();
+    fn create(pg_config: &str, name: &str, preload: &str, settings: &[(&str, String)]) -> Cluster {
+        let bin = pg_config_dir(pg_config, "bindir");
         reap_stale(&bin);
         let dir = new_dir(name);
         check(
             as_postgres(&bin.join("initdb"))
-                .args(["-A", "trust", "--no-sync", "-U", "postgres", "-D"])
+                // Data checksums on every major, as 18's initdb has them by default (and
+                // pg_upgrade wants them alike on both sides).
+                .args(["-A", "trust", "-k", "--no-sync", "-U", "postgres", "-D"])
                 .arg(dir.join("data"))
                 .output()
                 .unwrap(),
@@ -401,21 +445,9 @@ impl Cluster {
 
     /// Run SQL as the superuser in `db`: the output, or the error psql printed.
     pub fn try_sql(&self, db: &str, sql: &str) -> Result<String, String> {
-        let port = self.port.to_string();
-        let out = as_postgres(&self.bin.join("psql"))
-            .arg("-h")
-            .arg(&self.dir)
-            .args([
-                "-p",
-                &port,
-                "-d",
-                db,
-                "-XAtq",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ])
+        let out = self
+            .tool("psql")
+            .args(["-d", db, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql])
             .output()
             .unwrap();
         if out.status.success() {
@@ -423,6 +455,16 @@ impl Cluster {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
         }
+    }
+
+    /// This PostgreSQL's client program `name` (psql, pg_dumpall, ...) run as the `postgres` OS
+    /// user, aimed at this server as the superuser over the Unix socket.
+    pub fn tool(&self, name: &str) -> Command {
+        let mut c = as_postgres(&self.bin.join(name));
+        c.arg("-h")
+            .arg(&self.dir)
+            .args(["-p", &self.port.to_string(), "-U", "postgres"]);
+        c
     }
 
     /// Restart the server (for settings that need a restart).

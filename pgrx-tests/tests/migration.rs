@@ -4,7 +4,7 @@
 //! `pg_dumpall --roles-only` into a new cluster, the session worker quiet beside pgaudit, and
 //! the migration end to end.
 
-use pgaadauth_e2e::cluster::{as_postgres, check, major, private_file, Cluster};
+use pgaadauth_e2e::cluster::{check, major, private_file, Cluster};
 use pgaadauth_e2e::idp::{mint_with, oid_for, Idp, RSA1};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -461,11 +461,9 @@ fn roles_and_labels_survive_pg_dumpall_into_a_new_cluster() {
         oid_for("chief")
     ));
     let dump = check(
-        as_postgres(&source.bindir().join("pg_dumpall"))
+        source
+            .tool("pg_dumpall")
             .arg("--roles-only")
-            .arg("-h")
-            .arg(&source.dir)
-            .args(["-p", &source.port.to_string(), "-U", "postgres"])
             .output()
             .unwrap(),
         "pg_dumpall --roles-only",
@@ -479,20 +477,9 @@ fn roles_and_labels_survive_pg_dumpall_into_a_new_cluster() {
     // A new cluster with pgaadauth preloaded; the roles restored as the superuser.
     let target = Cluster::start("dr-target", &idp.entra_settings());
     let file = private_file("roles.sql", &dump);
-    let out = as_postgres(&target.bindir().join("psql"))
-        .arg("-h")
-        .arg(&target.dir)
-        .args([
-            "-p",
-            &target.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-X",
-            "-q",
-            "-f",
-        ])
+    let out = target
+        .tool("psql")
+        .args(["-d", "postgres", "-X", "-q", "-f"])
         .arg(&file)
         .output()
         .unwrap();

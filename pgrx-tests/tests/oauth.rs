@@ -13,7 +13,6 @@ use pgaadauth_e2e::idp::{claims, mint, mint_as, oid_for, tampered, Idp, RSA1, RS
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -190,11 +189,7 @@ fn run_client(args: &[&str], token: &str) -> Result<String, String> {
 
 #[test]
 fn the_library_carries_the_validator_entry_point_on_18_only() {
-    let out = Command::new(cluster::pg_config())
-        .arg("--pkglibdir")
-        .output()
-        .unwrap();
-    let lib = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("pgaadauth.so");
+    let lib = cluster::pg_config_dir(&cluster::pg_config(), "pkglibdir").join("pgaadauth.so");
     let symbols = Command::new("nm").arg("-D").arg(&lib).output().unwrap();
     assert!(symbols.status.success(), "nm -D {}", lib.display());
     let symbols = String::from_utf8_lossy(&symbols.stdout);

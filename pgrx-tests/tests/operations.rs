@@ -5,9 +5,9 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use once_cell::sync::Lazy;
-use pgaadauth_e2e::cluster::{pg_config, Cluster};
+use pgaadauth_e2e::cluster::{self, as_postgres, pg_config, pg_config_dir, Cluster};
 use pgaadauth_e2e::idp::{
-    claims, fixture_path, mint, mint_as, oid_for, Idp, EC1, RSA1, RSA2, TENANT,
+    claims, fixture_path, mint, mint_as, mint_with, oid_for, Idp, EC1, RSA1, RSA2, TENANT,
 };
 use postgres::error::SqlState;
 use serde_json::{json, Value};
@@ -556,14 +556,10 @@ fn startup_logs_one_summary_and_warns_about_inconsistent_settings() {
 fn create_extension_refuses_without_preload_and_update_from_the_previous_version() {
     let pg = Cluster::start("install", &[]);
     // The previous version's install script, as a DBA's server would have it.
-    let sharedir = std::process::Command::new(pg_config())
-        .arg("--sharedir")
-        .output()
-        .unwrap();
-    let extdir = format!(
-        "{}/extension",
-        String::from_utf8_lossy(&sharedir.stdout).trim()
-    );
+    let extdir = pg_config_dir(&pg_config(), "sharedir")
+        .join("extension")
+        .display()
+        .to_string();
     std::fs::copy(
         fixture_path("pgaadauth--0.1.0.sql"),
         format!("{extdir}/pgaadauth--0.1.0.sql"),
@@ -685,4 +681,124 @@ fn create_extension_refuses_without_preload_and_update_from_the_previous_version
     pg.append_conf("shared_preload_libraries = 'pgaadauth'\n");
     pg.restart();
     pg.try_sql("fresh", "CREATE EXTENSION pgaadauth").unwrap();
+}
+
+/// pg_upgrade from the nearest older major with pgaadauth installed (scripts/test.sh installs
+/// the majors in order) to the one under test, as docs/operations.md gives it: the new cluster's
+/// preload and peer line first. Roles keep their labels, the extension its tables, and token
+/// logins and revocations hold at once.
+#[test]
+fn pg_upgrade_keeps_labels_tables_and_logins() {
+    let new_major = cluster::major();
+    let has_pgaadauth = |c: &String| {
+        pg_config_dir(c, "pkglibdir").join("pgaadauth.so").exists()
+            && pg_config_dir(c, "sharedir")
+                .join("extension/pgaadauth.control")
+                .exists()
+    };
+    let Some(old_config) = (14..new_major)
+        .rev()
+        .filter_map(cluster::pg_config_for)
+        .find(has_pgaadauth)
+    else {
+        assert_eq!(
+            new_major, 14,
+            "no older PostgreSQL with pgaadauth installed to upgrade from: \
+             PG_VERSIONS=<older major> scripts/install.sh first"
+        );
+        return;
+    };
+    let idp = Idp::start(&[&RSA1]);
+    let old = Cluster::start_on(&old_config, "upgrade-old", &idp.entra_settings());
+    for (role, kind) in [("ann", "user"), ("bob", "user"), ("ops", "group")] {
+        old.sql(&format!(
+            "SELECT pgaadauth_create_principal_with_oid('{role}', '{}', '{kind}', false, false)",
+            oid_for(role)
+        ));
+    }
+    let token = |who: &str, extra: Value| mint_with(&idp.entra_issuer(), &oid_for(who), &extra);
+    let ann = token("ann", json!({}));
+    let bob = token("bob", json!({}));
+    assert!(Cluster::wait_for(Duration::from_secs(20), || old
+        .connect("ann", &ann)
+        .is_ok()));
+    old.sql(&format!(
+        "SELECT pgaadauth_revoke_tokens('{}')",
+        oid_for("bob")
+    ));
+    let labels = "SELECT string_agg(r.rolname || '=' || s.label, ',' ORDER BY r.rolname) \
+                  FROM pg_shseclabel s JOIN pg_roles r ON r.oid = s.objoid WHERE s.provider = 'pgaadauth'";
+    let revocations = "SELECT string_agg(object_id, ',') FROM pgaadauth.revocations";
+    let (old_labels, old_revocations) = (old.sql(labels), old.sql(revocations));
+    assert!(old_labels.contains("ops="), "{old_labels}");
+    old.stop();
+
+    let new = Cluster::prepare(&pg_config(), "upgrade-new", &idp.entra_settings());
+    let new_bin = new.bindir().to_path_buf();
+    let out = as_postgres(&new_bin.join("pg_upgrade"))
+        .current_dir(&new.dir)
+        .arg("-b")
+        .arg(old.bindir())
+        .arg("-B")
+        .arg(&new_bin)
+        .arg("-d")
+        .arg(old.dir.join("data"))
+        .arg("-D")
+        .arg(new.dir.join("data"))
+        .arg("-s")
+        .arg(&new.dir)
+        .args(["-p", &old.port.to_string(), "-P", &new.port.to_string()])
+        .args(["-U", "postgres"])
+        .output()
+        .unwrap();
+    let logs = || {
+        let dir = new.dir.join("data/pg_upgrade_output.d");
+        let mut text = String::new();
+        for f in walk(&dir) {
+            text += &format!(
+                "--- {}\n{}\n",
+                f.display(),
+                std::fs::read_to_string(&f).unwrap_or_default()
+            );
+        }
+        text
+    };
+    assert!(
+        out.status.success(),
+        "pg_upgrade failed: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        logs()
+    );
+    new.launch();
+    assert_eq!(new.sql(labels), old_labels);
+    assert_eq!(new.sql(revocations), old_revocations);
+    new.sql("ALTER EXTENSION pgaadauth UPDATE");
+    assert_eq!(
+        new.sql("SELECT extversion = default_version FROM pg_extension JOIN pg_available_extensions ON name = extname WHERE extname = 'pgaadauth'"),
+        "t"
+    );
+    // The workers run again, and logins and revocations hold.
+    assert!(
+        Cluster::wait_for(Duration::from_secs(20), || new.connect("ann", &ann).is_ok()),
+        "{}",
+        new.log()
+    );
+    let member = token("cleo", json!({"groups": [oid_for("ops")]}));
+    new.connect("ops", &member).unwrap();
+    assert!(new.connect("bob", &bob).is_err());
+}
+
+/// Every file under `dir`, recursively.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }

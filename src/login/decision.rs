@@ -120,12 +120,12 @@ pub fn decide(attempt: &Attempt<'_>) -> Result<Verified, Refusal> {
                 .map_err(|reject| Refusal::token(reject, "", principal()))
         }
         Mapping::Label(RoleLabel::Malformed(e)) => Err(Refusal {
-            code: "label_malformed",
+            code: token::LABEL_MALFORMED,
             detail: format!("The role's pgaadauth label is malformed: {e}."),
             principal: principal(),
         }),
         Mapping::Label(RoleLabel::None) => Err(Refusal {
-            code: "role_not_labelled",
+            code: token::ROLE_NOT_LABELLED,
             detail: format!(
                 "Role \"{}\" has no pgaadauth label{}",
                 log_safe(attempt.role),
@@ -155,7 +155,7 @@ fn policy_for(attempt: &Attempt<'_>) -> Result<Rc<Policy>, Refusal> {
     );
     if narrowed.issuers.is_empty() {
         return Err(Refusal {
-            code: "line_issuer",
+            code: token::LINE_ISSUER,
             detail: format!(
                 "The issuer \"{}\" of the oauth line is not one pgaadauth accepts.",
                 log_safe(&issuer_of_line_option(line_issuer))

@@ -15,7 +15,7 @@ use crate::shim::{self, OAuthResult, Port};
 use pgaadauth_core::label::Label;
 use pgaadauth_core::log_text::log_safe;
 use pgaadauth_core::oauth_line::issuer_of_line_option;
-use pgaadauth_core::token::Verified;
+use pgaadauth_core::token::{Verified, LINE_ISSUER};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{PgLogLevel, PgSqlErrorCode};
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -94,7 +94,7 @@ unsafe extern "C-unwind" fn validate(
             });
         }
         Err(refusal) => {
-            if refusal.code == "line_issuer" {
+            if refusal.code == LINE_ISSUER {
                 report_issuer_not_accepted(port, &line_issuer);
             }
             let sentence = outcome::refused(&attempt, &refusal);

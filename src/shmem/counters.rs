@@ -1,6 +1,6 @@
 //! Counters since server start, in shared memory (atomics): `pgaadauth_stats()`.
 
-use pgaadauth_core::token::REASON_CODES;
+use pgaadauth_core::token::{DECISION_CODES, REASON_CODES};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters other than the per-reason rejections.
@@ -42,15 +42,11 @@ const NAMES: [&str; 14] = [
     "group_cache_hits",
 ];
 
-/// Refusals the decision makes before the token's own checks apply (crate::login::decision):
-/// counted as the token's reasons are.
-const DECISION_REASONS: [&str; 3] = ["label_malformed", "role_not_labelled", "line_issuer"];
-
-const COUNT: usize = NAMES.len() + REASON_CODES.len() + DECISION_REASONS.len();
+const COUNT: usize = NAMES.len() + REASON_CODES.len() + DECISION_CODES.len();
 
 /// Every reason code a refusal is counted under, in order.
 fn reasons() -> impl Iterator<Item = &'static str> {
-    REASON_CODES.iter().chain(DECISION_REASONS.iter()).copied()
+    REASON_CODES.iter().chain(DECISION_CODES.iter()).copied()
 }
 
 static mut COUNTERS: *const [AtomicU64; COUNT] = std::ptr::null();

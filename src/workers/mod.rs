@@ -8,8 +8,14 @@ pub mod group_sync;
 pub mod keys;
 pub mod sessions;
 
-/// From `_PG_init`: every worker, in start order.
+/// From `_PG_init`: every worker, in start order; none in a server pg_upgrade started
+/// (binary upgrade mode), which takes no logins and whose databases pg_upgrade drops and
+/// re-creates while it runs.
 pub fn register_all() {
+    // SAFETY: set from the postmaster's command line before shared_preload_libraries load.
+    if unsafe { pgrx::pg_sys::IsBinaryUpgrade } {
+        return;
+    }
     keys::register();
     directory::register();
     sessions::register();

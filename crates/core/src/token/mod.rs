@@ -18,7 +18,9 @@ mod verify;
 
 pub use authorize::{authorize, Membership, NoDirectory};
 pub use keys::{CachedKey, KeyLookup};
-pub use reject::{Reject, REASON_CODES};
+pub use reject::{
+    Reject, DECISION_CODES, LABEL_MALFORMED, LINE_ISSUER, REASON_CODES, ROLE_NOT_LABELLED,
+};
 pub use self_test::warm_up;
 pub use verify::{verify, Authentic};
 

@@ -101,6 +101,14 @@ pub enum Reject {
     RevocationsUnknown(String),
 }
 
+/// The refusals of a login decided before the token's own checks (the role's label, an `oauth`
+/// line's issuer), logged and counted as a [`Reject`]'s codes are.
+pub const LABEL_MALFORMED: &str = "label_malformed";
+pub const ROLE_NOT_LABELLED: &str = "role_not_labelled";
+pub const LINE_ISSUER: &str = "line_issuer";
+/// The three above, in a stable order (statistics, after [`REASON_CODES`]).
+pub const DECISION_CODES: [&str; 3] = [LABEL_MALFORMED, ROLE_NOT_LABELLED, LINE_ISSUER];
+
 /// Every [`Reject::code`], in a stable order (statistics).
 pub const REASON_CODES: [&str; 24] = [
     "malformed",
