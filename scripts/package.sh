@@ -8,6 +8,11 @@
 #   pgaadauth-postgresql-NN-<version>.tar.gz      lib/ and extension/, for other layouts: copy
 #                                                 them into `pg_config --pkglibdir` and
 #                                                 `pg_config --sharedir`/extension
+# and for 18 and later (PostgreSQL's extension_control_path):
+#   pgaadauth-postgresql-NN-<version>.oci.tar     a CloudNativePG image volume extension: an OCI
+#                                                 image (FROM scratch: lib/, share/extension/,
+#                                                 licenses/pgaadauth/LICENSE) in an OCI archive,
+#                                                 reproducible (docs/kubernetes.md)
 # and once, whatever the majors:
 #   libpam-pgaadauth_<version>-<rev>_<arch>.deb   the PAM module for PgBouncer, pam_pgaadauth.so,
 #                                                 in the system's PAM module directory
@@ -15,12 +20,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/pg.sh
+# Release builds whose bytes do not depend on where the clone is (the image's digest, below).
+export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--remap-path-prefix=$PWD=/pgaadauth"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 revision=${PACKAGE_REVISION:-1}
 # The maintainer named in the packages: the author of the commit they are built from.
 maintainer=$(git log -1 --format='%an <%ae>' 2>/dev/null || echo 'pgaadauth developers <root@localhost>')
 out=target/packages
 mkdir -p "$out"
+# Where the source is published, for the image's org.opencontainers.image.source label:
+# $PGAADAUTH_SOURCE_URL, else the clone's origin when that is a URL; else no such label (the
+# revision label names the commit either way).
+source=${PGAADAUTH_SOURCE_URL:-$(git config --get remote.origin.url 2>/dev/null || true)}
+[[ "$source" =~ ^(https?|git|ssh):// ]] || source=
 
 arch=$(dpkg --print-architecture)
 
@@ -131,4 +143,26 @@ Then add pgaadauth to shared_preload_libraries, restart, and CREATE EXTENSION pg
 INSTALL
     tar -C "$(dirname "$tree")" -czf "$out/pgaadauth-postgresql-$v-$version.tar.gz" "$(basename "$tree")"
     echo "package: $out/pgaadauth-postgresql-${v}_${version}-${revision}_${arch}.deb, $out/pgaadauth-postgresql-$v-$version.tar.gz"
+    # The CloudNativePG image volume extension (18 and later): the same files, the image's time
+    # that of the commit, so that the same commit gives the same digest.
+    if [ "$v" -ge 18 ]; then
+        image=target/package-stage/image$v
+        rm -rf "$image"
+        install -d "$image/lib" "$image/share/extension" "$image/licenses/pgaadauth"
+        install -m 0644 "$staged/pgaadauth.so" "$image/lib/"
+        install -m 0644 "$extdir"/pgaadauth* "$image/share/extension/"
+        install -m 0644 LICENSE "$image/licenses/pgaadauth/"
+        digest=$(python3 scripts/oci_image.py --root "$image" \
+            --out "$out/pgaadauth-postgresql-$v-$version.oci.tar" \
+            --created "$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
+            --arch "$arch" --ref "$v-$version" \
+            --label "org.opencontainers.image.title=pgaadauth" \
+            --label "org.opencontainers.image.description=pgaadauth $version for PostgreSQL $v: Microsoft Entra ID and OpenID Connect token login (a CloudNativePG image volume extension)" \
+            --label "org.opencontainers.image.version=$version" \
+            --label "org.opencontainers.image.revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+            ${source:+--label "org.opencontainers.image.source=$source"} \
+            --label "org.opencontainers.image.licenses=PostgreSQL" \
+            --label "io.pgaadauth.postgresql.major=$v")
+        echo "package: $out/pgaadauth-postgresql-$v-$version.oci.tar ($digest)"
+    fi
 done

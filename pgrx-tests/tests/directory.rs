@@ -1,11 +1,14 @@
 //! Principals through a Graph-compatible directory served on 127.0.0.1: creation by name, group
 //! login by claim and by overage, service principals as members, membership changes and cache
 //! expiry, MFA, several admins and the DROP ROLE guard, a deleted-and-recreated user, renames,
-//! a failing directory, and a managed identity instead of a client secret.
+//! a failing directory, and a managed identity or a federated client assertion (workload
+//! identity) instead of a client secret.
 
 use once_cell::sync::Lazy;
 use pgaadauth_e2e::cluster::{private_file, Cluster};
-use pgaadauth_e2e::idp::{claims, mint, Idp, CLIENT_ID, CLIENT_SECRET, RSA1, TENANT};
+use pgaadauth_e2e::idp::{
+    claims, mint, Idp, CLIENT_ASSERTION, CLIENT_ID, CLIENT_SECRET, RSA1, TENANT,
+};
 use postgres::error::SqlState;
 use serde_json::{json, Value};
 use std::sync::RwLock;
@@ -23,6 +26,7 @@ const DUP2: &str = "d0b20000-1111-4222-8333-000000000009";
 const CAROL_OLD: &str = "ca401000-1111-4222-8333-000000000010";
 const CAROL_NEW: &str = "ca402000-1111-4222-8333-000000000011";
 const LEAVER: &str = "1ea7e400-1111-4222-8333-000000000012";
+const FEDERATED: &str = "fede0000-1111-4222-8333-000000000013";
 
 struct World {
     idp: Idp,
@@ -401,4 +405,61 @@ fn the_directory_token_is_cached_and_a_managed_identity_works_too() {
     w.pg.set(&[("pgaadauth.managed_identity_endpoint", "")]);
     // The secret never reaches the log.
     assert!(!w.pg.log().contains(CLIENT_SECRET) && !w.pg.log().contains("directory-access-"));
+}
+
+#[test]
+fn a_federated_client_assertion_instead_of_the_secret() {
+    let w = &*WORLD;
+    let _only = DIRECTORY.write().unwrap_or_else(|e| e.into_inner());
+    // As Kubernetes workload identity projects it: a token file, rotated in place.
+    let assertion = private_file("client-assertion", &format!("{CLIENT_ASSERTION}\n"));
+    let secret = w.pg.sql("SHOW pgaadauth.client_secret_file");
+    w.pg.set(&[
+        ("pgaadauth.client_secret_file", ""),
+        (
+            "pgaadauth.client_assertion_file",
+            &assertion.display().to_string(),
+        ),
+    ]);
+    w.idp
+        .dir_add(FEDERATED, "user", "federated@contoso.example");
+    let before = w.idp.requests().len();
+    assert_eq!(
+        w.try_sql("SELECT pgaadauth_create_principal('federated@contoso.example', false, false)"),
+        Ok("Created role for federated@contoso.example".to_string())
+    );
+    let sent: Vec<String> = w.idp.requests()[before..].to_vec();
+    assert!(
+        sent.iter().any(|r| r.contains("/oauth2/v2.0/token")),
+        "{sent:?}"
+    );
+    // A rotated file that the directory does not accept: the error says so, and names no
+    // assertion.
+    std::fs::write(&assertion, "eyJub3QiOiJ0aGlzIn0.e30.c2ln\n").unwrap();
+    w.pg.sql("SELECT pg_reload_conf()");
+    let e = Cluster::wait_for(Duration::from_secs(10), || {
+        w.try_sql("SELECT pgaadauth_create_principal('nobody@contoso.example', false, false)")
+            .is_err_and(|e| e.contains("HTTP status 401"))
+    });
+    assert!(
+        e,
+        "a refused assertion is an error naming the token endpoint's answer"
+    );
+    // Both files set: an error naming the two settings.
+    w.pg.set(&[("pgaadauth.client_secret_file", &secret)]);
+    let e = w
+        .try_sql("SELECT pgaadauth_create_principal('nobody@contoso.example', false, false)")
+        .unwrap_err();
+    assert!(
+        e.contains(
+            "set only one of pgaadauth.client_secret_file and pgaadauth.client_assertion_file"
+        ),
+        "{e}"
+    );
+    w.pg.set(&[("pgaadauth.client_assertion_file", "")]);
+    let log = w.pg.log();
+    assert!(
+        !log.contains(CLIENT_ASSERTION) && !log.contains("eyJub3Qi"),
+        "no assertion in the log"
+    );
 }

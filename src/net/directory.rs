@@ -23,7 +23,7 @@ impl DirectorySession {
             }
         }
         let credential = settings::directory_credential().ok_or(
-            "no directory is configured: set pgaadauth.client_id and pgaadauth.client_secret_file, or pgaadauth.managed_identity_endpoint",
+            "no directory is configured: set pgaadauth.client_id and pgaadauth.client_secret_file (or pgaadauth.client_assertion_file), or pgaadauth.managed_identity_endpoint",
         )??;
         let graph = settings::text(&settings::GRAPH_ENDPOINT);
         let (status, body) = fetcher.send(&directory::token_request(&credential, &graph))?;

@@ -259,6 +259,13 @@ pub fn define() {
         None,
     );
     define_string(
+        c"pgaadauth.client_assertion_file",
+        c"File holding a signed assertion (a federated token) for pgaadauth.client_id, instead of a client secret; read at each token request.",
+        &CLIENT_ASSERTION_FILE,
+        None,
+        None,
+    );
+    define_string(
         c"pgaadauth.managed_identity_endpoint",
         c"IMDS-style token endpoint of a managed identity, instead of client_id and client_secret_file.",
         &MANAGED_IDENTITY_ENDPOINT,

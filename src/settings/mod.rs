@@ -41,6 +41,8 @@ pub static GRAPH_ENDPOINT: GucSetting<Option<CString>> =
 pub static CLIENT_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static CLIENT_SECRET_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
+pub static CLIENT_ASSERTION_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 pub static MANAGED_IDENTITY_ENDPOINT: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static GROUP_CACHE_TTL: GucSetting<i32> = GucSetting::<i32>::new(300);
@@ -160,10 +162,11 @@ pub fn http_timeout() -> std::time::Duration {
     std::time::Duration::from_millis(HTTP_TIMEOUT.get() as u64)
 }
 
-/// The server's own credential for the directory, when one is configured. The secret is read
-/// from `pgaadauth.client_secret_file` (only by the directory worker, which is the one to use it).
+/// The server's own credential for the directory, when one is configured. The secret or the
+/// assertion is read from its file at each call (only by the directory worker, which is the one
+/// to use it): a rotated assertion file is read afresh.
 pub fn directory_credential() -> Option<Result<pgaadauth_core::directory::Credential, String>> {
-    use pgaadauth_core::directory::Credential;
+    use pgaadauth_core::directory::{ClientProof, Credential};
     let endpoint = text(&MANAGED_IDENTITY_ENDPOINT);
     if !endpoint.is_empty() {
         return Some(Ok(Credential::ManagedIdentity { endpoint }));
@@ -172,22 +175,35 @@ pub fn directory_credential() -> Option<Result<pgaadauth_core::directory::Creden
     if client_id.is_empty() {
         return None;
     }
-    let path = text(&CLIENT_SECRET_FILE);
+    let secret_file = text(&CLIENT_SECRET_FILE);
+    let assertion_file = text(&CLIENT_ASSERTION_FILE);
     let tenant = issuer_settings().tenant_id;
+    let read = |name: &str, path: &str| {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("could not read {name} \"{path}\": {e}"))?;
+        let text = text.trim().to_string();
+        if text.is_empty() {
+            return Err(format!("{name} \"{path}\" is empty"));
+        }
+        Ok(text)
+    };
     Some((|| {
         if tenant.is_empty() {
             return Err("pgaadauth.client_id needs pgaadauth.tenant_id".to_string());
         }
-        if path.is_empty() {
-            return Err("pgaadauth.client_id needs pgaadauth.client_secret_file".to_string());
-        }
-        let secret = std::fs::read_to_string(&path)
-            .map_err(|e| format!("could not read pgaadauth.client_secret_file \"{path}\": {e}"))?;
-        Ok(Credential::ClientSecret {
+        let proof = match (secret_file.is_empty(), assertion_file.is_empty()) {
+            (false, true) => ClientProof::Secret(read("pgaadauth.client_secret_file", &secret_file)?),
+            (true, false) => {
+                ClientProof::Assertion(read("pgaadauth.client_assertion_file", &assertion_file)?)
+            }
+            (true, true) => return Err("pgaadauth.client_id needs pgaadauth.client_secret_file or pgaadauth.client_assertion_file".to_string()),
+            (false, false) => return Err("set only one of pgaadauth.client_secret_file and pgaadauth.client_assertion_file".to_string()),
+        };
+        Ok(Credential::Client {
             authority_host: text(&AUTHORITY_HOST),
             tenant,
             client_id,
-            secret: secret.trim().to_string(),
+            proof,
         })
     })())
 }
@@ -208,6 +224,7 @@ pub fn report_at_startup() {
         graph_endpoint: text(&GRAPH_ENDPOINT),
         client_id: text(&CLIENT_ID),
         client_secret_file: text(&CLIENT_SECRET_FILE),
+        client_assertion_file: text(&CLIENT_ASSERTION_FILE),
         managed_identity_endpoint: text(&MANAGED_IDENTITY_ENDPOINT),
     };
     pgrx::log!("{}", view.summary());

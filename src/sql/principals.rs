@@ -259,7 +259,7 @@ fn pgaadauth_create_principal(rolename: &str, isadmin: bool, ismfa: bool) -> Str
             "pgaadauth",
         )
         .set_hint(
-            "Set pgaadauth.client_id and pgaadauth.client_secret_file, or pgaadauth.managed_identity_endpoint; or use pgaadauth_create_principal_with_oid(roleName, objectId, objectType, isAdmin, isMfa).",
+            "Set pgaadauth.client_id and pgaadauth.client_secret_file (or pgaadauth.client_assertion_file), or pgaadauth.managed_identity_endpoint; or use pgaadauth_create_principal_with_oid(roleName, objectId, objectType, isAdmin, isMfa).",
         )
         .report(PgLogLevel::ERROR);
     }

@@ -219,6 +219,7 @@ pub struct StartupView {
     pub graph_endpoint: String,
     pub client_id: String,
     pub client_secret_file: String,
+    pub client_assertion_file: String,
     pub managed_identity_endpoint: String,
 }
 
@@ -227,10 +228,19 @@ impl StartupView {
         if !self.managed_identity_endpoint.is_empty() {
             "managed identity"
         } else if !self.client_id.is_empty() {
-            "client secret"
+            if self.client_assertion_file.is_empty() {
+                "client secret"
+            } else {
+                "client assertion"
+            }
         } else {
             "none"
         }
+    }
+
+    /// Whether the directory credential is pgaadauth.client_id's (a secret or an assertion).
+    fn client_id_in_use(&self) -> bool {
+        self.managed_identity_endpoint.is_empty() && !self.client_id.is_empty()
     }
 
     /// The one LOG line at start-up.
@@ -265,7 +275,7 @@ impl StartupView {
             .into_iter()
             .map(|s| ("key source", s.first_url()))
             .collect();
-        if self.directory() == "client secret" {
+        if self.client_id_in_use() {
             urls.push((
                 "pgaadauth.authority_host",
                 self.issuers.authority_host.clone(),
@@ -294,14 +304,23 @@ impl StartupView {
                 ));
             }
         }
-        if self.directory() == "client secret" {
-            if self.client_secret_file.is_empty() {
-                out.push("pgaadauth.client_id is set without pgaadauth.client_secret_file.".into());
-            } else if let Some(why) = unreadable(&self.client_secret_file) {
-                out.push(format!(
-                    "pgaadauth.client_secret_file \"{}\" cannot be read: {why}.",
-                    self.client_secret_file
-                ));
+        if self.client_id_in_use() {
+            let files = [
+                ("pgaadauth.client_secret_file", &self.client_secret_file),
+                (
+                    "pgaadauth.client_assertion_file",
+                    &self.client_assertion_file,
+                ),
+            ];
+            match files.iter().filter(|(_, path)| !path.is_empty()).count() {
+                0 => out.push("pgaadauth.client_id is set without pgaadauth.client_secret_file or pgaadauth.client_assertion_file.".into()),
+                2 => out.push("pgaadauth.client_secret_file and pgaadauth.client_assertion_file are both set: set one.".into()),
+                _ => {}
+            }
+            for (name, path) in files.iter().filter(|(_, path)| !path.is_empty()) {
+                if let Some(why) = unreadable(path) {
+                    out.push(format!("{name} \"{path}\" cannot be read: {why}."));
+                }
             }
             if self.issuers.tenant_id.is_empty() {
                 out.push("pgaadauth.client_id is set without pgaadauth.tenant_id.".into());

@@ -19,16 +19,30 @@ pub struct Request {
 /// How the server proves itself to the directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Credential {
-    /// OAuth 2.0 client credentials of an app registration.
-    ClientSecret {
+    /// OAuth 2.0 client credentials of an app registration (or of a user-assigned managed
+    /// identity, with a federated assertion).
+    Client {
         authority_host: String,
         tenant: String,
         client_id: String,
-        secret: String,
+        proof: ClientProof,
     },
     /// An IMDS-style managed identity endpoint.
     ManagedIdentity { endpoint: String },
 }
+
+/// How the client proves itself at the token endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientProof {
+    /// A client secret.
+    Secret(String),
+    /// A signed JWT another issuer gave the client (RFC 7523), e.g. Kubernetes workload
+    /// identity's service account token, federated with the application or identity.
+    Assertion(String),
+}
+
+/// The RFC 7523 client assertion type (`client_assertion_type`).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// Percent-encoding of everything but RFC 3986 unreserved characters.
 pub fn encode(s: &str) -> String {
@@ -47,11 +61,11 @@ pub fn encode(s: &str) -> String {
 pub fn token_request(credential: &Credential, graph_endpoint: &str) -> Request {
     let graph = graph_endpoint.trim_end_matches('/');
     match credential {
-        Credential::ClientSecret {
+        Credential::Client {
             authority_host,
             tenant,
             client_id,
-            secret,
+            proof,
         } => Request {
             method: "POST",
             url: format!(
@@ -63,9 +77,16 @@ pub fn token_request(credential: &Credential, graph_endpoint: &str) -> Request {
             body: Some((
                 "application/x-www-form-urlencoded",
                 format!(
-                    "grant_type=client_credentials&client_id={}&client_secret={}&scope={}",
+                    "grant_type=client_credentials&client_id={}&{}&scope={}",
                     encode(client_id),
-                    encode(secret),
+                    match proof {
+                        ClientProof::Secret(secret) => format!("client_secret={}", encode(secret)),
+                        ClientProof::Assertion(jwt) => format!(
+                            "client_assertion_type={}&client_assertion={}",
+                            encode(JWT_BEARER),
+                            encode(jwt)
+                        ),
+                    },
                     encode(&format!("{graph}/.default"))
                 ),
             )),

@@ -130,6 +130,32 @@ fn startup_summary_and_problems() {
         !bad.summary().contains("/etc/secret"),
         "the summary names no secret file"
     );
+    // A client assertion instead of a secret; both, or neither, is a problem.
+    let assertion = StartupView {
+        issuers: settings(TID, "", ""),
+        client_id: "mi".into(),
+        client_assertion_file: "/var/run/secrets/azure/tokens/azure-identity-token".into(),
+        graph_endpoint: "https://graph.microsoft.com".into(),
+        ..Default::default()
+    };
+    assert!(assertion.summary().ends_with("directory: client assertion"));
+    assert!(assertion.problems(&|_| None).is_empty());
+    let both = StartupView {
+        client_secret_file: "/etc/secret".into(),
+        ..assertion.clone()
+    };
+    assert_eq!(
+        both.problems(&|_| None),
+        ["pgaadauth.client_secret_file and pgaadauth.client_assertion_file are both set: set one."]
+    );
+    let neither = StartupView {
+        client_assertion_file: String::new(),
+        ..assertion.clone()
+    };
+    assert_eq!(
+        neither.problems(&|_| None),
+        ["pgaadauth.client_id is set without pgaadauth.client_secret_file or pgaadauth.client_assertion_file."]
+    );
     // The instance metadata endpoint is plain http by design: no warning for it; another plain
     // http endpoint is warned about.
     let imds = StartupView {

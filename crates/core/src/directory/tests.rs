@@ -6,11 +6,11 @@ const GRAPH: &str = "https://graph.microsoft.com";
 
 #[test]
 fn client_credentials_token_request() {
-    let c = Credential::ClientSecret {
+    let c = Credential::Client {
         authority_host: "https://login.microsoftonline.com/".into(),
         tenant: "t1".into(),
         client_id: "app".into(),
-        secret: "s3cr&t=".into(),
+        proof: ClientProof::Secret("s3cr&t=".into()),
     };
     let r = token_request(&c, GRAPH);
     assert_eq!(r.method, "POST");
@@ -22,6 +22,24 @@ fn client_credentials_token_request() {
         r.body.unwrap().1,
         "grant_type=client_credentials&client_id=app&client_secret=s3cr%26t%3D&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"
     );
+}
+
+#[test]
+fn client_assertion_token_request() {
+    let c = Credential::Client {
+        authority_host: "https://login.microsoftonline.com".into(),
+        tenant: "t1".into(),
+        client_id: "mi-client".into(),
+        proof: ClientProof::Assertion("eyJh.eyJz.c2ln".into()),
+    };
+    let body = token_request(&c, GRAPH).body.unwrap().1;
+    assert_eq!(
+        body,
+        "grant_type=client_credentials&client_id=mi-client\
+         &client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer\
+         &client_assertion=eyJh.eyJz.c2ln&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"
+    );
+    assert!(!body.contains("client_secret"));
 }
 
 #[test]
