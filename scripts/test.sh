@@ -63,6 +63,12 @@ for v in $PG_VERSIONS; do
     fi
 done
 
+# On its own: the CloudNativePG image (release builds), for 18, as the operator mounts it.
+if [[ " $PG_VERSIONS " == *" 18 "* ]]; then
+    step "image" env PG_CONFIG="$(pg_config_for 18)" \
+        cargo test -p pgaadauth-e2e --test image -- --ignored
+fi
+
 # Last, on its own: the PostgreSQL 15 Debian package, installed into Debian's PostgreSQL 15
 # (replacing the development install there), upgraded and removed.
 if [[ " $PG_VERSIONS " == *" 15 "* ]] && [ -x /usr/lib/postgresql/15/bin/pg_config ] && [ "$(id -u)" = 0 ]; then

@@ -414,6 +414,17 @@ fn a_federated_client_assertion_instead_of_the_secret() {
     // As Kubernetes workload identity projects it: a token file, rotated in place.
     let assertion = private_file("client-assertion", &format!("{CLIENT_ASSERTION}\n"));
     let secret = w.pg.sql("SHOW pgaadauth.client_secret_file");
+    // The secret back, whatever happens here: the other tests use it.
+    struct Restore<'a>(&'a Cluster, String);
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            self.0.set(&[
+                ("pgaadauth.client_secret_file", &self.1),
+                ("pgaadauth.client_assertion_file", ""),
+            ]);
+        }
+    }
+    let _restore = Restore(&w.pg, secret.clone());
     w.pg.set(&[
         ("pgaadauth.client_secret_file", ""),
         (
@@ -451,12 +462,9 @@ fn a_federated_client_assertion_instead_of_the_secret() {
         .try_sql("SELECT pgaadauth_create_principal('nobody@contoso.example', false, false)")
         .unwrap_err();
     assert!(
-        e.contains(
-            "set only one of pgaadauth.client_secret_file and pgaadauth.client_assertion_file"
-        ),
+        e.contains("only one of pgaadauth.client_secret_file and pgaadauth.client_assertion_file"),
         "{e}"
     );
-    w.pg.set(&[("pgaadauth.client_assertion_file", "")]);
     let log = w.pg.log();
     assert!(
         !log.contains(CLIENT_ASSERTION) && !log.contains("eyJub3Qi"),
