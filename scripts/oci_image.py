@@ -48,19 +48,26 @@ def tar_of(entries, mtime):
 
 def tree(root):
     """Every directory and file under `root`, relative, in name order; refuses anything else."""
+    def fail(error):
+        sys.exit(f"oci_image: {error}")
+
     entries = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
         dirnames.sort()
         rel = os.path.relpath(dirpath, root)
         if rel != ".":
             entries.append((rel + "/", None, 0o755))
+        for d in dirnames:
+            if os.path.islink(os.path.join(dirpath, d)):
+                fail(f"{os.path.join(dirpath, d)} is a symbolic link")
         for f in sorted(filenames):
             path = os.path.join(dirpath, f)
             if os.path.islink(path) or not os.path.isfile(path):
-                sys.exit(f"oci_image: {path} is not a regular file")
+                fail(f"{path} is not a regular file")
             with open(path, "rb") as fh:
                 data = fh.read()
-            mode = 0o755 if os.access(path, os.X_OK) else 0o644
+            # Executable for all, or for none: the file's own bits, whoever runs this.
+            mode = 0o755 if os.stat(path).st_mode & 0o111 else 0o644
             entries.append((os.path.normpath(os.path.join(rel, f)), data, mode))
     return sorted(entries, key=lambda e: e[0])
 

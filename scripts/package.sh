@@ -11,17 +11,18 @@
 # and for 18 and later (PostgreSQL's extension_control_path):
 #   pgaadauth-postgresql-NN-<version>.oci.tar     a CloudNativePG image volume extension: an OCI
 #                                                 image (FROM scratch: lib/, share/extension/,
-#                                                 licenses/pgaadauth/LICENSE) in an OCI archive,
-#                                                 reproducible (docs/kubernetes.md)
+#                                                 licenses/pgaadauth/LICENSE) in an OCI archive;
+#                                                 the same files give the same digest
+#                                                 (docs/kubernetes.md)
 # and once, whatever the majors:
 #   libpam-pgaadauth_<version>-<rev>_<arch>.deb   the PAM module for PgBouncer, pam_pgaadauth.so,
 #                                                 in the system's PAM module directory
+#   pgaadauth-proxy_<version>-<rev>_<arch>.deb    the local token proxy, /usr/bin/pgaadauth-proxy
+#                                                 (docs/proxy.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 . scripts/pg.sh
-# Release builds whose bytes do not depend on where the clone is (the image's digest, below).
-export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--remap-path-prefix=$PWD=/pgaadauth"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 revision=${PACKAGE_REVISION:-1}
 # The maintainer named in the packages: the author of the commit they are built from.
@@ -33,8 +34,20 @@ mkdir -p "$out"
 # revision label names the commit either way).
 source=${PGAADAUTH_SOURCE_URL:-$(git config --get remote.origin.url 2>/dev/null || true)}
 [[ "$source" =~ ^(https?|git|ssh):// ]] || source=
+# Never a credential in a published label: no user or token before the host.
+source=$(sed -E 's#^([a-z+]+://)[^@/]*@#\1#' <<<"$source")
+# The commit, marked when the tree has changes the commit does not hold.
+revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- 2>/dev/null || revision="$revision-dirty"
 
 arch=$(dpkg --print-architecture)
+# The image's architecture in OCI's words (Go's), where Debian's differ.
+case "$arch" in
+armhf) oci_arch=arm ;;
+i386) oci_arch=386 ;;
+ppc64el) oci_arch=ppc64le ;;
+*) oci_arch=$arch ;;
+esac
 
 # The Depends of a package holding library $1: the packages of the shared libraries it links,
 # at the versions its symbols need (dpkg-shlibdeps, which wants a debian/control to read).
@@ -52,11 +65,12 @@ shlibs_depends() {
 }
 
 # Write DEBIAN/control into package root $1: package $2, section $3, dependencies $4 (besides
-# those of the shared libraries), summary $5, and the long description on standard input.
+# those of the shared libraries and programs), summary $5, and the long description on standard
+# input.
 write_control() {
     local depends library found
     depends=$4
-    for library in $(find "$1" -name '*.so'); do
+    for library in $(find "$1" -type f \( -name '*.so' -o -path "$1/usr/bin/*" \)); do
         found=$(shlibs_depends "$library")
         depends="$depends, $found"
     done
@@ -96,6 +110,26 @@ and passwords, through pgaadauth_pooler_login.
 DESCRIPTION
 dpkg-deb --root-owner-group --build "$root" "$out/libpam-pgaadauth_${version}-${revision}_${arch}.deb" >/dev/null
 echo "package: $out/libpam-pgaadauth_${version}-${revision}_${arch}.deb"
+
+# The local token proxy, for clients that cannot fetch tokens.
+cargo build --release -p pgaadauth-proxy
+root=target/package-stage/proxy
+rm -rf "$root"
+install -d "$root/DEBIAN" "$root/usr/bin" "$root/usr/share/doc/pgaadauth-proxy/examples"
+install -m 0755 target/release/pgaadauth-proxy "$root/usr/bin/pgaadauth-proxy"
+strip --strip-unneeded "$root/usr/bin/pgaadauth-proxy"
+install -m 0644 LICENSE "$root/usr/share/doc/pgaadauth-proxy/copyright"
+install -m 0644 examples/proxy/pgaadauth-proxy.service "$root/usr/share/doc/pgaadauth-proxy/examples/"
+write_control "$root" pgaadauth-proxy database "" \
+    "local proxy logging PostgreSQL clients in with Microsoft Entra ID tokens" <<DESCRIPTION
+pgaadauth-proxy accepts PostgreSQL connections without a password and logs each
+one in to the real server, over verified TLS, with a fresh Microsoft Entra ID
+(or OpenID Connect) token: from the environment, workload identity, a managed
+identity, the Azure CLI, client credentials or a command. For clients that
+cannot fetch tokens themselves (GUI and BI tools, old applications).
+DESCRIPTION
+dpkg-deb --root-owner-group --build "$root" "$out/pgaadauth-proxy_${version}-${revision}_${arch}.deb" >/dev/null
+echo "package: $out/pgaadauth-proxy_${version}-${revision}_${arch}.deb"
 
 for v in $PG_VERSIONS; do
     pg_config=$(pg_config_for "$v")
@@ -155,11 +189,11 @@ INSTALL
         digest=$(python3 scripts/oci_image.py --root "$image" \
             --out "$out/pgaadauth-postgresql-$v-$version.oci.tar" \
             --created "$(git log -1 --format=%ct 2>/dev/null || echo 0)" \
-            --arch "$arch" --ref "$v-$version" \
+            --arch "$oci_arch" --ref "$v-$version" \
             --label "org.opencontainers.image.title=pgaadauth" \
             --label "org.opencontainers.image.description=pgaadauth $version for PostgreSQL $v: Microsoft Entra ID and OpenID Connect token login (a CloudNativePG image volume extension)" \
             --label "org.opencontainers.image.version=$version" \
-            --label "org.opencontainers.image.revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+            --label "org.opencontainers.image.revision=$revision" \
             ${source:+--label "org.opencontainers.image.source=$source"} \
             --label "org.opencontainers.image.licenses=PostgreSQL" \
             --label "io.pgaadauth.postgresql.major=$v")

@@ -8,3 +8,4 @@ pub mod managed_identity;
 pub mod pgbench;
 pub mod pgbouncer;
 pub mod ports;
+pub mod proxy;

@@ -35,28 +35,39 @@ pub fn pgbench_env(
     script: &str,
     env: &[(&str, &str)],
 ) -> Run {
+    pgbench_run(
+        bin, port, user, password, clients, seconds, script, env, true,
+    )
+}
+
+/// [`pgbench_env`], a new connection for every transaction only when `connect_each` (else
+/// each client keeps its connection; `logins` is then the transactions' count).
+#[allow(clippy::too_many_arguments)]
+pub fn pgbench_run(
+    bin: &Path,
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    clients: u32,
+    seconds: u32,
+    script: &str,
+    env: &[(&str, &str)],
+    connect_each: bool,
+) -> Run {
     let mut cmd = Command::new(bin.join("pgbench"));
     cmd.envs(env.iter().copied());
-    cmd.args([
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-U",
-        user,
-        "-n",
-        "-C",
-    ])
-    .args([
-        "-T",
-        &seconds.to_string(),
-        "-c",
-        &clients.to_string(),
-        "-j",
-        &clients.to_string(),
-    ])
-    .args(["-f", script, "postgres"])
-    .env_remove("PGPASSWORD");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", user, "-n"])
+        .args(connect_each.then_some("-C"))
+        .args([
+            "-T",
+            &seconds.to_string(),
+            "-c",
+            &clients.to_string(),
+            "-j",
+            &clients.to_string(),
+        ])
+        .args(["-f", script, "postgres"])
+        .env_remove("PGPASSWORD");
     if let Some(p) = password {
         cmd.env("PGPASSWORD", p);
     }

@@ -462,7 +462,7 @@ fn a_federated_client_assertion_instead_of_the_secret() {
         .try_sql("SELECT pgaadauth_create_principal('nobody@contoso.example', false, false)")
         .unwrap_err();
     assert!(
-        e.contains("only one of pgaadauth.client_secret_file and pgaadauth.client_assertion_file"),
+        e.contains("pgaadauth.client_secret_file and pgaadauth.client_assertion_file are both set"),
         "{e}"
     );
     let log = w.pg.log();

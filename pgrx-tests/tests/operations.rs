@@ -684,7 +684,7 @@ fn create_extension_refuses_without_preload_and_update_from_the_previous_version
 }
 
 /// pg_upgrade from the nearest older major with pgaadauth installed (scripts/test.sh installs
-/// the majors in order) to the one under test, as docs/operations.md gives it: the new cluster's
+/// the majors in order; 15 excepted, below) to the one under test, as docs/operations.md gives it: the new cluster's
 /// preload and peer line first. Roles keep their labels, the extension its tables, and token
 /// logins and revocations hold at once.
 #[test]
@@ -696,8 +696,12 @@ fn pg_upgrade_keeps_labels_tables_and_logins() {
                 .join("extension/pgaadauth.control")
                 .exists()
     };
+    // Not from 15: Debian 12's PostgreSQL 15 (15.20-0+deb12u1) gives every column an
+    // attribute option of its own (`pg_attver`) that the other builds' servers refuse when
+    // pg_upgrade restores any table, pgaadauth's or not.
     let Some(old_config) = (14..new_major)
         .rev()
+        .filter(|m| *m != 15)
         .filter_map(cluster::pg_config_for)
         .find(has_pgaadauth)
     else {
@@ -787,6 +791,8 @@ fn pg_upgrade_keeps_labels_tables_and_logins() {
     let member = token("cleo", json!({"groups": [oid_for("ops")]}));
     new.connect("ops", &member).unwrap();
     assert!(new.connect("bob", &bob).is_err());
+    let detail = new.failure_detail("bob").unwrap_or_default();
+    assert!(detail.contains("revoked"), "{detail}");
 }
 
 /// Every file under `dir`, recursively.

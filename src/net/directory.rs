@@ -28,8 +28,11 @@ impl DirectorySession {
         let graph = settings::text(&settings::GRAPH_ENDPOINT);
         let (status, body) = fetcher.send(&directory::token_request(&credential, &graph))?;
         if status != 200 {
+            let said = directory::token_error_summary(&body)
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
             return Err(format!(
-                "the directory's token endpoint answered HTTP status {status}"
+                "the directory's token endpoint answered HTTP status {status}{said}"
             ));
         }
         let (token, expires_in) = directory::parse_token_response(&body)?;

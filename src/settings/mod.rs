@@ -166,6 +166,7 @@ pub fn http_timeout() -> std::time::Duration {
 /// assertion is read from its file at each call (only by the directory worker, which is the one
 /// to use it): a rotated assertion file is read afresh.
 pub fn directory_credential() -> Option<Result<pgaadauth_core::directory::Credential, String>> {
+    use pgaadauth_core::config::{proof_file, ProofFile};
     use pgaadauth_core::directory::{ClientProof, Credential};
     let endpoint = text(&MANAGED_IDENTITY_ENDPOINT);
     if !endpoint.is_empty() {
@@ -191,19 +192,19 @@ pub fn directory_credential() -> Option<Result<pgaadauth_core::directory::Creden
         if tenant.is_empty() {
             return Err("pgaadauth.client_id needs pgaadauth.tenant_id".to_string());
         }
-        let proof = match (secret_file.is_empty(), assertion_file.is_empty()) {
-            (false, true) => ClientProof::Secret(read("pgaadauth.client_secret_file", &secret_file)?),
-            (true, false) => {
-                ClientProof::Assertion(read("pgaadauth.client_assertion_file", &assertion_file)?)
+        let proof = match proof_file(&secret_file, &assertion_file)? {
+            ProofFile::Secret(path) => {
+                ClientProof::Secret(read("pgaadauth.client_secret_file", path)?)
             }
-            (true, true) => return Err("pgaadauth.client_id needs pgaadauth.client_secret_file or pgaadauth.client_assertion_file".to_string()),
-            (false, false) => return Err("set only one of pgaadauth.client_secret_file and pgaadauth.client_assertion_file".to_string()),
+            ProofFile::Assertion(path) => {
+                ClientProof::Assertion(read("pgaadauth.client_assertion_file", path)?)
+            }
         };
         Ok(Credential::Client {
-            authority_host: text(&AUTHORITY_HOST),
-            tenant,
+            token_url: pgaadauth_core::directory::entra_token_url(&text(&AUTHORITY_HOST), &tenant),
             client_id,
             proof,
+            scope: None,
         })
     })())
 }

@@ -113,6 +113,20 @@ pub fn is_instance_metadata(url: &str) -> bool {
     authority == INSTANCE_METADATA_HOST || authority == format!("{INSTANCE_METADATA_HOST}:80")
 }
 
+/// Whether `url` is plain http to this host itself (127.0.0.1, ::1 or localhost, any port):
+/// App Service's managed identity endpoint, which never leaves the machine.
+pub fn is_local_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.split(':').next().unwrap_or(""),
+    };
+    !authority.contains('@') && matches!(host, "127.0.0.1" | "::1" | "localhost")
+}
+
 /// The issuers Entra uses for a tenant: v1 (`sts.windows.net`) and v2 (`{authority}/{tid}/v2.0`).
 pub fn derived_issuers(tenant: &str, authority_host: &str) -> Vec<String> {
     vec![
@@ -207,6 +221,24 @@ impl IssuerSettings {
     }
 }
 
+/// Which file proves `pgaadauth.client_id` at the token endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProofFile<'a> {
+    Secret(&'a str),
+    Assertion(&'a str),
+}
+
+/// Exactly one of `pgaadauth.client_secret_file` and `pgaadauth.client_assertion_file` (the
+/// paths, empty when unset); otherwise the sentence saying what is wrong.
+pub fn proof_file<'a>(secret: &'a str, assertion: &'a str) -> Result<ProofFile<'a>, &'static str> {
+    match (secret.is_empty(), assertion.is_empty()) {
+        (false, true) => Ok(ProofFile::Secret(secret)),
+        (true, false) => Ok(ProofFile::Assertion(assertion)),
+        (true, true) => Err("pgaadauth.client_id needs pgaadauth.client_secret_file or pgaadauth.client_assertion_file"),
+        (false, false) => Err("pgaadauth.client_secret_file and pgaadauth.client_assertion_file are both set: set only one"),
+    }
+}
+
 /// The settings the start-up report looks at (secrets are not among them: only the path of
 /// the secret file).
 #[derive(Clone, Debug, Default)]
@@ -228,10 +260,9 @@ impl StartupView {
         if !self.managed_identity_endpoint.is_empty() {
             "managed identity"
         } else if !self.client_id.is_empty() {
-            if self.client_assertion_file.is_empty() {
-                "client secret"
-            } else {
-                "client assertion"
+            match proof_file(&self.client_secret_file, &self.client_assertion_file) {
+                Ok(ProofFile::Assertion(_)) => "client assertion",
+                _ => "client secret",
             }
         } else {
             "none"
@@ -312,10 +343,8 @@ impl StartupView {
                     &self.client_assertion_file,
                 ),
             ];
-            match files.iter().filter(|(_, path)| !path.is_empty()).count() {
-                0 => out.push("pgaadauth.client_id is set without pgaadauth.client_secret_file or pgaadauth.client_assertion_file.".into()),
-                2 => out.push("pgaadauth.client_secret_file and pgaadauth.client_assertion_file are both set: set one.".into()),
-                _ => {}
+            if let Err(why) = proof_file(&self.client_secret_file, &self.client_assertion_file) {
+                out.push(format!("{why}."));
             }
             for (name, path) in files.iter().filter(|(_, path)| !path.is_empty()) {
                 if let Some(why) = unreadable(path) {

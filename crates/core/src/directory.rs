@@ -22,13 +22,19 @@ pub enum Credential {
     /// OAuth 2.0 client credentials of an app registration (or of a user-assigned managed
     /// identity, with a federated assertion).
     Client {
-        authority_host: String,
-        tenant: String,
+        /// The token endpoint: Entra's is [`entra_token_url`].
+        token_url: String,
         client_id: String,
         proof: ClientProof,
+        /// The scope asked for; `<resource>/.default` (Entra's form) when None.
+        scope: Option<String>,
     },
     /// An IMDS-style managed identity endpoint.
     ManagedIdentity { endpoint: String },
+    /// App Service's (and Container Apps', Functions') managed identity endpoint:
+    /// `IDENTITY_ENDPOINT`, which wants `IDENTITY_HEADER` as `X-IDENTITY-HEADER`. A local,
+    /// plain-http endpoint of the host.
+    AppService { endpoint: String, header: String },
 }
 
 /// How the client proves itself at the token endpoint.
@@ -57,22 +63,27 @@ pub fn encode(s: &str) -> String {
     out
 }
 
-/// The request for the directory's own access token.
+/// Entra's token endpoint of `tenant` under `authority_host`.
+pub fn entra_token_url(authority_host: &str, tenant: &str) -> String {
+    format!(
+        "{}/{}/oauth2/v2.0/token",
+        authority_host.trim_end_matches('/'),
+        encode(tenant)
+    )
+}
+
+/// The request for an access token to `graph` (the directory's, or any resource's).
 pub fn token_request(credential: &Credential, graph_endpoint: &str) -> Request {
     let graph = graph_endpoint.trim_end_matches('/');
     match credential {
         Credential::Client {
-            authority_host,
-            tenant,
+            token_url,
             client_id,
             proof,
+            scope,
         } => Request {
             method: "POST",
-            url: format!(
-                "{}/{}/oauth2/v2.0/token",
-                authority_host.trim_end_matches('/'),
-                encode(tenant)
-            ),
+            url: token_url.clone(),
             headers: vec![],
             body: Some((
                 "application/x-www-form-urlencoded",
@@ -87,11 +98,24 @@ pub fn token_request(credential: &Credential, graph_endpoint: &str) -> Request {
                             encode(jwt)
                         ),
                     },
-                    encode(&format!("{graph}/.default"))
+                    encode(scope.as_deref().unwrap_or(&format!("{graph}/.default")))
                 ),
             )),
             plain_http_ok: false,
         },
+        Credential::AppService { endpoint, header } => {
+            let sep = if endpoint.contains('?') { '&' } else { '?' };
+            Request {
+                method: "GET",
+                url: format!(
+                    "{endpoint}{sep}api-version=2019-08-01&resource={}",
+                    encode(graph)
+                ),
+                headers: vec![("X-IDENTITY-HEADER", header.clone())],
+                body: None,
+                plain_http_ok: crate::config::is_local_http(endpoint),
+            }
+        }
         Credential::ManagedIdentity { endpoint } => {
             let sep = if endpoint.contains('?') { '&' } else { '?' };
             Request {
@@ -117,14 +141,36 @@ pub fn parse_token_response(body: &[u8]) -> Result<(String, i64), String> {
         .and_then(Value::as_str)
         .filter(|t| !t.is_empty())
         .ok_or("the token endpoint's answer has no access_token")?;
-    // IMDS sends expires_in as a string.
+    // IMDS sends expires_in as a string. Within a day, whatever the endpoint says.
     let expires_in = match doc.get("expires_in") {
         Some(Value::Number(n)) => n.as_i64(),
         Some(Value::String(s)) => s.parse().ok(),
         _ => None,
     }
-    .unwrap_or(300);
+    .unwrap_or(300)
+    .clamp(0, 86_400);
     Ok((token.to_string(), expires_in))
+}
+
+/// What a token endpoint's refusal says, for the error: its `error` and Entra's first
+/// `error_codes` (`invalid_client (AADSTS700213)`), log-safe (and so short); None when it says
+/// neither.
+pub fn token_error_summary(body: &[u8]) -> Option<String> {
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    let error = doc.get("error").and_then(Value::as_str);
+    let code = doc
+        .get("error_codes")
+        .and_then(Value::as_array)
+        .and_then(|codes| codes.first())
+        .and_then(Value::as_u64)
+        .map(|c| format!("AADSTS{c}"));
+    let text = match (error, code) {
+        (Some(e), Some(c)) => format!("{e} ({c})"),
+        (Some(e), None) => e.to_string(),
+        (None, Some(c)) => c,
+        (None, None) => return None,
+    };
+    Some(crate::log_text::log_safe(&text))
 }
 
 fn get(url: String, token: &str) -> Request {

@@ -146,7 +146,7 @@ fn startup_summary_and_problems() {
     };
     assert_eq!(
         both.problems(&|_| None),
-        ["pgaadauth.client_secret_file and pgaadauth.client_assertion_file are both set: set one."]
+        ["pgaadauth.client_secret_file and pgaadauth.client_assertion_file are both set: set only one."]
     );
     let neither = StartupView {
         client_assertion_file: String::new(),
@@ -154,7 +154,7 @@ fn startup_summary_and_problems() {
     };
     assert_eq!(
         neither.problems(&|_| None),
-        ["pgaadauth.client_id is set without pgaadauth.client_secret_file or pgaadauth.client_assertion_file."]
+        ["pgaadauth.client_id needs pgaadauth.client_secret_file or pgaadauth.client_assertion_file."]
     );
     // The instance metadata endpoint is plain http by design: no warning for it; another plain
     // http endpoint is warned about.

@@ -7,10 +7,10 @@ const GRAPH: &str = "https://graph.microsoft.com";
 #[test]
 fn client_credentials_token_request() {
     let c = Credential::Client {
-        authority_host: "https://login.microsoftonline.com/".into(),
-        tenant: "t1".into(),
+        token_url: entra_token_url("https://login.microsoftonline.com/", "t1"),
         client_id: "app".into(),
         proof: ClientProof::Secret("s3cr&t=".into()),
+        scope: None,
     };
     let r = token_request(&c, GRAPH);
     assert_eq!(r.method, "POST");
@@ -27,10 +27,10 @@ fn client_credentials_token_request() {
 #[test]
 fn client_assertion_token_request() {
     let c = Credential::Client {
-        authority_host: "https://login.microsoftonline.com".into(),
-        tenant: "t1".into(),
+        token_url: entra_token_url("https://login.microsoftonline.com", "t1"),
         client_id: "mi-client".into(),
         proof: ClientProof::Assertion("eyJh.eyJz.c2ln".into()),
+        scope: None,
     };
     let body = token_request(&c, GRAPH).body.unwrap().1;
     assert_eq!(
@@ -40,6 +40,41 @@ fn client_assertion_token_request() {
          &client_assertion=eyJh.eyJz.c2ln&scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"
     );
     assert!(!body.contains("client_secret"));
+    // Another provider's endpoint and scope, as given.
+    let c = Credential::Client {
+        token_url: "https://idp.example/oauth/token".into(),
+        client_id: "c".into(),
+        proof: ClientProof::Secret("s".into()),
+        scope: Some("db:login".into()),
+    };
+    let r = token_request(&c, GRAPH);
+    assert_eq!(r.url, "https://idp.example/oauth/token");
+    assert!(r.body.unwrap().1.ends_with("&scope=db%3Alogin"));
+}
+
+#[test]
+fn app_service_token_request() {
+    let c = Credential::AppService {
+        endpoint: "http://127.0.0.1:41741/msi/token".into(),
+        header: "h".into(),
+    };
+    let r = token_request(&c, "https://ossrdbms-aad.database.windows.net");
+    assert_eq!(
+        r.url,
+        "http://127.0.0.1:41741/msi/token?api-version=2019-08-01&resource=https%3A%2F%2Fossrdbms-aad.database.windows.net"
+    );
+    assert_eq!(r.headers, vec![("X-IDENTITY-HEADER", "h".to_string())]);
+    assert!(r.plain_http_ok, "the host's own endpoint");
+    for (url, local) in [
+        ("http://localhost:8081/token", true),
+        ("http://[::1]:8081/token", true),
+        ("http://127.0.0.1.evil.example/token", false),
+        ("http://user@127.0.0.1/token", false),
+        ("https://127.0.0.1/token", false),
+        ("http://10.0.0.1/token", false),
+    ] {
+        assert_eq!(crate::config::is_local_http(url), local, "{url}");
+    }
 }
 
 #[test]
@@ -82,6 +117,28 @@ fn token_responses() {
         86399
     );
     assert!(parse_token_response(br#"{"error":"invalid_client"}"#).is_err());
+    // A hostile lifetime is kept within a day (and never negative).
+    assert_eq!(
+        parse_token_response(br#"{"access_token":"a","expires_in":9223372036854775807}"#)
+            .unwrap()
+            .1,
+        86_400
+    );
+    assert_eq!(
+        parse_token_response(br#"{"access_token":"a","expires_in":"-5"}"#)
+            .unwrap()
+            .1,
+        0
+    );
+    assert_eq!(
+        token_error_summary(br#"{"error":"invalid_client","error_description":"AADSTS700213: No matching federated identity record found","error_codes":[700213]}"#),
+        Some("invalid_client (AADSTS700213)".to_string())
+    );
+    assert_eq!(
+        token_error_summary(br#"{"error":"bad\nline"}"#).unwrap(),
+        crate::log_text::log_safe("bad\nline")
+    );
+    assert_eq!(token_error_summary(b"<html>"), None);
     assert!(parse_token_response(b"<html>").is_err());
 }
 

@@ -1,0 +1,294 @@
+//! pgaadauth-proxy (docs/proxy.md) against a server that takes token logins only over TLS:
+//! psql with no password; logins after the first token expired (tokens of a few seconds from
+//! the test provider's managed identity endpoint, in App Service's protocol); a server whose
+//! certificate another CA signed, refused before any credential reaches it; a cancel of
+//! pg_sleep; the password fallback with its NOTICE, and a wrong password refused; a psycopg
+//! pool through the proxy past a token's lifetime; no token in the proxy's output.
+
+use pgaadauth_e2e::cluster::{private_file, Cluster};
+use pgaadauth_e2e::idp::{fixture_path, oid_for, Idp, RSA1};
+use pgaadauth_e2e::managed_identity::IDENTITY_HEADER;
+use pgaadauth_e2e::proxy::Proxy;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// Seconds a token from the test provider is valid.
+const LIFETIME: i64 = 4;
+const ROLE: &str = "report-app";
+const WAIT: Duration = Duration::from_secs(30);
+
+struct Setup {
+    idp: Idp,
+    pg: Cluster,
+}
+
+/// The provider issuing short tokens for the managed identity ROLE, mapped to a role; a server
+/// taking TCP logins only over TLS (pgaadauth's trust line).
+fn setup(name: &str) -> Setup {
+    let idp = Idp::start(&[&RSA1]);
+    idp.issue_managed_identity_tokens(&RSA1, ROLE, &oid_for(ROLE), LIFETIME);
+    let key = private_file(
+        &format!("{name}-tls.key"),
+        &std::fs::read_to_string(fixture_path("tls.key")).unwrap(),
+    );
+    let mut settings = idp.entra_settings();
+    settings.extend([
+        ("pgaadauth.clock_skew", "2".to_string()),
+        ("ssl", "on".into()),
+        ("ssl_cert_file", fixture_path("tls.pem")),
+        ("ssl_key_file", key.display().to_string()),
+        ("log_connections", "on".into()),
+    ]);
+    let pg = Cluster::start_with_hba(name, &settings, "hostssl all all 127.0.0.1/32 trust\n");
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('{ROLE}', '{}', 'service', false, false)",
+        oid_for(ROLE)
+    ));
+    Setup { idp, pg }
+}
+
+impl Setup {
+    fn upstream(&self, ca: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} sslmode=verify-full sslrootcert={}",
+            self.pg.port,
+            fixture_path(ca)
+        )
+    }
+
+    /// The proxy in front of the server, tokens from the managed identity, and `extra` args.
+    fn proxy(&self, name: &str, ca: &str, extra: &[&str]) -> Proxy {
+        let upstream = self.upstream(ca);
+        let mut args = vec![
+            "--upstream",
+            &upstream,
+            "--token-source",
+            "managed-identity",
+        ];
+        args.extend_from_slice(extra);
+        let endpoint = self.idp.identity_endpoint();
+        Proxy::start(
+            name,
+            &args,
+            &[
+                ("IDENTITY_ENDPOINT", &endpoint),
+                ("IDENTITY_HEADER", IDENTITY_HEADER),
+            ],
+        )
+    }
+
+    /// psql through `proxy` as `user`, without a password unless given: (success, output).
+    fn psql(&self, proxy: &Proxy, user: &str, password: Option<&str>, sql: &str) -> (bool, String) {
+        let mut c = Command::new(self.pg.bindir().join("psql"));
+        c.args([
+            "-XAtw",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &proxy.port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ])
+        .env_remove("PGPASSWORD");
+        if let Some(p) = password {
+            c.env("PGPASSWORD", p);
+        }
+        let out = c.output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text.trim().to_string())
+    }
+
+    /// The proxy's output holds none of the tokens the provider issued.
+    fn no_token_in(&self, proxy: &Proxy) {
+        let out = proxy.output();
+        for token in self.idp.managed_identity_tokens() {
+            assert!(
+                !out.contains(&token),
+                "a token in the proxy's output:\n{out}"
+            );
+            let signature = token.rsplit('.').next().unwrap();
+            assert!(!out.contains(signature));
+        }
+        assert!(!out.contains("eyJ"), "{out}");
+    }
+}
+
+#[test]
+fn psql_logs_in_without_a_password_and_later_logins_take_a_new_token() {
+    let s = setup("proxy-login");
+    let proxy = s.proxy("login", "ca.pem", &[]);
+    let (ok, out) = s.psql(
+        &proxy,
+        ROLE,
+        None,
+        "SELECT current_user, ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    );
+    assert!(ok, "{out}\n{}", proxy.output());
+    assert_eq!(out, format!("{ROLE}|t"), "over TLS to the server");
+    // Logins go on once the first token has expired: the proxy fetched another.
+    assert!(
+        Cluster::wait_for(WAIT, || {
+            s.psql(&proxy, ROLE, None, "SELECT 1").0 && s.idp.managed_identity_tokens().len() >= 3
+        }),
+        "{}",
+        proxy.output()
+    );
+    let (ok, out) = s.psql(&proxy, ROLE, None, "SELECT current_user");
+    assert!(ok, "{out}");
+    // The first token is refused by now: the logins since had newer ones.
+    let first = s.idp.managed_identity_tokens()[0].clone();
+    assert!(
+        s.pg.connect(ROLE, &first).is_err(),
+        "the first token has expired"
+    );
+    s.no_token_in(&proxy);
+}
+
+#[test]
+fn a_server_certificate_of_another_ca_gets_no_credential() {
+    let s = setup("proxy-ca");
+    let proxy = s.proxy("ca", "other-ca.pem", &[]);
+    let (ok, out) = s.psql(&proxy, ROLE, None, "SELECT 1");
+    assert!(!ok, "{out}");
+    assert!(out.contains("no credential sent"), "{out}");
+    // The server saw a TLS handshake refused, and nothing of a login.
+    let log = s.pg.log();
+    assert!(log.contains("could not accept SSL connection"), "{log}");
+    assert!(!log.contains(&format!("role={ROLE}")), "{log}");
+    assert!(!log.contains(&format!("user={ROLE}")), "{log}");
+    s.no_token_in(&proxy);
+}
+
+#[test]
+fn a_cancel_reaches_the_server() {
+    let s = setup("proxy-cancel");
+    let proxy = s.proxy("cancel", "ca.pem", &[]);
+    let config = format!(
+        "host=127.0.0.1 port={} user={ROLE} dbname=postgres",
+        proxy.port
+    );
+    let mut client = postgres::Client::connect(&config, postgres::NoTls).unwrap();
+    let cancel = client.cancel_token();
+    let sleeper = std::thread::spawn(move || client.batch_execute("SELECT pg_sleep(60)"));
+    assert!(Cluster::wait_for(WAIT, || {
+        s.pg.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'"
+    ) == "1"
+    }));
+    cancel.cancel_query(postgres::NoTls).unwrap();
+    let e = sleeper.join().unwrap().unwrap_err();
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().clone()),
+        Some(postgres::error::SqlState::QUERY_CANCELED),
+        "{e}"
+    );
+}
+
+#[test]
+fn the_password_fallback_says_so_and_a_wrong_password_is_refused() {
+    let s = setup("proxy-fallback");
+    s.pg.sql("CREATE ROLE pat LOGIN PASSWORD 'pat-secret'");
+    let proxy = s.proxy("fallback", "ca.pem", &["--fallback-password"]);
+    let (ok, out) = s.psql(&proxy, "pat", Some("pat-secret"), "SELECT current_user");
+    assert!(ok, "{out}\n{}", proxy.output());
+    // pgaadauth asks a role without a label for its SCRAM password, which no token answers.
+    assert!(
+        out.contains("NOTICE:  pgaadauth-proxy: logged in with your password, not Microsoft Entra ID (the server asked for SASL, not a token)"),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l == "pat"), "{out}");
+    let (ok, out) = s.psql(&proxy, "pat", Some("wrong"), "SELECT current_user");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("password authentication failed for user \"pat\""),
+        "{out}"
+    );
+    // Without the fallback, no login: the proxy says why.
+    let strict = s.proxy("strict", "ca.pem", &[]);
+    let (ok, out) = s.psql(&strict, "pat", Some("pat-secret"), "SELECT current_user");
+    assert!(
+        !ok && out.contains("the server asked \"pat\" for SASL, not a token"),
+        "{out}"
+    );
+    s.no_token_in(&proxy);
+    assert!(!proxy.output().contains("pat-secret"));
+}
+
+#[test]
+fn a_psycopg_pool_through_the_proxy_outlives_the_first_token() {
+    let s = setup("proxy-pool");
+    let proxy = s.proxy("pool", "ca.pem", &[]);
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/clients-venv/bin/python");
+    let script = format!(
+        r#"
+import contextlib, time
+from psycopg_pool import ConnectionPool
+def show(label, conn):
+    print(label, *conn.execute("SELECT current_user, pg_backend_pid()").fetchone())
+with ConnectionPool("host=127.0.0.1 port={port} user={ROLE} dbname=postgres", min_size=1, max_size=4, open=True) as pool:
+    with pool.connection() as conn:
+        show("first", conn)
+    time.sleep({pause})
+    with contextlib.ExitStack() as held:
+        for conn in [held.enter_context(pool.connection()) for _ in range(4)]:
+            show("later", conn)
+"#,
+        port = proxy.port,
+        pause = LIFETIME + 4
+    );
+    let out = Command::new(python).arg("-c").arg(script).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        proxy.output()
+    );
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 5, "{text}");
+    assert!(rows.iter().all(|r| r[1] == ROLE), "{text}");
+    let later: std::collections::HashSet<&str> = rows[1..].iter().map(|r| r[2]).collect();
+    assert_eq!(later.len(), 4, "four sessions at once: {text}");
+    assert!(
+        s.idp.managed_identity_tokens().len() >= 2,
+        "the later connections took a new token"
+    );
+    s.no_token_in(&proxy);
+}
+
+#[test]
+fn bad_arguments_are_refused_clearly() {
+    for (args, needle) in [
+        (
+            vec!["--upstream", "host=db sslmode=require"],
+            "only verify-full or verify-ca",
+        ),
+        (
+            vec!["--upstream", "host=db sslrootcert=/nonexistent/ca.pem"],
+            "/nonexistent/ca.pem",
+        ),
+        (
+            vec!["--upstream", "host=db", "--token-source", "command"],
+            "needs --token-command",
+        ),
+        (
+            vec!["--upstream", "host=db", "--token-source", "environment"],
+            "needs AZURE_TENANT_ID",
+        ),
+    ] {
+        let (refused, out) = Proxy::refuses(&args);
+        assert!(refused && out.contains(needle), "{args:?}: {out}");
+    }
+}
