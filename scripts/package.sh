@@ -37,8 +37,8 @@ source=${PGAADAUTH_SOURCE_URL:-$(git config --get remote.origin.url 2>/dev/null 
 # Never a credential in a published label: no user or token before the host.
 source=$(sed -E 's#^([a-z+]+://)[^@/]*@#\1#' <<<"$source")
 # The commit, marked when the tree has changes the commit does not hold.
-revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
-git diff --quiet HEAD -- 2>/dev/null || revision="$revision-dirty"
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- 2>/dev/null || commit="$commit-dirty"
 
 arch=$(dpkg --print-architecture)
 # The image's architecture in OCI's words (Go's), where Debian's differ.
@@ -193,7 +193,7 @@ INSTALL
             --label "org.opencontainers.image.title=pgaadauth" \
             --label "org.opencontainers.image.description=pgaadauth $version for PostgreSQL $v: Microsoft Entra ID and OpenID Connect token login (a CloudNativePG image volume extension)" \
             --label "org.opencontainers.image.version=$version" \
-            --label "org.opencontainers.image.revision=$revision" \
+            --label "org.opencontainers.image.revision=$commit" \
             ${source:+--label "org.opencontainers.image.source=$source"} \
             --label "org.opencontainers.image.licenses=PostgreSQL" \
             --label "io.pgaadauth.postgresql.major=$v")

@@ -32,9 +32,10 @@ for v in 14 18; do
     fi
 done
 
-# Layer 1: the pure core, once; and every parser of untrusted input fuzzed briefly
-# (scripts/fuzz.sh: 10 s per target here; run it longer by hand).
+# Layer 1: the pure core and the proxy's own tests, once; and every parser of untrusted input
+# fuzzed briefly (scripts/fuzz.sh: 10 s per target here; run it longer by hand).
 step core cargo test -p pgaadauth-core
+step proxy cargo test -p pgaadauth-proxy
 step fuzz scripts/fuzz.sh 10
 
 # The #[pg_test] harness logs in through `ident` (pgrx-tests/pg_test_hba.conf).

@@ -41,7 +41,8 @@ pub fn pgbench_env(
 }
 
 /// [`pgbench_env`], a new connection for every transaction only when `connect_each` (else
-/// each client keeps its connection; `logins` is then the transactions' count).
+/// each client keeps its connection; `logins` is then the transactions' count). `script` is a
+/// file, or `builtin:<name>` for one of pgbench's own (`builtin:tpcb-like`).
 #[allow(clippy::too_many_arguments)]
 pub fn pgbench_run(
     bin: &Path,
@@ -66,7 +67,10 @@ pub fn pgbench_run(
             "-j",
             &clients.to_string(),
         ])
-        .args(["-f", script, "postgres"])
+        .args(match script.strip_prefix("builtin:") {
+            Some(name) => ["-b", name, "postgres"],
+            None => ["-f", script, "postgres"],
+        })
         .env_remove("PGPASSWORD");
     if let Some(p) = password {
         cmd.env("PGPASSWORD", p);

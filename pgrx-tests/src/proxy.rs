@@ -93,17 +93,16 @@ impl Proxy {
         let port = crate::ports::reserve();
         let log = crate::cluster::base_dir().join(format!("proxy-refuses-{port}.log"));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-        let mut child = Command::new(binary())
-            .arg("--listen")
+        let mut c = Command::new(binary());
+        c.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = children::spawn(c, children::SIGKILL).expect("start pgaadauth-proxy");
         let mut status = None;
         crate::cluster::Cluster::wait_for(Duration::from_secs(20), || {
             status = child.try_wait().ok().flatten();

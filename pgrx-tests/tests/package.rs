@@ -1,6 +1,6 @@
-//! The Debian packages, as a DBA uses them: the PostgreSQL 15 package and the PAM module's
-//! installed with `dpkg -i` into Debian's PostgreSQL 15, the extension enabled, a token login
-//! to the server and one through PgBouncer; newer package builds installed over them and the
+//! The Debian packages, as a DBA uses them: the PostgreSQL 15 package, the PAM module's and
+//! the proxy's installed with `dpkg -i` into Debian's PostgreSQL 15, the extension enabled, a
+//! token login to the server and one through PgBouncer, the proxy's version; newer package builds installed over them and the
 //! server restarted onto them; then `dpkg -r`, which leaves none of their files behind. Last,
 //! the tarball, installed as its INSTALL says, serves a token login too.
 //!
@@ -16,7 +16,11 @@ use std::time::Duration;
 
 const LIB: &str = "/usr/lib/postgresql/15/lib/pgaadauth.so";
 const EXTENSION_DIR: &str = "/usr/share/postgresql/15/extension";
-const PACKAGES: [&str; 2] = ["pgaadauth-postgresql-15", "libpam-pgaadauth"];
+const PACKAGES: [&str; 3] = [
+    "pgaadauth-postgresql-15",
+    "libpam-pgaadauth",
+    "pgaadauth-proxy",
+];
 
 fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let out = Command::new(program)
@@ -28,9 +32,9 @@ fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     check(out, &format!("{program} {args:?}"))
 }
 
-/// Build the PostgreSQL 15 package and the PAM module's with package revision `revision`:
-/// their paths.
-fn build(revision: &str) -> [String; 2] {
+/// Build the PostgreSQL 15 package, the PAM module's and the proxy's with package revision
+/// `revision`: their paths.
+fn build(revision: &str) -> [String; 3] {
     run(
         "scripts/package.sh",
         &[],
@@ -44,7 +48,12 @@ fn build(revision: &str) -> [String; 2] {
         .filter(|p| p.contains(&format!("_{}-{revision}_", extension_version())))
         .filter(|p| p.ends_with(".deb"))
         .collect();
-    ["pgaadauth-postgresql-15_", "libpam-pgaadauth_"].map(|name| {
+    [
+        "pgaadauth-postgresql-15_",
+        "libpam-pgaadauth_",
+        "pgaadauth-proxy_",
+    ]
+    .map(|name| {
         built
             .iter()
             .find(|p| p.contains(name))
@@ -73,11 +82,15 @@ fn the_postgresql_15_package_installs_upgrades_and_removes_cleanly() {
     );
     let first = build("1");
     let second = build("2");
-    run("dpkg", &["-i", &first[0], &first[1]], &[]);
+    run("dpkg", &["-i", &first[0], &first[1], &first[2]], &[]);
     for package in PACKAGES {
         assert!(run("dpkg-query", &["-W", package], &[]).contains("-1"));
     }
     assert!(Path::new(LIB).exists());
+    assert_eq!(
+        run("/usr/bin/pgaadauth-proxy", &["--version"], &[]).trim(),
+        format!("pgaadauth-proxy {}", extension_version())
+    );
 
     let idp = Idp::start(&[&RSA1]);
     let pg = Cluster::start("package", &idp.entra_settings());
@@ -111,7 +124,7 @@ fn the_postgresql_15_package_installs_upgrades_and_removes_cleanly() {
     assert!(through_pgbouncer(), "{}", bouncer.log());
 
     // Newer builds over them; the server restarts onto the new library and logins go on.
-    run("dpkg", &["-i", &second[0], &second[1]], &[]);
+    run("dpkg", &["-i", &second[0], &second[1], &second[2]], &[]);
     for package in PACKAGES {
         assert!(run("dpkg-query", &["-W", package], &[]).contains("-2"));
     }

@@ -78,33 +78,47 @@ impl Setup {
         )
     }
 
-    /// psql through `proxy` as `user`, without a password unless given: (success, output).
-    fn psql(&self, proxy: &Proxy, user: &str, password: Option<&str>, sql: &str) -> (bool, String) {
-        let mut c = Command::new(self.pg.bindir().join("psql"));
-        c.args([
-            "-XAtw",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &proxy.port.to_string(),
-            "-U",
-            user,
-            "-d",
-            "postgres",
-            "-c",
-            sql,
-        ])
-        .env_remove("PGPASSWORD");
-        if let Some(p) = password {
-            c.env("PGPASSWORD", p);
-        }
-        let out = c.output().unwrap();
+    /// psql to `host` (an address, or a socket's directory) and `port` as `user`, with libpq's
+    /// `env` (and no PGPASSWORD unless given there), running `sql`: (success, output).
+    fn run_psql(
+        &self,
+        host: &str,
+        port: u16,
+        user: &str,
+        env: &[(&str, &str)],
+        sql: &str,
+    ) -> (bool, String) {
+        let out = Command::new(self.pg.bindir().join("psql"))
+            .args(["-XAtw", "-h", host, "-p", &port.to_string(), "-U", user])
+            .args(["-d", "postgres", "-c", sql])
+            .env_remove("PGPASSWORD")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
         (out.status.success(), text.trim().to_string())
+    }
+
+    /// psql through `proxy` as `user`, without a password unless given: (success, output).
+    fn psql(&self, proxy: &Proxy, user: &str, password: Option<&str>, sql: &str) -> (bool, String) {
+        let env: Vec<(&str, &str)> = password.map(|p| ("PGPASSWORD", p)).into_iter().collect();
+        self.run_psql("127.0.0.1", proxy.port, user, &env, sql)
+    }
+
+    /// Whether `token` logs ROLE in directly to the server (TLS, verify-full).
+    fn direct_login(&self, token: &str) -> bool {
+        let ca = fixture_path("ca.pem");
+        let env = [
+            ("PGPASSWORD", token),
+            ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", ca.as_str()),
+        ];
+        self.run_psql("127.0.0.1", self.pg.port, ROLE, &env, "SELECT 1")
+            .0
     }
 
     /// The proxy's output holds none of the tokens the provider issued.
@@ -134,22 +148,16 @@ fn psql_logs_in_without_a_password_and_later_logins_take_a_new_token() {
     );
     assert!(ok, "{out}\n{}", proxy.output());
     assert_eq!(out, format!("{ROLE}|t"), "over TLS to the server");
-    // Logins go on once the first token has expired: the proxy fetched another.
-    assert!(
-        Cluster::wait_for(WAIT, || {
-            s.psql(&proxy, ROLE, None, "SELECT 1").0 && s.idp.managed_identity_tokens().len() >= 3
-        }),
-        "{}",
-        proxy.output()
-    );
-    let (ok, out) = s.psql(&proxy, ROLE, None, "SELECT current_user");
-    assert!(ok, "{out}");
-    // The first token is refused by now: the logins since had newer ones.
+    // Once the server refuses the first token (expired, past the skew), logins through the
+    // proxy go on: it has fetched another.
     let first = s.idp.managed_identity_tokens()[0].clone();
-    assert!(
-        s.pg.connect(ROLE, &first).is_err(),
-        "the first token has expired"
-    );
+    assert!(Cluster::wait_for(WAIT, || !s.direct_login(&first)));
+    let detail = s.pg.failure_detail(ROLE).unwrap_or_default();
+    assert!(detail.contains("The token expired at"), "{detail}");
+    let (ok, out) = s.psql(&proxy, ROLE, None, "SELECT current_user");
+    assert!(ok, "{out}\n{}", proxy.output());
+    assert_eq!(out, ROLE);
+    assert!(s.idp.managed_identity_tokens().len() >= 2);
     s.no_token_in(&proxy);
 }
 
@@ -269,22 +277,84 @@ with ConnectionPool("host=127.0.0.1 port={port} user={ROLE} dbname=postgres", mi
 }
 
 #[test]
+fn tls_from_clients_a_unix_socket_and_a_pinned_role() {
+    let s = setup("proxy-tls");
+    let dir =
+        pgaadauth_e2e::cluster::base_dir().join(format!("proxy-socket-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join(".s.PGSQL.6432");
+    let socket_arg = socket.display().to_string();
+    let key = private_file(
+        "proxy-client-tls.key",
+        &std::fs::read_to_string(fixture_path("tls.key")).unwrap(),
+    );
+    let (cert, key) = (fixture_path("tls.pem"), key.display().to_string());
+    let proxy = s.proxy(
+        "tls",
+        "ca.pem",
+        &[
+            "--listen",
+            &socket_arg,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--user",
+            ROLE,
+        ],
+    );
+    // TLS with the client, verified by it; any user name logs in as the pinned role.
+    let ca = fixture_path("ca.pem");
+    let tls = [("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", ca.as_str())];
+    let (ok, out) = s.run_psql(
+        "127.0.0.1",
+        proxy.port,
+        "anyone",
+        &tls,
+        "SELECT current_user",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, ROLE);
+    // The Unix socket: the owner's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (ok, out) = s.run_psql(
+        dir.to_str().unwrap(),
+        6432,
+        "someone",
+        &[],
+        "SELECT current_user",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(out, ROLE);
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bad_arguments_are_refused_clearly() {
+    let ca = fixture_path("ca.pem");
+    let db = format!("host=db sslrootcert={ca}");
     for (args, needle) in [
         (
             vec!["--upstream", "host=db sslmode=require"],
             "only verify-full or verify-ca",
         ),
         (
+            vec!["--upstream", "host=db sslmode=verify-ca"],
+            "needs sslrootcert=<a file>",
+        ),
+        (
             vec!["--upstream", "host=db sslrootcert=/nonexistent/ca.pem"],
             "/nonexistent/ca.pem",
         ),
         (
-            vec!["--upstream", "host=db", "--token-source", "command"],
+            vec!["--upstream", &db, "--token-source", "command"],
             "needs --token-command",
         ),
         (
-            vec!["--upstream", "host=db", "--token-source", "environment"],
+            vec!["--upstream", &db, "--token-source", "environment"],
             "needs AZURE_TENANT_ID",
         ),
     ] {

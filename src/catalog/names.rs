@@ -28,7 +28,12 @@ pub fn role_name(roleid: pg_sys::Oid) -> String {
     }
 }
 
+/// `s` with its first letter upper-case (a DETAIL sentence), unless it starts with a setting's
+/// name, which keeps its case.
 pub fn capitalized(s: &str) -> String {
+    if s.starts_with("pgaadauth.") {
+        return s.to_string();
+    }
     let mut c = s.chars();
     c.next()
         .map(|f| f.to_uppercase().chain(c).collect())

@@ -143,6 +143,11 @@ impl Upstream {
                 }
             }
         }
+        if sslmode == SslMode::VerifyCa && roots == Roots::System {
+            // As libpq refuses it: with the system's roots and no name check, any publicly
+            // trusted certificate, for any name, would get the token.
+            return Err("upstream sslmode=verify-ca needs sslrootcert=<a file> (with the system's roots, any publicly trusted certificate would do): use verify-full".into());
+        }
         Ok(Upstream {
             host: host.ok_or("the upstream string names no host")?,
             port,
@@ -192,6 +197,7 @@ mod tests {
             ("host=h password=x", "not one pgaadauth-proxy takes"),
             ("host", "missing \"=\""),
             ("host='h", "unterminated"),
+            ("host=h sslmode=verify-ca", "needs sslrootcert=<a file>"),
         ] {
             let e = Upstream::parse(text).unwrap_err();
             assert!(e.contains(needle), "{text}: {e}");

@@ -157,15 +157,22 @@ async fn run(args: Args) -> Result<(), String> {
 
 async fn listen(at: &str) -> Result<Listener, String> {
     if at.starts_with('/') {
-        // A socket left by an earlier run (never another kind of file).
+        // A socket left by an earlier run (never another kind of file, nor a live socket).
         if let Ok(meta) = std::fs::symlink_metadata(at) {
             use std::os::unix::fs::FileTypeExt;
             if !meta.file_type().is_socket() {
                 return Err(format!("listen on {at}: it exists and is not a socket"));
             }
+            if std::os::unix::net::UnixStream::connect(at).is_ok() {
+                return Err(format!("listen on {at}: another process listens there"));
+            }
             let _ = std::fs::remove_file(at);
         }
         let l = UnixListener::bind(at).map_err(|e| format!("listen on {at}: {e}"))?;
+        // The owner's alone (and keep it in a directory only the owner can enter: docs).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(at, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("listen on {at}: {e}"))?;
         eprintln!("pgaadauth-proxy: listening on {at}");
         return Ok(Listener::Unix(l));
     }
@@ -202,15 +209,16 @@ async fn serve(listener: Listener, shared: Arc<session::Shared>) -> Result<(), S
     }
 }
 
-/// Out of file descriptors and the like: said, and retried after a moment; anything else ends
-/// the listener.
+/// A failed accept: said, and accepting goes on (after a moment when out of file descriptors
+/// or memory); only a listener that is no longer one (EBADF, EINVAL, ENOTSOCK) ends.
 async fn accept_failed(e: std::io::Error) -> Result<(), String> {
-    eprintln!("pgaadauth-proxy: accept: {e}");
-    if e.raw_os_error()
-        .is_some_and(|c| c == 24 || c == 23 || c == 105 || c == 12)
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        return Ok(());
+    match e.raw_os_error() {
+        Some(9 | 22 | 88) => return Err(format!("accept: {e}")),
+        Some(12 | 23 | 24 | 105) => {
+            eprintln!("pgaadauth-proxy: accept: {e}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        _ => eprintln!("pgaadauth-proxy: accept: {e}"),
     }
-    Err(format!("accept: {e}"))
+    Ok(())
 }

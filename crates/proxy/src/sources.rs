@@ -105,7 +105,7 @@ pub fn choose(o: &Options, env: Env, imds_answers: &dyn Fn() -> bool) -> Result<
                 .ok_or("--token-source client-credentials needs --client-secret-file")?;
             let scope = o.scope.clone();
             Ok(Source::Endpoint {
-                what: format!("the token endpoint {token_url}"),
+                what: format!("the token endpoint {}", without_userinfo(&token_url)),
                 resource,
                 credential: Box::new(move || {
                     Ok(Credential::Client {
@@ -142,6 +142,18 @@ pub fn choose(o: &Options, env: Env, imds_answers: &dyn Fn() -> bool) -> Result<
                 what: "the Azure CLI".into(),
             })
         }
+    }
+}
+
+/// `url` without a `user:password@` before its host, for messages.
+fn without_userinfo(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let host = rest[..end].rsplit('@').next().unwrap_or("");
+            format!("{scheme}://{host}{}", &rest[end..])
+        }
+        None => url.to_string(),
     }
 }
 
@@ -396,6 +408,10 @@ mod tests {
         assert!(what(choose(&o, &none, &no_imds)).contains("needs --client-id"));
         let o = options(Kind::ClientCredentials);
         assert!(what(choose(&o, &none, &no_imds)).contains("--token-endpoint"));
+        assert_eq!(
+            without_userinfo("https://u:p@idp.example/token?x=@"),
+            "https://idp.example/token?x=@"
+        );
     }
 
     #[test]

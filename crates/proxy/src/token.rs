@@ -1,7 +1,8 @@
-//! Where tokens come from, and the one cached token every connection shares: fetched when
-//! first needed, used until shortly before it expires (a minute, or a tenth of a short
-//! lifetime), never handed out within that margin. A failing source is reported once until it
-//! works again; no token is ever printed.
+//! The one cached token every connection shares: fetched when first needed, used until
+//! shortly before it expires (a minute, or a quarter of a short lifetime), never handed out
+//! within that margin. A failing source is reported once until it works again, and its error
+//! is the answer for the next few seconds (the connections waiting meanwhile do not each wait
+//! for a fetch of their own); no token is ever printed.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -50,10 +51,19 @@ impl Source {
     }
 }
 
-struct Cached {
-    token: String,
-    /// Seconds since the epoch: refetch from then on.
-    refresh_at: i64,
+/// How long a source's failure is the answer before it is asked again.
+const FAILURE_HOLD: i64 = 5;
+
+enum Cached {
+    Token {
+        token: String,
+        /// Seconds since the epoch: refetch from then on.
+        refresh_at: i64,
+    },
+    Failed {
+        error: String,
+        retry_at: i64,
+    },
 }
 
 pub struct Tokens {
@@ -112,11 +122,17 @@ impl Tokens {
     /// time; the others wait for it).
     pub async fn token(&self) -> Result<String, String> {
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref().filter(|c| now() < c.refresh_at) {
-            return Ok(c.token.clone());
+        match cached.as_ref() {
+            Some(Cached::Token { token, refresh_at }) if now() < *refresh_at => {
+                return Ok(token.clone())
+            }
+            Some(Cached::Failed { error, retry_at }) if now() < *retry_at => {
+                return Err(error.clone())
+            }
+            _ => {}
         }
         let fetched = now();
-        match self.fetch().await.and_then(|token| {
+        let result = self.fetch().await.and_then(|token| {
             let (exp, iat) = lifetime(&token)?;
             let at = refresh_at(exp, iat.unwrap_or(fetched).min(fetched));
             if at <= now() {
@@ -125,24 +141,27 @@ impl Tokens {
                     exp - now()
                 ));
             }
-            Ok(Cached {
-                token,
-                refresh_at: at,
-            })
-        }) {
-            Ok(c) => {
+            Ok((token, at))
+        });
+        match result {
+            Ok((token, refresh_at)) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     eprintln!("pgaadauth-proxy: the token source works again");
                 }
-                let token = c.token.clone();
-                *cached = Some(c);
+                *cached = Some(Cached::Token {
+                    token: token.clone(),
+                    refresh_at,
+                });
                 Ok(token)
             }
             Err(e) => {
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     eprintln!("pgaadauth-proxy: no token: {e} (said once until it works again)");
                 }
-                *cached = None;
+                *cached = Some(Cached::Failed {
+                    error: e.clone(),
+                    retry_at: now() + FAILURE_HOLD,
+                });
                 Err(e)
             }
         }

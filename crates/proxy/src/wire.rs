@@ -239,20 +239,30 @@ pub async fn read_message<R: AsyncRead + Unpin>(r: &mut R) -> Result<Message, St
     Ok(Message { kind, body })
 }
 
-/// The `M` (message) field of an ErrorResponse body, for the proxy's own log.
-pub fn error_text(body: &[u8]) -> String {
+/// Field `wanted` of an ErrorResponse body ('M' the message, 'C' the SQLSTATE).
+fn error_field(body: &[u8], wanted: u8) -> String {
     let mut rest = body;
     while let Some((&tag, tail)) = rest.split_first() {
         if tag == 0 {
             break;
         }
         let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
-        if tag == b'M' {
+        if tag == wanted {
             return String::from_utf8_lossy(&tail[..end]).into_owned();
         }
         rest = tail.get(end + 1..).unwrap_or(&[]);
     }
     String::new()
+}
+
+/// The message of an ErrorResponse body.
+pub fn error_text(body: &[u8]) -> String {
+    error_field(body, b'M')
+}
+
+/// The SQLSTATE of an ErrorResponse body.
+pub fn error_code(body: &[u8]) -> String {
+    error_field(body, b'C')
 }
 
 #[cfg(test)]
@@ -314,6 +324,7 @@ mod tests {
         let m = read_message(&mut &e[..]).await.unwrap();
         assert_eq!(m.kind, b'E');
         assert_eq!(error_text(&m.body), "no token");
+        assert_eq!(error_code(&m.body), "28000");
         assert_eq!(m.bytes(), e);
         let p = password_message("eyJ.x.y");
         assert_eq!(&p[..5], &[b'p', 0, 0, 0, 12]);

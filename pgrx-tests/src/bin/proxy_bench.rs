@@ -4,7 +4,9 @@
 //! - new connections (`pgbench -C`, a login for every `SELECT 1`), 1 client: through the proxy
 //!   (no password; the proxy's cached token) and direct (the same token in PGPASSWORD,
 //!   `sslmode=verify-full`);
-//! - statements on kept connections (`pgbench` without -C), 4 clients, the same two ways.
+//! - statements on kept connections (`pgbench` without -C), 4 clients, the same two ways:
+//!   pgbench's own TPC-B-like transaction (its default), and `SELECT 1` (the relay's worst
+//!   case: nothing but the hop).
 //!
 //! Prints the medians and the medians of the per-round ratios proxy/direct, against the goals
 //! (≥ 0.7 for new connections, ≥ 0.8 for kept ones). Run by bench/proxy.sh (after release
@@ -68,9 +70,18 @@ fn main() {
     let ca = fixture_path("ca.pem");
     let tls = [("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", ca.as_str())];
     // Warm both paths (the keys fetched, the proxy's token cached).
+    let direct_login = || {
+        std::process::Command::new(bin.join("psql"))
+            .args(["-XAtw", "-h", "127.0.0.1", "-p", &pg.port.to_string()])
+            .args(["-U", ROLE, "-d", "postgres", "-c", "SELECT 1"])
+            .env("PGPASSWORD", &token)
+            .envs(tls)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     assert!(Cluster::wait_for(
         std::time::Duration::from_secs(20),
-        || pg.connect(ROLE, &token).is_ok()
+        direct_login
     ));
     pgbench_run(&bin, proxy.port, ROLE, None, 1, 1, script, &[], true);
 
@@ -81,13 +92,55 @@ fn main() {
         proxy: Vec<f64>,
         ratio: Vec<f64>,
     }
+    // pgbench's own tables, for its default (TPC-B-like) transaction, owned by the role.
+    pg.sql(&format!("GRANT CREATE ON SCHEMA public TO {ROLE}"));
+    let init = std::process::Command::new(bin.join("pgbench"))
+        .args([
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg.port.to_string(),
+        ])
+        .args(["-U", ROLE, "postgres"])
+        .env("PGPASSWORD", &token)
+        .envs(tls)
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
     let cases = [
-        ("new connections, 1 client (pgbench -C)", true, 1, 0.7),
-        ("kept connections, 4 clients", false, 4, 0.8),
+        (
+            "new connections, 1 client (pgbench -C)",
+            script,
+            true,
+            1,
+            0.7,
+        ),
+        (
+            "pgbench's TPC-B-like, kept connections, 4 clients",
+            "builtin:tpcb-like",
+            false,
+            4,
+            0.8,
+        ),
+        (
+            "SELECT 1, kept connections, 4 clients",
+            script,
+            false,
+            4,
+            0.8,
+        ),
     ];
     let mut rows: Vec<Row> = cases.iter().map(|_| Row::default()).collect();
     for round in 0..rounds {
-        for (row, (_, connect_each, clients, _)) in rows.iter_mut().zip(cases) {
+        for (row, (_, script, connect_each, clients, _)) in rows.iter_mut().zip(cases) {
             let direct = || {
                 pgbench_run(
                     &bin,
@@ -128,10 +181,10 @@ fn main() {
         }
     }
     println!("{rounds} rounds of {seconds} s; median tps direct over TLS | through the proxy; median of the per-round ratios:");
-    for (mut row, (what, _, _, goal)) in rows.into_iter().zip(cases) {
+    for (mut row, (what, _, _, _, goal)) in rows.into_iter().zip(cases) {
         let ratio = median(&mut row.ratio);
         println!(
-            "  {what:<42} {:>9.1} | {:>9.1}   ratio {ratio:.2} (goal >= {goal}: {})",
+            "  {what:<50} {:>9.1} | {:>9.1}   ratio {ratio:.2} (goal >= {goal}: {})",
             median(&mut row.direct),
             median(&mut row.proxy),
             if ratio >= goal { "met" } else { "NOT met" }
