@@ -41,8 +41,9 @@ impl Proxy {
     /// (and PATH) as its environment; wait until it listens.
     pub fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let port = crate::ports::reserve();
+        // Named `…-<pid>`: the clusters' reaper removes files of test processes that ended.
         let log =
-            crate::cluster::base_dir().join(format!("proxy-{name}-{}.log", std::process::id()));
+            crate::cluster::base_dir().join(format!("proxy-{name}-log-{}", std::process::id()));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let err = std::fs::File::create(&log).unwrap();
         let mut c = Command::new(binary());
@@ -91,7 +92,8 @@ impl Proxy {
     /// by itself within 20 s with a failure, and its output.
     pub fn refuses(args: &[&str]) -> (bool, String) {
         let port = crate::ports::reserve();
-        let log = crate::cluster::base_dir().join(format!("proxy-refuses-{port}.log"));
+        let log = crate::cluster::base_dir()
+            .join(format!("proxy-refuses-{port}-log-{}", std::process::id()));
         std::fs::create_dir_all(log.parent().unwrap()).unwrap();
         let mut c = Command::new(binary());
         c.arg("--listen")
