@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # pgaadauth-proxy vs direct token logins over TLS, side by side in one run: new connections
-# (pgbench -C, 1 client) and statements on kept connections (4 clients), rounds interleaved,
-# medians of the per-round ratios against the goals (0.7 and 0.8). Installs the release build
+# (pgbench -C, 1 client) and statements on kept connections (4 clients, PgBouncer beside as a
+# reference relay), rounds interleaved, medians of the per-round ratios against the goals (0.7
+# and 0.8). Each round twice: the server on half the CPUs and pgbench and the proxy on the
+# other half (as deployed; the goals), and every process on every CPU. Installs the release build
 # of pgaadauth into PostgreSQL $PG_VERSION (default 15) and builds the proxy's release build
 # first. BENCH_ROUNDS and BENCH_SECONDS tune it.
 set -euo pipefail

@@ -154,6 +154,20 @@ pub fn private_file(name: &str, content: &str) -> PathBuf {
     path
 }
 
+/// A server's settings for TLS with the fixtures' certificate for 127.0.0.1, its key copied
+/// where only `postgres` reads it (as the server requires), named after `name`.
+pub fn tls_settings(name: &str) -> [(&'static str, String); 3] {
+    let key = private_file(
+        &format!("{name}-tls.key"),
+        &fs::read_to_string(crate::idp::fixture_path("tls.key")).unwrap(),
+    );
+    [
+        ("ssl", "on".into()),
+        ("ssl_cert_file", crate::idp::fixture_path("tls.pem")),
+        ("ssl_key_file", key.display().to_string()),
+    ]
+}
+
 /// Log in over TCP to 127.0.0.1:`port` (a server, or PgBouncer) with the Rust client.
 pub fn tcp_login(
     port: u16,
@@ -414,6 +428,12 @@ impl Cluster {
         self.append_conf(&text);
         self.sql("SELECT pg_reload_conf()");
         std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// The postmaster's pid (it runs from [`Cluster::launch`] on).
+    pub fn pid(&self) -> u32 {
+        let postmaster = self.postmaster.lock().unwrap_or_else(|e| e.into_inner());
+        postmaster.as_ref().expect("the server runs").id()
     }
 
     /// The pid of the postmaster's child whose process title contains `title`.

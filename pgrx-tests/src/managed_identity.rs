@@ -7,13 +7,36 @@
 //! `GET /app-service/token?api-version=2019-08-01&resource=R` with `X-IDENTITY-HEADER` →
 //! `{"access_token", "expires_on" (epoch seconds, a string), "resource", "token_type"}`.
 
-use crate::idp::{mint, unix_now, Key, TENANT};
+use crate::cluster::{tls_settings, Cluster};
+use crate::idp::{mint, oid_for, unix_now, Idp, Key, RSA1, TENANT};
 use serde_json::json;
 
 /// The path of the endpoint, under the provider's base URL.
 pub const PATH: &str = "/app-service/token";
 /// The secret header value the endpoint requires, as App Service's `IDENTITY_HEADER`.
 pub const IDENTITY_HEADER: &str = "pgaadauth-test-identity-header";
+
+/// The provider issuing tokens of `lifetime` seconds for the managed identity `role`, and a
+/// server (with `settings` besides the provider's and TLS's) that takes TCP logins only over
+/// TLS (pgaadauth's trust line), where `role` is a service principal.
+pub fn served_identity(
+    name: &str,
+    role: &str,
+    lifetime: i64,
+    settings: &[(&'static str, String)],
+) -> (Idp, Cluster) {
+    let idp = Idp::start(&[&RSA1]);
+    idp.issue_managed_identity_tokens(&RSA1, role, &oid_for(role), lifetime);
+    let mut all = idp.entra_settings();
+    all.extend(tls_settings(name));
+    all.extend_from_slice(settings);
+    let pg = Cluster::start_with_hba(name, &all, "hostssl all all 127.0.0.1/32 trust\n");
+    pg.sql(&format!(
+        "SELECT pgaadauth_create_principal_with_oid('{role}', '{}', 'service', false, false)",
+        oid_for(role)
+    ));
+    (idp, pg)
+}
 
 pub(crate) struct ManagedIdentity {
     pub key: &'static Key,

@@ -1,4 +1,4 @@
-//! `pgbench -C` runs for the benchmarks: a new connection (a login) for every transaction.
+//! pgbench runs for the benchmarks, and where their processes may run.
 
 use std::path::Path;
 use std::process::Command;
@@ -20,29 +20,23 @@ pub fn pgbench(
     seconds: u32,
     script: &str,
 ) -> Run {
-    pgbench_env(bin, port, user, password, clients, seconds, script, &[])
-}
-
-/// [`pgbench`] with libpq's environment `env` (e.g. `PGSSLMODE`).
-#[allow(clippy::too_many_arguments)]
-pub fn pgbench_env(
-    bin: &Path,
-    port: u16,
-    user: &str,
-    password: Option<&str>,
-    clients: u32,
-    seconds: u32,
-    script: &str,
-    env: &[(&str, &str)],
-) -> Run {
     pgbench_run(
-        bin, port, user, password, clients, seconds, script, env, true,
+        bin,
+        port,
+        user,
+        password,
+        clients,
+        seconds,
+        script,
+        &[],
+        true,
     )
 }
 
-/// [`pgbench_env`], a new connection for every transaction only when `connect_each` (else
-/// each client keeps its connection; `logins` is then the transactions' count). `script` is a
-/// file, or `builtin:<name>` for one of pgbench's own (`builtin:tpcb-like`).
+/// [`pgbench`] with libpq's environment `env` (e.g. `PGSSLMODE`), a new connection for every
+/// transaction only when `connect_each` (else each client keeps its connection; `logins` is
+/// then the transactions' count). `script` is a file, or `builtin:<name>` for one of
+/// pgbench's own (`builtin:tpcb-like`).
 #[allow(clippy::too_many_arguments)]
 pub fn pgbench_run(
     bin: &Path,
@@ -115,5 +109,62 @@ pub fn median(v: &mut [f64]) -> f64 {
         v[n / 2]
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The CPUs this process may run on, as taskset lists: all of them, and (on two or more) in
+/// two halves, the clients' and the server's, for a benchmark whose server must not share CPUs
+/// with its clients, as when they are different machines. Read before any [`pin`] of this
+/// process.
+pub struct Cpus {
+    pub all: String,
+    pub halves: Option<(String, String)>,
+}
+
+pub fn cpus() -> Cpus {
+    let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list in /proc/self/status")
+        .trim()
+        .to_string();
+    let mut ids: Vec<u32> = vec![];
+    for part in list.split(',') {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        ids.extend(from.parse::<u32>().unwrap()..=to.parse::<u32>().unwrap());
+    }
+    let join = |ids: &[u32]| ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let half = ids.len() / 2;
+    Cpus {
+        halves: (half > 0).then(|| (join(&ids[..half]), join(&ids[half..]))),
+        all: list,
+    }
+}
+
+/// Run process `pid` (every thread of it and, with `children`, of each of its children) on
+/// `cpus`, a taskset list. Processes started later inherit their parent's CPUs.
+pub fn pin(pid: u32, cpus: &str, children: bool) {
+    let taskset = |pid: &str| {
+        Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, pid])
+            .output()
+            .expect("run taskset")
+    };
+    let out = taskset(&pid.to_string());
+    assert!(
+        out.status.success(),
+        "taskset {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if children {
+        let out = Command::new("pgrep")
+            .args(["-P", &pid.to_string()])
+            .output()
+            .expect("run pgrep");
+        // A child may end meanwhile: its taskset fails, and it no longer matters.
+        for child in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            taskset(child);
+        }
     }
 }

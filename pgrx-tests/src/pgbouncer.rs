@@ -42,6 +42,8 @@ pub struct Setup<'a> {
     pub auth: Auth,
     /// Clients must use TLS, with this certificate and key (paths readable by `postgres`).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// TLS to the server (`verify-full`), with this CA file (readable by `postgres`).
+    pub server_ca: Option<PathBuf>,
     /// `so_reuseport = 1` on this port (several processes on one port) instead of a new one.
     pub reuse_port: Option<u16>,
     /// The machine's whole /etc/pam.d (a copy, with the service file added) instead of the
@@ -58,6 +60,7 @@ impl<'a> Setup<'a> {
             dbs,
             auth: Auth::Pam(pam_service(module_args)),
             tls: None,
+            server_ca: None,
             reuse_port: None,
             machine_pam: false,
             pool_size: 4,
@@ -85,7 +88,8 @@ impl PgBouncer {
     }
 
     pub fn start_with(name: &str, server: &Cluster, setup: Setup) -> PgBouncer {
-        let dir = new_dir(name);
+        // Not a cluster's directory of the same name (new_dir empties it).
+        let dir = new_dir(&format!("pgbouncer-{name}"));
         let port = setup.reuse_port.unwrap_or_else(crate::ports::reserve);
         let databases: String = setup
             .dbs
@@ -129,6 +133,13 @@ impl PgBouncer {
                 key.display()
             ),
             None => String::new(),
+        };
+        let tls = match &setup.server_ca {
+            Some(ca) => format!(
+                "{tls}server_tls_sslmode = verify-full\nserver_tls_ca_file = {}\n",
+                ca.display()
+            ),
+            None => tls,
         };
         let reuse = if setup.reuse_port.is_some() {
             "so_reuseport = 1\n"

@@ -41,22 +41,8 @@ impl Proxy {
     /// (and PATH) as its environment; wait until it listens.
     pub fn start(name: &str, args: &[&str], env: &[(&str, &str)]) -> Proxy {
         let port = crate::ports::reserve();
-        // Named `…-<pid>`: the clusters' reaper removes files of test processes that ended.
-        let log =
-            crate::cluster::base_dir().join(format!("proxy-{name}-log-{}", std::process::id()));
-        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-        let err = std::fs::File::create(&log).unwrap();
-        let mut c = Command::new(binary());
-        c.arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(err);
-        let child = children::spawn(c, children::SIGKILL).expect("start pgaadauth-proxy");
+        let log = log_file(name);
+        let child = spawn(port, &log, args, env);
         let proxy = Proxy {
             port,
             log,
@@ -71,6 +57,10 @@ impl Proxy {
             proxy.output()
         );
         proxy
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap().id()
     }
 
     fn exited(&self) -> bool {
@@ -92,19 +82,8 @@ impl Proxy {
     /// by itself within 20 s with a failure, and its output.
     pub fn refuses(args: &[&str]) -> (bool, String) {
         let port = crate::ports::reserve();
-        let log = crate::cluster::base_dir()
-            .join(format!("proxy-refuses-{port}-log-{}", std::process::id()));
-        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-        let mut c = Command::new(binary());
-        c.arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
-        let mut child = children::spawn(c, children::SIGKILL).expect("start pgaadauth-proxy");
+        let log = log_file(&format!("refuses-{port}"));
+        let mut child = spawn(port, &log, args, &[]);
         let mut status = None;
         crate::cluster::Cluster::wait_for(Duration::from_secs(20), || {
             status = child.try_wait().ok().flatten();
@@ -118,6 +97,30 @@ impl Proxy {
         let _ = std::fs::remove_file(&log);
         (status.is_some_and(|s| !s.success()), output)
     }
+}
+
+/// Where a proxy's output goes, named `…-<pid>`: the clusters' reaper removes the files of
+/// test processes that ended, and only those.
+fn log_file(name: &str) -> PathBuf {
+    let log = crate::cluster::base_dir().join(format!("proxy-{name}-log-{}", std::process::id()));
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    log
+}
+
+/// The proxy listening on 127.0.0.1:`port` with `args`, only `env` (and PATH) as its
+/// environment, and its standard error to `log`.
+fn spawn(port: u16, log: &Path, args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(binary());
+    c.arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    children::spawn(c, children::SIGKILL).expect("start pgaadauth-proxy")
 }
 
 impl Drop for Proxy {

@@ -11,9 +11,9 @@
 //! target/clients-venv, the npm packages into examples/clients/node_modules, pgjdbc and HikariCP
 //! from Debian.
 
-use pgaadauth_e2e::cluster::{base_dir, private_file, Cluster};
+use pgaadauth_e2e::cluster::{base_dir, Cluster};
 use pgaadauth_e2e::idp::{fixture_path, oid_for, Idp, RSA1};
-use pgaadauth_e2e::managed_identity::IDENTITY_HEADER;
+use pgaadauth_e2e::managed_identity::{served_identity, IDENTITY_HEADER};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,25 +66,15 @@ const EXAMPLES: [Example; 5] = [
 /// The test provider issuing tokens for the managed identity `orders-app`, mapped to a role;
 /// a server that accepts TCP logins only over TLS, with its log prefixed by the epoch time.
 fn setup(name: &str) -> Setup {
-    let idp = Idp::start(&[&RSA1]);
-    idp.issue_managed_identity_tokens(&RSA1, ROLE, &oid_for(ROLE), LIFETIME);
-    let key = private_file(
-        &format!("{name}-tls.key"),
-        &std::fs::read_to_string(fixture_path("tls.key")).unwrap(),
+    let (idp, pg) = served_identity(
+        name,
+        ROLE,
+        LIFETIME,
+        &[
+            ("pgaadauth.clock_skew", SKEW.to_string()),
+            ("log_line_prefix", "%m [%p] %n ".into()),
+        ],
     );
-    let mut settings = idp.entra_settings();
-    settings.extend([
-        ("pgaadauth.clock_skew", SKEW.to_string()),
-        ("ssl", "on".into()),
-        ("ssl_cert_file", fixture_path("tls.pem")),
-        ("ssl_key_file", key.display().to_string()),
-        ("log_line_prefix", "%m [%p] %n ".into()),
-    ]);
-    let pg = Cluster::start_with_hba(name, &settings, "hostssl all all 127.0.0.1/32 trust\n");
-    pg.sql(&format!(
-        "SELECT pgaadauth_create_principal_with_oid('{ROLE}', '{}', 'service', false, false)",
-        oid_for(ROLE)
-    ));
     Setup { idp, pg }
 }
 

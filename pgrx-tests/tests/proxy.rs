@@ -6,8 +6,8 @@
 //! pool through the proxy past a token's lifetime; no token in the proxy's output.
 
 use pgaadauth_e2e::cluster::{private_file, Cluster};
-use pgaadauth_e2e::idp::{fixture_path, oid_for, Idp, RSA1};
-use pgaadauth_e2e::managed_identity::IDENTITY_HEADER;
+use pgaadauth_e2e::idp::{fixture_path, Idp};
+use pgaadauth_e2e::managed_identity::{served_identity, IDENTITY_HEADER};
 use pgaadauth_e2e::proxy::Proxy;
 use std::path::Path;
 use std::process::Command;
@@ -26,25 +26,15 @@ struct Setup {
 /// The provider issuing short tokens for the managed identity ROLE, mapped to a role; a server
 /// taking TCP logins only over TLS (pgaadauth's trust line).
 fn setup(name: &str) -> Setup {
-    let idp = Idp::start(&[&RSA1]);
-    idp.issue_managed_identity_tokens(&RSA1, ROLE, &oid_for(ROLE), LIFETIME);
-    let key = private_file(
-        &format!("{name}-tls.key"),
-        &std::fs::read_to_string(fixture_path("tls.key")).unwrap(),
+    let (idp, pg) = served_identity(
+        name,
+        ROLE,
+        LIFETIME,
+        &[
+            ("pgaadauth.clock_skew", "2".into()),
+            ("log_connections", "on".into()),
+        ],
     );
-    let mut settings = idp.entra_settings();
-    settings.extend([
-        ("pgaadauth.clock_skew", "2".to_string()),
-        ("ssl", "on".into()),
-        ("ssl_cert_file", fixture_path("tls.pem")),
-        ("ssl_key_file", key.display().to_string()),
-        ("log_connections", "on".into()),
-    ]);
-    let pg = Cluster::start_with_hba(name, &settings, "hostssl all all 127.0.0.1/32 trust\n");
-    pg.sql(&format!(
-        "SELECT pgaadauth_create_principal_with_oid('{ROLE}', '{}', 'service', false, false)",
-        oid_for(ROLE)
-    ));
     Setup { idp, pg }
 }
 

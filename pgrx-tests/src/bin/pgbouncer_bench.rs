@@ -18,7 +18,7 @@
 
 use pgaadauth_e2e::cluster::{self, private_file, Cluster};
 use pgaadauth_e2e::idp::{claims, mint, Idp, RSA1, TENANT};
-use pgaadauth_e2e::pgbench::{env_or, median, pgbench_env};
+use pgaadauth_e2e::pgbench::{env_or, median, pgbench_run};
 use pgaadauth_e2e::pgbouncer::{pam_service, Auth, PgBouncer, Setup};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -205,7 +205,7 @@ fn main() {
                 for (i, (_, port)) in configs.iter().enumerate() {
                     let watched = (i == 1).then(|| (checked.pid(), pooler_backend()));
                     let cpu_before = watched.map(|(b, s)| (cpu_by_thread(b), cpu_by_thread(s)));
-                    let run = pgbench_env(
+                    let run = pgbench_run(
                         &bin,
                         *port,
                         ROLE,
@@ -214,6 +214,7 @@ fn main() {
                         seconds,
                         &script,
                         &[("PGSSLMODE", sslmode)],
+                        true,
                     );
                     if let (Some((b, s)), Some((b0, s0))) = (watched, cpu_before) {
                         checked_logins += run.logins;

@@ -8,13 +8,17 @@
 //!   pgbench's own TPC-B-like transaction (its default), and `SELECT 1` (the relay's worst
 //!   case: nothing but the hop).
 //!
-//! Prints the medians and the medians of the per-round ratios proxy/direct, against the goals
-//! (≥ 0.7 for new connections, ≥ 0.8 for kept ones). Run by bench/proxy.sh (after release
+//! Each round runs them twice: with the server on one half of the CPUs and pgbench and the
+//! proxy on the other (as deployed: the proxy beside its clients, the server on another
+//! machine), and with every process on every CPU. Prints the medians and the medians of the
+//! per-round ratios proxy/direct, against the goals (≥ 0.7 for new connections, ≥ 0.8 for
+//! kept ones) for the first. Run by bench/proxy.sh (after release
 //! builds of the extension and the proxy). Environment: BENCH_ROUNDS (5), BENCH_SECONDS (3).
 
-use pgaadauth_e2e::cluster::{private_file, Cluster};
+use pgaadauth_e2e::cluster::{private_file, tls_settings, Cluster};
 use pgaadauth_e2e::idp::{claims, fixture_path, mint, Idp, RSA1};
-use pgaadauth_e2e::pgbench::{env_or, median, pgbench_run};
+use pgaadauth_e2e::pgbench::{cpus, env_or, median, pgbench_run, pin};
+use pgaadauth_e2e::pgbouncer::{Auth, PgBouncer, Setup};
 use pgaadauth_e2e::proxy::Proxy;
 
 const OID: &str = "0c0c0000-1111-4222-8333-444455556666";
@@ -24,17 +28,9 @@ fn main() {
     let rounds: usize = env_or("BENCH_ROUNDS", 5);
     let seconds: u32 = env_or("BENCH_SECONDS", 3);
     let idp = Idp::start(&[&RSA1]);
-    let key = private_file(
-        "proxy-bench-tls.key",
-        &std::fs::read_to_string(fixture_path("tls.key")).unwrap(),
-    );
     let mut settings = idp.entra_settings();
-    settings.extend([
-        ("ssl", "on".to_string()),
-        ("ssl_cert_file", fixture_path("tls.pem")),
-        ("ssl_key_file", key.display().to_string()),
-        ("max_connections", "100".into()),
-    ]);
+    settings.extend(tls_settings("proxy-bench"));
+    settings.push(("max_connections", "100".into()));
     let pg = Cluster::start_with_hba(
         "proxy-bench",
         &settings,
@@ -85,12 +81,12 @@ fn main() {
     ));
     pgbench_run(&bin, proxy.port, ROLE, None, 1, 1, script, &[], true);
 
-    /// One comparison: its tps direct and through the proxy, and their ratio, per round.
+    /// One comparison per round: tps direct, through the proxy and through PgBouncer (none
+    /// for new connections: it would reuse its server connections).
     #[derive(Default)]
     struct Row {
-        direct: Vec<f64>,
-        proxy: Vec<f64>,
-        ratio: Vec<f64>,
+        tps: [Vec<f64>; 3],
+        ratios: [Vec<f64>; 2],
     }
     // pgbench's own tables, for its default (TPC-B-like) transaction, owned by the role.
     pg.sql(&format!("GRANT CREATE ON SCHEMA public TO {ROLE}"));
@@ -138,57 +134,115 @@ fn main() {
             0.8,
         ),
     ];
-    let mut rows: Vec<Row> = cases.iter().map(|_| Row::default()).collect();
+    // Where the processes run. The goals are for the proxy as deployed: beside its clients,
+    // the server on another machine, here the other half of the CPUs. On shared CPUs (printed
+    // too) every hop also waits for a CPU the server and pgbench keep busy.
+    let cpus = cpus();
+    let mut topologies: Vec<(String, Option<(String, String)>)> = vec![];
+    if let Some((clients, server)) = cpus.halves.clone() {
+        topologies.push((
+            format!("the server on CPUs {server}; pgbench and the proxy on CPUs {clients}"),
+            Some((clients, server)),
+        ));
+    }
+    topologies.push(("every process on every CPU".into(), None));
+    // A relay in C for reference: PgBouncer in session mode, trusting its clients and logging
+    // in to the server with the token, as the proxy does (TLS to the server, none to pgbench).
+    let bouncer = PgBouncer::start_with(
+        "proxy-bench-pgbouncer",
+        &pg,
+        Setup {
+            auth: Auth::Trust {
+                user: ROLE.into(),
+                password: token.clone(),
+            },
+            server_ca: Some(ca.clone().into()),
+            pool_size: 4,
+            ..Setup::pam("session", &["postgres"], "")
+        },
+    );
+    let me = std::process::id();
+    let mut rows: Vec<Vec<Row>> = topologies
+        .iter()
+        .map(|_| cases.iter().map(|_| Row::default()).collect())
+        .collect();
     for round in 0..rounds {
-        for (row, (_, script, connect_each, clients, _)) in rows.iter_mut().zip(cases) {
-            let direct = || {
-                pgbench_run(
-                    &bin,
-                    pg.port,
-                    ROLE,
-                    Some(&token),
-                    clients,
-                    seconds,
-                    script,
-                    &tls,
-                    connect_each,
-                )
+        for (rows, (_, halves)) in rows.iter_mut().zip(&topologies) {
+            let (clients_cpus, server_cpus) = match halves {
+                Some((c, s)) => (c.as_str(), s.as_str()),
+                None => (cpus.all.as_str(), cpus.all.as_str()),
             };
-            let via = || {
-                pgbench_run(
-                    &bin,
-                    proxy.port,
-                    ROLE,
-                    None,
-                    clients,
-                    seconds,
-                    script,
-                    &[],
-                    connect_each,
-                )
-            };
-            // Alternate which goes first.
-            let (d, p) = if round % 2 == 0 {
-                let d = direct();
-                (d, via())
-            } else {
-                let p = via();
-                (direct(), p)
-            };
-            row.direct.push(d.tps);
-            row.proxy.push(p.tps);
-            row.ratio.push(p.tps / d.tps);
+            pin(pg.pid(), server_cpus, true);
+            pin(proxy.pid(), clients_cpus, false);
+            pin(bouncer.pid(), clients_cpus, false);
+            // pgbench, started from here, inherits this process's CPUs.
+            pin(me, clients_cpus, false);
+            for (row, (_, script, connect_each, clients, _)) in rows.iter_mut().zip(cases) {
+                let run = |port, password, env: &[(&str, &str)]| {
+                    pgbench_run(
+                        &bin,
+                        port,
+                        ROLE,
+                        password,
+                        clients,
+                        seconds,
+                        script,
+                        env,
+                        connect_each,
+                    )
+                    .tps
+                };
+                let mut runs: Vec<Box<dyn Fn() -> f64>> = vec![
+                    Box::new(|| run(pg.port, Some(&token), &tls)),
+                    Box::new(|| run(proxy.port, None, &[])),
+                ];
+                if !connect_each {
+                    runs.push(Box::new(|| run(bouncer.port, None, &[])));
+                }
+                // A different one goes first in each round.
+                let mut tps = vec![0.0; runs.len()];
+                for i in 0..runs.len() {
+                    let i = (i + round) % runs.len();
+                    tps[i] = runs[i]();
+                }
+                for (i, t) in tps.iter().enumerate() {
+                    row.tps[i].push(*t);
+                    if i > 0 {
+                        row.ratios[i - 1].push(t / tps[0]);
+                    }
+                }
+            }
         }
     }
-    println!("{rounds} rounds of {seconds} s; median tps direct over TLS | through the proxy; median of the per-round ratios:");
-    for (mut row, (what, _, _, _, goal)) in rows.into_iter().zip(cases) {
-        let ratio = median(&mut row.ratio);
-        println!(
-            "  {what:<50} {:>9.1} | {:>9.1}   ratio {ratio:.2} (goal >= {goal}: {})",
-            median(&mut row.direct),
-            median(&mut row.proxy),
-            if ratio >= goal { "met" } else { "NOT met" }
-        );
+    println!(
+        "{rounds} rounds of {seconds} s; median tps direct over TLS | through the proxy | through \
+         PgBouncer (a relay in C, for reference); medians of the per-round ratios to direct:"
+    );
+    for (t, (rows, (where_, _))) in rows.into_iter().zip(&topologies).enumerate() {
+        println!("{where_}:");
+        for (mut row, (what, _, _, _, goal)) in rows.into_iter().zip(cases) {
+            let ratio = median(&mut row.ratios[0]);
+            // The goals are judged where the processes run as deployed (the first).
+            let verdict = match (t, ratio >= goal) {
+                (0, true) => format!("(goal >= {goal}: met)"),
+                (0, false) => format!("(goal >= {goal}: NOT met)"),
+                _ => String::new(),
+            };
+            let bouncer = if row.tps[2].is_empty() {
+                format!("{:>9}", "-")
+            } else {
+                format!(
+                    "{:>9.1} (ratio {:.2})",
+                    median(&mut row.tps[2]),
+                    median(&mut row.ratios[1])
+                )
+            };
+            println!(
+                "  {what:<50} {:>9.1} | {:>9.1} (ratio {ratio:.2}) | {bouncer}  {verdict}",
+                median(&mut row.tps[0]),
+                median(&mut row.tps[1]),
+            );
+        }
     }
     let out = proxy.output();
     assert!(!out.contains(&token), "the token in the proxy's output");
