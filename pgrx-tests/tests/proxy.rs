@@ -331,6 +331,64 @@ fn tls_from_clients_a_unix_socket_and_a_pinned_role() {
 }
 
 #[test]
+fn large_copies_pass_unchanged_both_ways_with_and_without_client_tls() {
+    let s = setup("proxy-copy");
+    s.pg.sql(&format!(
+        "CREATE TABLE lines (n serial PRIMARY KEY, line text); \
+         GRANT ALL ON lines, lines_n_seq TO \"{ROLE}\""
+    ));
+    let key = private_file(
+        "proxy-copy-tls.key",
+        &std::fs::read_to_string(fixture_path("tls.key")).unwrap(),
+    );
+    let (cert, key) = (fixture_path("tls.pem"), key.display().to_string());
+    let proxy = s.proxy("copy", "ca.pem", &["--tls-cert", &cert, "--tls-key", &key]);
+    // About 16 MB of lines, each different.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let text: String = (0..150_000)
+        .map(|i| {
+            let mut line = format!("{i:08}");
+            for _ in 0..6 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                line.push_str(&format!(" {x:016x}"));
+            }
+            line
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file =
+        pgaadauth_e2e::cluster::base_dir().join(format!("proxy-copy-lines-{}", std::process::id()));
+    std::fs::write(&file, format!("{text}\n")).unwrap();
+    let ca = fixture_path("ca.pem");
+    for env in [
+        vec![("PGSSLMODE", "disable")],
+        vec![("PGSSLMODE", "verify-full"), ("PGSSLROOTCERT", ca.as_str())],
+    ] {
+        s.pg.sql("TRUNCATE lines RESTART IDENTITY");
+        let upload = format!("\\copy lines(line) FROM '{}'", file.display());
+        let (ok, out) = s.run_psql("127.0.0.1", proxy.port, ROLE, &env, &upload);
+        assert!(ok && out == "COPY 150000", "{env:?}: {out}");
+        // What the server holds, read past the proxy.
+        let stored =
+            s.pg.sql("SELECT string_agg(line, E'\\n' ORDER BY n) FROM lines");
+        assert!(stored == text, "{env:?}: the server holds other lines");
+        let (ok, out) = s.run_psql(
+            "127.0.0.1",
+            proxy.port,
+            ROLE,
+            &env,
+            "COPY (SELECT line FROM lines ORDER BY n) TO STDOUT",
+        );
+        assert!(ok, "{env:?}: {}", &out[..out.len().min(500)]);
+        assert!(out == text, "{env:?}: other lines came back");
+    }
+    let _ = std::fs::remove_file(&file);
+    s.no_token_in(&proxy);
+}
+
+#[test]
 fn bad_arguments_are_refused_clearly() {
     let ca = fixture_path("ca.pem");
     let db = format!("host=db sslrootcert={ca}");

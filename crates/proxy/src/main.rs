@@ -3,6 +3,7 @@
 //! bytes both ways unchanged. docs/proxy.md.
 
 mod conninfo;
+mod relay;
 mod session;
 mod sources;
 mod token;

@@ -1,8 +1,9 @@
 //! One client connection: its startup packet (TLS when the proxy has a certificate; GSS
 //! encryption declined), a cancel passed on, or a login to the server with the shared token
 //! (and with --fallback-password, the client's own password when that login is refused); then
-//! the bytes relayed both ways unchanged, with tokio's backpressure.
+//! the bytes relayed both ways unchanged (crate::relay).
 
+use crate::relay::{IntoSide, IntoSocket};
 use crate::token::Tokens;
 use crate::upstream::{Connector, Server};
 use crate::wire::{self, First, Message};
@@ -25,8 +26,8 @@ pub struct Shared {
     pub tls: Option<TlsAcceptor>,
 }
 
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + IntoSide {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + IntoSide> Stream for T {}
 
 /// Why a connection ended early: what the client is told (a SQLSTATE and a message; nothing
 /// when it is gone or was answered already), and the proxy's log line.
@@ -61,7 +62,7 @@ async fn timed<T>(what: &str, step: impl Future<Output = Result<T, String>>) -> 
 }
 
 /// Serve one client.
-pub async fn run<C: Stream>(mut client: C, shared: Arc<Shared>) {
+pub async fn run<C: Stream + IntoSocket>(mut client: C, shared: Arc<Shared>) {
     // libpq sends a GSSENCRequest (declined here) before its SSLRequest when it has Kerberos
     // credentials: TLS is offered for an SSLRequest first or second.
     let mut first = timed("a client's startup", wire::read_first(&mut client)).await;
@@ -98,11 +99,15 @@ async fn finish<C: Stream>(
     first: Result<First, String>,
     encrypted: bool,
 ) -> Result<(), String> {
-    let outcome = serve(&mut client, shared, first, encrypted).await;
-    if let Err(Failure {
+    let failure = match serve(&mut client, shared, first, encrypted).await {
+        Ok(Some(server)) => return relay(client, server).await.map_err(|f| f.log),
+        Ok(None) => None,
+        Err(f) => Some(f),
+    };
+    if let Some(Failure {
         client: Some((code, text)),
         ..
-    }) = &outcome
+    }) = &failure
     {
         let _ = client
             .write_all(&wire::error_response(
@@ -112,15 +117,16 @@ async fn finish<C: Stream>(
             .await;
     }
     let _ = client.shutdown().await;
-    outcome.map_err(|f| f.log)
+    failure.map_or(Ok(()), |f| Err(f.log))
 }
 
+/// The login: the server's connection to relay, or none (a cancel, passed on).
 async fn serve<C: Stream>(
     client: &mut C,
     shared: &Shared,
     first: Result<First, String>,
     encrypted: bool,
-) -> Result<(), Failure> {
+) -> Result<Option<Server>, Failure> {
     let mut first = first.map_err(Failure::quiet)?;
     // Encryption requests declined (at most one of each, as libpq sends them).
     for _ in 0..2 {
@@ -140,7 +146,7 @@ async fn serve<C: Stream>(
             let mut server = shared.connector.connect().await.map_err(Failure::quiet)?;
             server.write_all(&packet).await.map_err(Failure::quiet)?;
             let _ = server.shutdown().await;
-            return Ok(());
+            return Ok(None);
         }
         First::Startup { version, params } => (version, params),
         First::SslRequest | First::GssEncRequest => {
@@ -187,7 +193,7 @@ async fn serve<C: Stream>(
                 &mut negotiated,
             );
             match login.await? {
-                Login::Done => return relay(client, server).await,
+                Login::Done => return Ok(Some(server)),
                 Login::Refused(error)
                     if shared.fallback_password
                         && matches!(wire::error_code(&error.body).as_str(), "28P01" | "28000") =>
@@ -242,7 +248,7 @@ async fn serve<C: Stream>(
                 .await
                 .map_err(Failure::quiet)?;
             eprintln!("pgaadauth-proxy: {user:?} logged in with a password, not a token");
-            relay(client, server).await
+            Ok(Some(server))
         }
         Login::Refused(error) => {
             let _ = client.write_all(&error.bytes()).await;
@@ -383,12 +389,14 @@ async fn login<C: Stream>(
     }
 }
 
-/// The bytes both ways, unchanged, until either side closes (a side that just goes away is
-/// no error).
-async fn relay<C: Stream>(client: &mut C, mut server: Server) -> Result<(), Failure> {
+/// The bytes both ways, unchanged, until both sides close (a side that just goes away is no
+/// error).
+async fn relay<C: Stream>(client: C, server: Server) -> Result<(), Failure> {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    match tokio::io::copy_bidirectional(client, &mut server).await {
-        Ok(_) => Ok(()),
+    let client = client.into_side().map_err(Failure::quiet)?;
+    let server = server.into_side().map_err(Failure::quiet)?;
+    match crate::relay::relay(client, server).await {
+        Ok(()) => Ok(()),
         Err(e)
             if matches!(
                 e.kind(),
