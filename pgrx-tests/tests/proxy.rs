@@ -388,6 +388,75 @@ fn large_copies_pass_unchanged_both_ways_with_and_without_client_tls() {
     s.no_token_in(&proxy);
 }
 
+/// The relay threads the proxy has (each logged-in connection has two).
+fn relay_threads(proxy: &Proxy) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|name| name.trim() == "relay")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_session_the_server_ends_ends_for_an_idle_client_and_sockets_have_keepalive() {
+    use std::io::{Read, Write};
+    let s = setup("proxy-end");
+    let proxy = s.proxy("end", "ca.pem", &[]);
+    // A client that logs in and then neither reads nor writes, as psql at its prompt.
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let mut startup = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", ROLE), ("database", "postgres")] {
+        startup.extend_from_slice(format!("{k}\0{v}\0").as_bytes());
+    }
+    startup.push(0);
+    let mut packet = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&startup);
+    client.write_all(&packet).unwrap();
+    let mut seen = Vec::new();
+    // Until ReadyForQuery ('Z', length 5, then the status).
+    while !seen.windows(5).any(|w| w == [b'Z', 0, 0, 0, 5]) {
+        let mut buf = [0u8; 4096];
+        let n = client.read(&mut buf).unwrap();
+        assert!(n > 0, "the proxy closed the login: {seen:?}");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(Cluster::wait_for(WAIT, || relay_threads(&proxy) == 2));
+    // Both of the proxy's sockets of this connection have TCP keepalive ("tr" 2 in
+    // /proc/net/tcp: its timer runs).
+    let tcp = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let with = |port: u16, local: bool| {
+        tcp.lines().skip(1).any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let address = if local { f[1] } else { f[2] };
+            address.ends_with(&format!(":{port:04X}")) && f[3] == "01" && f[5].starts_with("02:")
+        })
+    };
+    assert!(with(proxy.port, true), "the client's socket:\n{tcp}");
+    assert!(with(s.pg.port, false), "the server's socket:\n{tcp}");
+    // The server ends the session: the client reads the server's FATAL and the end, and the
+    // relay's threads are gone while the client still holds its socket.
+    s.pg.sql(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{ROLE}'"
+    ));
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).unwrap();
+    assert!(
+        String::from_utf8_lossy(&rest).contains("terminating connection"),
+        "{rest:?}"
+    );
+    assert!(
+        Cluster::wait_for(WAIT, || relay_threads(&proxy) == 0),
+        "{} relay threads remain",
+        relay_threads(&proxy)
+    );
+    drop(client);
+    s.no_token_in(&proxy);
+}
+
 #[test]
 fn bad_arguments_are_refused_clearly() {
     let ca = fixture_path("ca.pem");

@@ -9,12 +9,21 @@
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// Bytes read from a socket at once.
 const READ_SIZE: usize = 32 * 1024;
 /// A relay thread's stack: the buffers are on the heap.
 const STACK_SIZE: usize = 256 * 1024;
+/// TCP keepalive on both sockets: a peer gone without a word (a machine off, a NAT's state
+/// dropped) ends its connection and threads after about 2 minutes, as PostgreSQL's own
+/// tcp_keepalives_* would.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+const KEEPALIVE_PROBES: u32 = 4;
+/// How long the last words to a client may take once its server failed.
+const LAST_WORDS: Duration = Duration::from_secs(1);
 
 /// A connected socket, out of the runtime, in blocking mode.
 pub enum Socket {
@@ -43,6 +52,13 @@ impl Socket {
             Socket::Unix(s) => s.shutdown(how),
         };
     }
+
+    fn set_write_timeout(&self, timeout: Duration) {
+        let _ = match self {
+            Socket::Tcp(s) => s.set_write_timeout(Some(timeout)),
+            Socket::Unix(s) => s.set_write_timeout(Some(timeout)),
+        };
+    }
 }
 
 /// A runtime's socket, as a [`Socket`].
@@ -54,6 +70,11 @@ impl IntoSocket for tokio::net::TcpStream {
     fn into_socket(self) -> io::Result<Socket> {
         let s = self.into_std()?;
         s.set_nonblocking(false)?;
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES);
+        socket2::SockRef::from(&s).set_tcp_keepalive(&keepalive)?;
         Ok(Socket::Tcp(s))
     }
 }
@@ -76,8 +97,7 @@ pub struct Side {
 struct Tls {
     session: Mutex<rustls::Connection>,
     /// Held while records are taken from the session and written, so that they leave in the
-    /// order they were sealed (both threads may send: data, or an answer to the peer's
-    /// key update). Taken before `session`.
+    /// order they were sealed. Taken before `session`, never while holding it.
     send: Mutex<()>,
 }
 
@@ -109,7 +129,7 @@ impl<S: IntoSocket> IntoSide for tokio_rustls::client::TlsStream<S> {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -127,7 +147,8 @@ impl Side {
     }
 
     /// The plaintext this side sent next, into `out` (emptied first), reading its socket into
-    /// `raw` as needed: at least one byte, or none when it has closed.
+    /// `raw` as needed: at least one byte, or none when it has closed. At most what one read
+    /// of the socket decrypts to.
     fn read(&self, raw: &mut [u8], out: &mut Vec<u8>) -> io::Result<()> {
         out.clear();
         let Some(tls) = &self.tls else {
@@ -136,50 +157,58 @@ impl Side {
             return Ok(());
         };
         loop {
-            let mut session = lock(&tls.session);
-            // Appends what there is; WouldBlock once nothing is left, Ok at close_notify.
-            match session.reader().read_to_end(out) {
-                Ok(_) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-            if !out.is_empty() {
+            if take_plaintext(&mut lock(&tls.session), out)? || !out.is_empty() {
                 return Ok(());
             }
-            drop(session);
             let n = self.socket.read(raw)?;
             let mut session = lock(&tls.session);
             let mut rest = &raw[..n];
-            loop {
+            let result = loop {
                 // Ok(0) at the socket's end: the reader then says whether it was clean.
-                session.read_tls(&mut rest)?;
-                session
-                    .process_new_packets()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                if let Err(e) = session.read_tls(&mut rest) {
+                    break Err(e);
+                }
+                if let Err(e) = session.process_new_packets() {
+                    break Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
                 if rest.is_empty() {
-                    break;
+                    break Ok(false);
                 }
-                // The session's buffer was full: take its plaintext out, then feed the rest.
-                match session.reader().read_to_end(out) {
-                    Ok(_) => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
+                // The session takes a few KiB at a time: its plaintext out, then the rest.
+                match take_plaintext(&mut session, out) {
+                    Ok(false) => {}
+                    other => break other,
                 }
-            }
+            };
             let answer = session.wants_write();
             drop(session);
             if answer {
-                self.write(&[], &mut Vec::new())?;
+                // An alert, or the refusal of a renegotiation: sent now unless the other
+                // thread is writing to this side (then with its next write), so that this one
+                // never waits on a peer that may be waiting on it.
+                if let Ok(_sending) = tls.send.try_lock() {
+                    self.send_sealed(tls, &[], &mut Vec::new())?;
+                }
+            }
+            if result? {
+                return Ok(());
             }
         }
     }
 
     /// Send `data` (and any records waiting), sealing into `sealed` first with TLS.
     fn write(&self, data: &[u8], sealed: &mut Vec<u8>) -> io::Result<()> {
-        let Some(tls) = &self.tls else {
-            return self.socket.write_all(data);
-        };
-        let _send = lock(&tls.send);
+        match &self.tls {
+            None => self.socket.write_all(data),
+            Some(tls) => {
+                let _sending = lock(&tls.send);
+                self.send_sealed(tls, data, sealed)
+            }
+        }
+    }
+
+    /// [`Side::write`] with TLS, `tls.send` held.
+    fn send_sealed(&self, tls: &Tls, data: &[u8], sealed: &mut Vec<u8>) -> io::Result<()> {
         sealed.clear();
         {
             let mut session = lock(&tls.session);
@@ -201,6 +230,16 @@ impl Side {
     }
 }
 
+/// The session's plaintext appended to `out`; whether the peer closed it (close_notify).
+fn take_plaintext(session: &mut rustls::Connection, out: &mut Vec<u8>) -> io::Result<bool> {
+    // Appends what there is, then WouldBlock; Ok once the peer has closed.
+    match session.reader().read_to_end(out) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// One direction until `from` closes (then `to` is told) or fails.
 fn pump(from: &Side, to: &Side) -> io::Result<()> {
     let mut raw = vec![0; READ_SIZE];
@@ -216,56 +255,103 @@ fn pump(from: &Side, to: &Side) -> io::Result<()> {
     }
 }
 
-/// Relay between `client` and `server` until both directions have ended; a failure of either
-/// ends both (its sockets shut, so the other thread's read returns).
-pub async fn relay(client: Side, server: Side) -> io::Result<()> {
-    let (done, ended) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("relay".into())
-        .stack_size(STACK_SIZE)
-        .spawn(move || {
-            let _ = done.send(both_ways(client, server));
-        })?;
-    ended.await.unwrap_or(Ok(()))
+/// The two sides, and the first failure of either direction: the cause (what follows it,
+/// such as the other thread's read ending when the sockets are shut, is not).
+struct Connection {
+    client: Side,
+    server: Side,
+    failure: Mutex<Option<io::Error>>,
 }
 
-fn both_ways(client: Side, server: Side) -> io::Result<()> {
-    let (client, server) = (Arc::new(client), Arc::new(server));
-    let fail = |client: &Side, server: &Side| {
-        client.socket.shutdown(Shutdown::Both);
-        server.socket.shutdown(Shutdown::Both);
-    };
-    // Records the login left sealed and unsent.
-    for side in [&client, &server] {
-        if let Err(e) = side.write(&[], &mut Vec::new()) {
-            fail(&client, &server);
-            return Err(e);
-        }
-    }
-    let (c, s) = (client.clone(), server.clone());
-    let upward = std::thread::Builder::new()
-        .name("relay".into())
-        .stack_size(STACK_SIZE)
-        .spawn(move || {
-            let result = pump(&c, &s);
-            if result.is_err() {
-                fail(&c, &s);
+impl Connection {
+    /// Both directions end: `e` is kept if it is the first failure, the client is told with
+    /// close_notify when its server failed, and both sockets are shut so that a thread
+    /// blocked on either returns.
+    fn fail(&self, e: io::Error, server_failed: bool) {
+        let first = {
+            let mut failure = lock(&self.failure);
+            let first = failure.is_none();
+            if first {
+                *failure = Some(e);
             }
-            result
-        });
-    let upward = match upward {
-        Ok(thread) => thread,
-        Err(e) => {
-            fail(&client, &server);
-            return Err(e);
+            first
+        };
+        if first && server_failed {
+            self.client.socket.set_write_timeout(LAST_WORDS);
+            self.client.finish();
         }
-    };
-    let downward = pump(&server, &client);
-    if downward.is_err() {
-        fail(&client, &server);
+        self.client.socket.shutdown(Shutdown::Both);
+        self.server.socket.shutdown(Shutdown::Both);
     }
-    let upward = upward
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("a relay thread panicked")));
-    downward.and(upward)
+
+    /// One direction on this thread, and the connection failed if it fails or panics.
+    fn pump(&self, upward: bool) {
+        struct OnUnwind<'a>(&'a Connection, bool);
+        impl Drop for OnUnwind<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0
+                        .fail(io::Error::other("a relay thread panicked"), !self.1);
+                }
+            }
+        }
+        let _guard = OnUnwind(self, upward);
+        let result = if upward {
+            pump(&self.client, &self.server)
+        } else {
+            pump(&self.server, &self.client)
+        };
+        match result {
+            Err(e) => self.fail(e, !upward),
+            // The server has closed: nothing more from the client can reach it, so the
+            // upward thread need not wait for the client's next word.
+            Ok(()) if !upward => self.client.socket.shutdown(Shutdown::Read),
+            Ok(()) => {}
+        }
+    }
+}
+
+/// Relay between `client` and `server` until both directions have ended; a failure of either
+/// ends both. When a thread cannot start, the client gets `refusal(the error)` (a protocol
+/// message) and the error its context.
+pub async fn relay(
+    client: Side,
+    server: Side,
+    refusal: impl FnOnce(&io::Error) -> Vec<u8>,
+) -> io::Result<()> {
+    let connection = Arc::new(Connection {
+        client,
+        server,
+        failure: Mutex::new(None),
+    });
+    // Records the login left sealed and unsent.
+    for side in [&connection.client, &connection.server] {
+        side.write(&[], &mut Vec::new())?;
+    }
+    // Each thread holds the sender: the receiver wakes once both have ended (even by a panic).
+    let (done, ended) = tokio::sync::oneshot::channel::<()>();
+    let done = Arc::new(done);
+    let spawn = |upward: bool| {
+        let (connection, done) = (connection.clone(), done.clone());
+        std::thread::Builder::new()
+            .name("relay".into())
+            .stack_size(STACK_SIZE)
+            .spawn(move || {
+                connection.pump(upward);
+                drop(done);
+            })
+    };
+    // Upward first: until the downward thread runs, nothing but this writes to the client.
+    if let Err(e) = spawn(true).and_then(|_| spawn(false)) {
+        let _ = connection.client.write(&refusal(&e), &mut Vec::new());
+        connection.fail(io::Error::other("no relay thread"), false);
+        return Err(io::Error::new(
+            e.kind(),
+            format!("could not start a relay thread: {e}"),
+        ));
+    }
+    drop(done);
+    let _ = ended.await;
+    let failure = lock(&connection.failure).take();
+    failure.map_or(Ok(()), Err)
 }

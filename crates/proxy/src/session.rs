@@ -395,7 +395,13 @@ async fn relay<C: Stream>(client: C, server: Server) -> Result<(), Failure> {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     let client = client.into_side().map_err(Failure::quiet)?;
     let server = server.into_side().map_err(Failure::quiet)?;
-    match crate::relay::relay(client, server).await {
+    let refusal = |e: &std::io::Error| {
+        wire::error_response(
+            "53000",
+            &format!("pgaadauth-proxy: could not start a relay thread: {e}"),
+        )
+    };
+    match crate::relay::relay(client, server, refusal).await {
         Ok(()) => Ok(()),
         Err(e)
             if matches!(
