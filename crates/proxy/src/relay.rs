@@ -5,7 +5,7 @@
 //! a task woken through the runtime's event loop runs wherever a worker is free. A thread
 //! blocked in `read` is woken by the kernel as its peer writes and runs where that peer ran,
 //! as a client and its backend do. Measured with pgbench on 2 CPUs shared with the server
-//! (docs/proxy.md): `SELECT 1` on kept connections at 0.35 of direct on tasks, 0.71 here.
+//! (docs/proxy.md): `SELECT 1` on kept connections at 0.35 of direct on tasks, 0.67–0.71 here.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
