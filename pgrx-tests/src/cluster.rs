@@ -168,6 +168,21 @@ pub fn tls_settings(name: &str) -> [(&'static str, String); 3] {
     ]
 }
 
+/// A protocol 3.0 StartupMessage with `params` (user, database, …), for a raw client.
+pub fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
+    let mut body = 196608i32.to_be_bytes().to_vec();
+    for (k, v) in params {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
+
 /// Log in over TCP to 127.0.0.1:`port` (a server, or PgBouncer) with the Rust client.
 pub fn tcp_login(
     port: u16,

@@ -364,17 +364,7 @@ fn createrole_cannot_make_itself_an_entra_administrator() {
 fn first_auth_request(port: u16, user: &str) -> i32 {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut body = Vec::new();
-    body.extend_from_slice(&196608i32.to_be_bytes()); // protocol 3.0
-    for (k, v) in [("user", user), ("database", "postgres")] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut msg = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    msg.extend_from_slice(&body);
+    let msg = pgaadauth_e2e::cluster::startup_packet(&[("user", user), ("database", "postgres")]);
     s.write_all(&msg).unwrap();
     let mut head = [0u8; 9];
     s.read_exact(&mut head).unwrap();

@@ -578,16 +578,8 @@ fn a_client_without_a_token_is_told_where_to_get_one() {
 fn raw_oauthbearer(port: u16, mech: &str, initial: &[u8]) -> (bool, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut body = 196608i32.to_be_bytes().to_vec();
-    for (k, v) in [("user", "oauth-user"), ("database", "oauthdb")] {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-    startup.extend_from_slice(&body);
+    let startup =
+        pgaadauth_e2e::cluster::startup_packet(&[("user", "oauth-user"), ("database", "oauthdb")]);
     s.write_all(&startup).unwrap();
     let mut received = Vec::new();
     let mut first = true;

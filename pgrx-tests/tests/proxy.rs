@@ -5,7 +5,7 @@
 //! pg_sleep; the password fallback with its NOTICE, and a wrong password refused; a psycopg
 //! pool through the proxy past a token's lifetime; no token in the proxy's output.
 
-use pgaadauth_e2e::cluster::{private_file, Cluster};
+use pgaadauth_e2e::cluster::{private_file, startup_packet, Cluster};
 use pgaadauth_e2e::idp::{fixture_path, Idp};
 use pgaadauth_e2e::managed_identity::{served_identity, IDENTITY_HEADER};
 use pgaadauth_e2e::proxy::Proxy;
@@ -282,11 +282,7 @@ fn tls_from_clients_a_unix_socket_and_a_pinned_role() {
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join(".s.PGSQL.6432");
     let socket_arg = socket.display().to_string();
-    let key = private_file(
-        "proxy-client-tls.key",
-        &std::fs::read_to_string(fixture_path("tls.key")).unwrap(),
-    );
-    let (cert, key) = (fixture_path("tls.pem"), key.display().to_string());
+    let (cert, key) = client_tls("proxy-client-tls.key");
     let proxy = s.proxy(
         "tls",
         "ca.pem",
@@ -337,11 +333,7 @@ fn large_copies_pass_unchanged_both_ways_with_and_without_client_tls() {
         "CREATE TABLE lines (n serial PRIMARY KEY, line text); \
          GRANT ALL ON lines, lines_n_seq TO \"{ROLE}\""
     ));
-    let key = private_file(
-        "proxy-copy-tls.key",
-        &std::fs::read_to_string(fixture_path("tls.key")).unwrap(),
-    );
-    let (cert, key) = (fixture_path("tls.pem"), key.display().to_string());
+    let (cert, key) = client_tls("proxy-copy-tls.key");
     let proxy = s.proxy("copy", "ca.pem", &["--tls-cert", &cert, "--tls-key", &key]);
     // About 16 MB of lines, each different.
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -388,6 +380,15 @@ fn large_copies_pass_unchanged_both_ways_with_and_without_client_tls() {
     s.no_token_in(&proxy);
 }
 
+/// The proxy's certificate and key (a private copy named `name`) for TLS with its clients.
+fn client_tls(name: &str) -> (String, String) {
+    let key = private_file(
+        name,
+        &std::fs::read_to_string(fixture_path("tls.key")).unwrap(),
+    );
+    (fixture_path("tls.pem"), key.display().to_string())
+}
+
 /// The relay threads the proxy has (each logged-in connection has two).
 fn relay_threads(proxy: &Proxy) -> usize {
     std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
@@ -408,14 +409,9 @@ fn a_session_the_server_ends_ends_for_an_idle_client_and_sockets_have_keepalive(
     // A client that logs in and then neither reads nor writes, as psql at its prompt.
     let mut client = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
     client.set_read_timeout(Some(WAIT)).unwrap();
-    let mut startup = 196608u32.to_be_bytes().to_vec();
-    for (k, v) in [("user", ROLE), ("database", "postgres")] {
-        startup.extend_from_slice(format!("{k}\0{v}\0").as_bytes());
-    }
-    startup.push(0);
-    let mut packet = ((startup.len() + 4) as u32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&startup);
-    client.write_all(&packet).unwrap();
+    client
+        .write_all(&startup_packet(&[("user", ROLE), ("database", "postgres")]))
+        .unwrap();
     let mut seen = Vec::new();
     // Until ReadyForQuery ('Z', length 5, then the status).
     while !seen.windows(5).any(|w| w == [b'Z', 0, 0, 0, 5]) {

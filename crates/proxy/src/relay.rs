@@ -257,13 +257,13 @@ fn pump(from: &Side, to: &Side) -> io::Result<()> {
 
 /// The two sides, and the first failure of either direction: the cause (what follows it,
 /// such as the other thread's read ending when the sockets are shut, is not).
-struct Connection {
+struct Pair {
     client: Side,
     server: Side,
     failure: Mutex<Option<io::Error>>,
 }
 
-impl Connection {
+impl Pair {
     /// Both directions end: `e` is kept if it is the first failure, the client is told with
     /// close_notify when its server failed, and both sockets are shut so that a thread
     /// blocked on either returns.
@@ -286,7 +286,7 @@ impl Connection {
 
     /// One direction on this thread, and the connection failed if it fails or panics.
     fn pump(&self, upward: bool) {
-        struct OnUnwind<'a>(&'a Connection, bool);
+        struct OnUnwind<'a>(&'a Pair, bool);
         impl Drop for OnUnwind<'_> {
             fn drop(&mut self) {
                 if std::thread::panicking() {
@@ -319,7 +319,7 @@ pub async fn relay(
     server: Side,
     refusal: impl FnOnce(&io::Error) -> Vec<u8>,
 ) -> io::Result<()> {
-    let connection = Arc::new(Connection {
+    let connection = Arc::new(Pair {
         client,
         server,
         failure: Mutex::new(None),
